@@ -1,0 +1,32 @@
+# Two commands on a fresh machine (Python 3.11): `make quickstart` and `make test`.
+# .venv is (re)built whenever it is missing or older than the requirements files.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-stamp
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: quickstart test venv benchmark-search clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 2; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(PY) -m tools.pipeline --workdir=runs/quickstart
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+benchmark-search: $(STAMP)
+	$(PY) benchmarks/search_step.py --num_layers=12 --filter_multiplier=8 --crop_size=65 --batch_size=2
+
+clean:
+	rm -rf $(VENV) runs

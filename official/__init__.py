@@ -1,0 +1,1 @@
+"""Namespace of the project, laid out like the TF Model Garden (`official.<project>`)."""

@@ -1,0 +1,9 @@
+"""The one exception type for bad user input.
+
+Raised where files, flags and genotypes enter the library; the binaries in `tools/` turn it into a
+one-line `error: ...` message and exit code 2 instead of a traceback.
+"""
+
+
+class UserInputError(ValueError):
+  """Input that a user can fix: the message names the file or flag and what was expected."""

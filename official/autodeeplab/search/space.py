@@ -1,0 +1,105 @@
+"""The Auto-DeepLab search space in one place, and exact counts of its size.
+
+Cell level (paper sec. 3.1): a cell has `NUM_BLOCKS` blocks; block i reads two of the i + 2 states
+{H^{l-1}, H^{l-2}, block 0 .. block i-1}, applies one of the `PRIMITIVES` to each and adds them; the
+cell output is the concatenation of its blocks.
+
+Network level (sec. 3.2): after a stem that reaches stride 4 there are `NUM_LAYERS` layers, each at
+one of `NUM_LEVELS` resolutions (level = log2(stride) - 2: 0 -> stride 4 ... 3 -> stride 32); the
+level changes by at most one between consecutive layers, so the first layer is at level 0 or 1.
+"""
+from __future__ import annotations
+
+import functools
+
+# The 8 candidate operations, in the order of the architecture parameter alpha's last axis.
+# Shared by the search supernet, the retrain network and the genotype format.
+PRIMITIVES = (
+    'zero',             # no connection (only in the search; never in a genotype)
+    'max_pool_3x3',     # 3x3 max pooling, stride 1
+    'avg_pool_3x3',     # 3x3 average pooling, stride 1 (padding not counted)
+    'skip',             # identity
+    'separable_3x3_2',  # (ReLU, 3x3 depthwise-separable conv, BN) applied twice
+    'separable_5x5_2',  # (ReLU, 5x5 depthwise-separable conv, BN) applied twice
+    'atrous_3x3',       # ReLU, 3x3 conv with rate 2, BN
+    'atrous_5x5',       # ReLU, 5x5 conv with rate 2, BN
+)
+ZERO = 'zero'
+NUM_BLOCKS = 5      # B: blocks per cell
+NUM_LAYERS = 12     # L: searched layers after the stem
+NUM_LEVELS = 4      # resolutions: strides 4, 8, 16, 32
+FIRST_LEVELS = (0, 1)  # the first layer after the stride-4 stem may stay or go down once
+SEARCH_FILTER_MULTIPLIER = 8  # F during the search
+
+
+def level_stride(level: int) -> int:
+  """Output stride of a level: 4 * 2**level."""
+  return 4 * 2**level
+
+
+def num_block_inputs(block: int) -> int:
+  """States block `block` may read: H^{l-1}, H^{l-2} and the `block` earlier blocks."""
+  return block + 2
+
+
+def num_edges(num_blocks: int = NUM_BLOCKS) -> int:
+  """Edges (input state -> block) of the relaxed cell: one alpha row each."""
+  return sum(num_block_inputs(b) for b in range(num_blocks))
+
+
+def edge_index(block: int, source: int) -> int:
+  """Row of alpha for the edge from state `source` to block `block` (DARTS order)."""
+  return sum(num_block_inputs(b) for b in range(block)) + source
+
+
+def num_cells(num_blocks: int = NUM_BLOCKS, num_ops: int = len(PRIMITIVES)) -> int:
+  """Distinct cells as the paper counts them: ordered input pairs and ops per block.
+
+  prod over blocks of inputs^2 * ops^2; 5.6e14 for B=5 and the 8 ops (the paper's figure).
+  """
+  total = 1
+  for b in range(num_blocks):
+    total *= num_block_inputs(b)**2 * num_ops**2
+  return total
+
+
+def num_paths(num_layers: int = NUM_LAYERS, num_levels: int = NUM_LEVELS,
+              first_levels: tuple[int, ...] = FIRST_LEVELS) -> int:
+  """Network-level paths through the trellis, by dynamic programming over layers.
+
+  A path is one level per layer, starting at one of `first_levels` and moving by at most one
+  level per layer. For L=12: 28,657 with first_levels=(0,) (the paper's 2.9e4) and 75,025 with (0, 1).
+  """
+  if num_layers < 1:
+    return 0
+  ways = [1 if level in first_levels else 0 for level in range(num_levels)]
+  for _ in range(num_layers - 1):
+    ways = [sum(ways[src] for src in (level - 1, level, level + 1) if 0 <= src < num_levels)
+            for level in range(num_levels)]
+  return sum(ways)
+
+
+def levels_at_layer(layer: int, num_levels: int = NUM_LEVELS) -> tuple[int, ...]:
+  """Levels that exist at `layer` (0-based) of the trellis: at most `layer + 1` (the stem is level 0)."""
+  return tuple(range(min(layer + 2, num_levels)))
+
+
+@functools.lru_cache(maxsize=None)
+def describe_space(num_layers: int = NUM_LAYERS, num_blocks: int = NUM_BLOCKS,
+                   num_ops: int = len(PRIMITIVES), num_levels: int = NUM_LEVELS) -> dict:
+  """The counts `tools/describe --space` prints, as a JSON-ready dict."""
+  cells = num_cells(num_blocks, num_ops)
+  paths_stride4 = num_paths(num_layers, num_levels, (0,))
+  paths_any = num_paths(num_layers, num_levels, FIRST_LEVELS)
+  return {
+      'num_layers': num_layers,
+      'num_blocks': num_blocks,
+      'num_ops': num_ops,
+      'num_levels': num_levels,
+      'primitives': list(PRIMITIVES[:num_ops]) if num_ops <= len(PRIMITIVES) else None,
+      'num_edges_per_cell': num_edges(num_blocks),
+      'num_cells': cells,
+      'num_paths_first_stride4': paths_stride4,
+      'num_paths_first_stride4_or_8': paths_any,
+      'joint_space_first_stride4': cells * paths_stride4,
+  }

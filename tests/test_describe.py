@@ -1,0 +1,29 @@
+"""tools/describe as a user runs it: counts, genotype text and bad input."""
+import json
+
+
+def test_space_json(tool):
+  result = tool('describe', '--space', '--json')
+  assert result.returncode == 0, result.stderr
+  counts = json.loads(result.stdout)['space']
+  assert counts['num_paths_first_stride4'] == 28657
+  assert counts['num_paths_first_stride4_or_8'] == 75025
+  assert f'{counts["num_cells"]:.1e}' == '5.6e+14'
+
+
+def test_genotype_text(tool):
+  result = tool('describe', '--genotype=paper', '--space', '--num_layers=4')
+  assert result.returncode == 0, result.stderr
+  assert 'block0 = atrous_5x5(H^{l-2}) + separable_3x3_2(H^{l-1})' in result.stdout
+  assert '4 4 4 8 16 8 16 16 32 32 16 8' in result.stdout
+  assert 'paths:  19 ' not in result.stdout and 'L=4' in result.stdout
+
+
+def test_bad_genotype_is_one_line_exit_2(tool, tmp_path):
+  path = tmp_path / 'g.json'
+  path.write_text('{"cell": [[[0, "skip"], [0, "skip"]]], "path": [0, 3]}')
+  result = tool('describe', f'--genotype={path}')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      f'error: {path}: path[1]: jumps from level 0 to 3 (at most one level per layer)']
+  assert 'Traceback' not in result.stderr
