@@ -84,6 +84,23 @@ def levels_at_layer(layer: int, num_levels: int = NUM_LEVELS) -> tuple[int, ...]
   return tuple(range(min(layer + 2, num_levels)))
 
 
+def transition_mask(num_layers: int = NUM_LAYERS, num_levels: int = NUM_LEVELS):
+  """[L, levels, 3] bool NumPy array: which network-level edges (betas) exist.
+
+  Entry [l, k, d] is the edge from node (l - 1, k) to node (l, k + d - 1), d = 0 (up in resolution,
+  to level k - 1), 1 (same), 2 (down, to k + 1); layer -1 is the stem, which is only at level 0.
+  Border levels have two outgoing edges; nodes that do not exist yet have none.
+  """
+  import numpy as np
+  mask = np.zeros([num_layers, num_levels, 3], bool)
+  for layer in range(num_layers):
+    sources = (0,) if layer == 0 else levels_at_layer(layer - 1, num_levels)
+    for level in sources:
+      for d in range(3):
+        mask[layer, level, d] = 0 <= level + d - 1 < num_levels
+  return mask
+
+
 @functools.lru_cache(maxsize=None)
 def describe_space(num_layers: int = NUM_LAYERS, num_blocks: int = NUM_BLOCKS,
                    num_ops: int = len(PRIMITIVES), num_levels: int = NUM_LEVELS) -> dict:

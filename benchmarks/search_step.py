@@ -1,0 +1,81 @@
+r"""Search supernet benchmark: start-up, step times and peak memory, as one JSON line.
+
+  python benchmarks/search_step.py --num_layers=12 --filter_multiplier=8 --crop_size=65 \
+      --batch_size=2 [--steps=5] [--recompute] [--grappler]
+
+first_step_s counts from process start (before importing TensorFlow) to the end of the first
+weight step + architecture step; weight_step_s / arch_step_s are medians of the following steps.
+"""
+import time
+
+_START = time.time()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+flags.DEFINE_integer('num_layers', 12, 'L.')
+flags.DEFINE_integer('filter_multiplier', 8, 'F.')
+flags.DEFINE_integer('crop_size', 65, 'Square crop size.')
+flags.DEFINE_integer('batch_size', 2, 'Batch size.')
+flags.DEFINE_integer('num_classes', 19, 'Classes.')
+flags.DEFINE_integer('steps', 5, 'Timed (weight + arch) steps after the first.')
+flags.DEFINE_bool('recompute', False, 'Recompute layer activations in the backward pass.')
+flags.DEFINE_bool('grappler', False, 'Keep TensorFlow\'s graph optimiser on.')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  import numpy as np
+  import tensorflow as tf
+  from official.autodeeplab.modeling import supernet
+  from official.autodeeplab.training import search_task
+
+  if not FLAGS.grappler:
+    search_task.disable_graph_optimizer()
+  rng = np.random.default_rng(0)
+  shape = [FLAGS.batch_size, FLAGS.crop_size, FLAGS.crop_size]
+  images = tf.constant(rng.standard_normal(shape + [3]), tf.float32)
+  labels = tf.constant(rng.integers(0, FLAGS.num_classes, shape), tf.int32)
+  task = search_task.SearchTask(lambda: supernet.Supernet(
+      FLAGS.num_classes, num_layers=FLAGS.num_layers, filter_multiplier=FLAGS.filter_multiplier,
+      recompute=FLAGS.recompute))
+  t = time.time()
+  task._gradients.get_concrete_function(images, labels)
+  trace_s = time.time() - t
+  task.weight_step(images, labels)
+  task.arch_step(images, labels)
+  first_step_s = time.time() - _START
+  weight, arch = [], []
+  for _ in range(FLAGS.steps):
+    t = time.time()
+    task.weight_step(images, labels)
+    weight.append(time.time() - t)
+    t = time.time()
+    task.arch_step(images, labels)
+    arch.append(time.time() - t)
+  print(json.dumps({
+      'num_layers': FLAGS.num_layers, 'filter_multiplier': FLAGS.filter_multiplier,
+      'crop_size': FLAGS.crop_size, 'batch_size': FLAGS.batch_size,
+      'recompute': FLAGS.recompute, 'grappler': FLAGS.grappler,
+      'trace_s': round(trace_s, 2), 'first_step_s': round(first_step_s, 2),
+      'weight_step_s': round(statistics.median(weight), 3),
+      'arch_step_s': round(statistics.median(arch), 3),
+      'peak_rss_gb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+      'params': int(sum(np.prod(v.shape) for v in task.model.weight_variables)),
+      'arch_params': int(sum(np.prod(v.shape) for v in task.model.arch_variables)),
+      'cpu_count': os.cpu_count(),
+  }))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,169 @@
+"""The 8 candidate operations as one table, and the conv / BN settings every layer receives.
+
+`OPS[name](channels, stride, settings)` builds the op as a Keras layer taking one NHWC tensor with
+`channels` channels (stride 1) or halving its resolution (stride 2, retrain cells going down a
+level). The same table defines the search's MixedOp (`search_cell.py`) and the retrain cell
+(`cell.py`); the two uses differ only in `LayerSettings`:
+
+* search (`SEARCH_SETTINGS`): BN without scale/offset, always normalising with the batch moments
+  (the relaxed supernet is never run in inference mode), atrous ops depthwise-separable as in the
+  DARTS relaxation the paper reuses ([49]: ReLU, dilated depthwise conv, 1x1 conv, BN);
+* retrain (`LayerSettings()`): affine BN with moving averages (decay 0.9997, epsilon 1e-3), atrous
+  ops as full KxK convolutions with rate 2, as in Google's released 'hnasnet' code.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from official.autodeeplab.search import space
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSettings:
+  """Conv and normalisation settings, passed once to every layer instead of one argument each.
+
+  Attributes:
+    batch_norm_momentum: moving-average decay of BN statistics (Keras `momentum`).
+    batch_norm_epsilon: BN variance epsilon.
+    batch_norm_affine: whether BN learns a scale and an offset.
+    synchronized: cross-replica BN moments under a tf.distribute strategy.
+    separable_atrous: atrous ops as depthwise-separable (search) or full (retrain) convolutions.
+    weight_decay: L2 penalty on conv kernels (never on BN parameters), added to the loss, so it
+      reaches the gradient as the paper's weight decay (Keras optimizers' own decay is decoupled).
+  """
+  batch_norm_momentum: float = 0.9997
+  batch_norm_epsilon: float = 1e-3
+  batch_norm_affine: bool = True
+  synchronized: bool = False
+  separable_atrous: bool = False
+  weight_decay: float = 0.0
+
+  def kernel_initializer(self):
+    # Variance scaling (factor 1/3, fan-in, uniform), the initialisation of Google's NAS code.
+    return keras.initializers.VarianceScaling(1.0 / 3, mode='fan_in', distribution='uniform')
+
+  def kernel_regularizer(self):
+    return keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
+
+  def conv(self, filters: int, kernel_size: int, strides: int = 1, dilation_rate: int = 1,
+           name: str | None = None, use_bias: bool = False) -> keras.layers.Conv2D:
+    return keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, dilation_rate=dilation_rate, padding='same',
+        use_bias=use_bias, kernel_initializer=self.kernel_initializer(),
+        kernel_regularizer=self.kernel_regularizer(), name=name)
+
+  def separable_conv(self, filters: int, kernel_size: int, strides: int = 1,
+                     dilation_rate: int = 1, name: str | None = None):
+    return keras.layers.SeparableConv2D(
+        filters, kernel_size, strides=strides, dilation_rate=dilation_rate, padding='same',
+        use_bias=False, depthwise_initializer=self.kernel_initializer(),
+        pointwise_initializer=self.kernel_initializer(),
+        depthwise_regularizer=self.kernel_regularizer(),
+        pointwise_regularizer=self.kernel_regularizer(), name=name)
+
+  def batch_norm(self, name: str | None = None) -> keras.layers.BatchNormalization:
+    return keras.layers.BatchNormalization(
+        momentum=self.batch_norm_momentum, epsilon=self.batch_norm_epsilon,
+        center=self.batch_norm_affine, scale=self.batch_norm_affine,
+        synchronized=self.synchronized, name=name)
+
+
+SEARCH_SETTINGS = LayerSettings(batch_norm_momentum=0.9, batch_norm_epsilon=1e-5,
+                                batch_norm_affine=False, separable_atrous=True)
+
+
+@keras.saving.register_keras_serializable('autodeeplab')
+class HalfResize(keras.layers.Layer):
+  """Bilinear resize to ceil(size / 2): how an atrous op reads an input that goes down a level."""
+
+  def call(self, x):
+    shape = tf.shape(x)
+    return tf.image.resize(x, [(shape[1] + 1) // 2, (shape[2] + 1) // 2], method='bilinear')
+
+
+@keras.saving.register_keras_serializable('autodeeplab')
+class Zero(keras.layers.Layer):
+  """The 'no connection' op: zeros shaped like the (strided) input."""
+
+  def __init__(self, stride: int = 1, **kwargs):
+    super().__init__(**kwargs)
+    self.stride = stride
+
+  def call(self, x):
+    return tf.zeros_like(x[:, ::self.stride, ::self.stride, :])
+
+  def get_config(self):
+    return {**super().get_config(), 'stride': self.stride}
+
+
+def separable(kernel_size: int) -> Callable[..., keras.layers.Layer]:
+  """(ReLU, depthwise-separable KxK conv, BN) twice; the first conv carries the stride."""
+
+  def build(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
+    return keras.Sequential([
+        keras.layers.ReLU(),
+        settings.separable_conv(channels, kernel_size, strides=stride),
+        settings.batch_norm(),
+        keras.layers.ReLU(),
+        settings.separable_conv(channels, kernel_size),
+        settings.batch_norm(),
+    ])
+
+  return build
+
+
+def atrous(kernel_size: int) -> Callable[..., keras.layers.Layer]:
+  """ReLU, KxK conv with rate 2, BN; going down, the input is halved and the rate becomes 1."""
+
+  def build(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
+    rate = 2 if stride == 1 else 1
+    conv = settings.separable_conv if settings.separable_atrous else settings.conv
+    layers = [keras.layers.ReLU()]
+    if stride == 2:
+      layers.append(HalfResize())
+    layers += [conv(channels, kernel_size, dilation_rate=rate), settings.batch_norm()]
+    return keras.Sequential(layers)
+
+  return build
+
+
+def pool(kind: str) -> Callable[..., keras.layers.Layer]:
+  """3x3 max or average pooling (average excludes padding); `channels` is unchanged."""
+  layer = {'max': keras.layers.MaxPooling2D, 'avg': keras.layers.AveragePooling2D}[kind]
+
+  def build(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
+    del channels, settings
+    return layer(3, strides=stride, padding='same')
+
+  return build
+
+
+def skip(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
+  """Identity; going down a level it becomes ReLU, 1x1 conv with stride 2, BN."""
+  if stride == 1:
+    return keras.layers.Identity()
+  return keras.Sequential([keras.layers.ReLU(), settings.conv(channels, 1, strides=2),
+                           settings.batch_norm()])
+
+
+def zero(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
+  del channels, settings
+  return Zero(stride)
+
+
+# The search space's operations: name -> constructor(channels, stride, settings).
+OPS: dict[str, Callable[[int, int, LayerSettings], keras.layers.Layer]] = {
+    'zero': zero,
+    'max_pool_3x3': pool('max'),
+    'avg_pool_3x3': pool('avg'),
+    'skip': skip,
+    'separable_3x3_2': separable(3),
+    'separable_5x5_2': separable(5),
+    'atrous_3x3': atrous(3),
+    'atrous_5x5': atrous(5),
+}
+assert tuple(OPS) == space.PRIMITIVES, 'OPS must list the primitives in alpha order'

@@ -1,0 +1,252 @@
+"""The Auto-DeepLab search supernet: the L-layer, 4-level trellis of eq. (6), as one Keras model.
+
+Structure (paper sec. 4.1.2 and 5.1):
+* stem: 3x3 convs 64 (stride 2), 64, B*F (stride 2), each BN + ReLU; its output is node (-1, 0):
+  the trellis starts at stride 4 with the width of a level-0 node;
+* node (l, s) = sum over its inputs at layer l-1 from s/2, s, 2s of
+  beta(input -> node) * Cell(preprocessed input, H^{l-2}_s; alpha), where the input reaches the
+  node's resolution and F*s/4 channels by ReLU + stride-2 3x3 conv + BN (from s/2), ReLU + 1x1 conv
+  + BN (from s) or ReLU + 1x1 conv + bilinear x2 + BN (from 2s; a 1x1 conv commutes with the
+  resize, so it runs at the lower resolution), and H^{l-2}_s by ReLU + 1x1 conv + BN; a node has
+  B * F * s/4 channels;
+* beta is normalised over each node's *outgoing* edges (eq. 7, sec. 4.3): a softmax over the edges
+  to s/2, s, 2s that exist (two at the border levels), so betas are transition probabilities;
+* heads: at each level of the last layer an ASPP (1x1 conv, 3x3 conv with rate 96/s, image
+  pooling; B*F*s/4 filters each) and a 1x1 classifier; logits are upsampled and summed.
+
+How it runs fast: all L layers run in one `tf.foldl` whose body is one layer of the full trellis
+(every level, every incoming path). Nodes that do not exist yet (levels above l+1 at layer l, and
+H^{l-2} above the levels of layer l-2) are zero tensors: a zero input contributes exactly nothing
+through ReLU, conv and batch-moment BN, and the betas of edges leaving a missing node are 0, so
+the function is exactly the trellis, while graph size does not grow with depth. Each level's
+weights for all layers are one variable [L, n] (`level_layouts`), sliced per layer by the loop;
+the cell itself is `fused_cell.fused_cell`. With `recompute=True` each layer's activations are
+recomputed in the backward pass (tf.recompute_grad): memory then grows with one layer, not L.
+BN in the search always normalises with batch moments, per incoming path.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from official.autodeeplab.modeling import fused_cell
+from official.autodeeplab.modeling import ops
+from official.autodeeplab.search import space
+
+_EPSILON = ops.SEARCH_SETTINGS.batch_norm_epsilon
+DOWN, SAME, UP = 0, 1, 2  # beta's last axis: edge to level - 1, same level, level + 1
+# (see space.transition_mask)
+
+
+def normalize_beta(beta: tf.Tensor, mask: np.ndarray) -> tf.Tensor:
+  """Softmax over each node's existing outgoing edges; 0 on edges that do not exist."""
+  logits = tf.where(mask, beta, tf.constant(-1e9, beta.dtype))
+  return tf.nn.softmax(logits, axis=-1) * mask.astype(np.float32)
+
+
+def level_layout(level: int, filter_multiplier: int, num_blocks: int,
+                 num_levels: int = space.NUM_LEVELS) -> fused_cell.KernelLayout:
+  """Kernels of one node of `level` (preprocessing + cell), flattened in one vector."""
+  c = filter_multiplier * 2**level
+  shapes = {'pre/prev_prev': (1, 1, num_blocks * c, c), 'pre/same': (1, 1, num_blocks * c, c)}
+  if level > 0:
+    shapes['pre/down'] = (3, 3, num_blocks * c // 2, c)
+  if level < num_levels - 1:
+    shapes['pre/up'] = (1, 1, num_blocks * c * 2, c)
+  return fused_cell.KernelLayout(shapes).merged('', fused_cell.cell_layout(c, num_blocks))
+
+
+def _flat_initializer(layout, num_layers, seed):
+  def init(shape, dtype=None):
+    rng = np.random.default_rng(seed)
+    value = np.stack([layout.initial_value(rng) for _ in range(num_layers)])
+    assert value.shape == tuple(shape)
+    return tf.constant(value, dtype or tf.float32)
+  return init
+
+
+def _relu_conv(x, kernel, stride=1):
+  return tf.nn.conv2d(tf.nn.relu(x), kernel, stride, 'SAME')
+
+
+@keras.saving.register_keras_serializable('autodeeplab')
+class SearchASPP(keras.layers.Layer):
+  """The search head at one level: 1x1, 3x3 rate 96/s and image-pooling branches + classifier."""
+
+  def __init__(self, filters: int, rate: int, num_classes: int,
+               settings: ops.LayerSettings = ops.LayerSettings(), **kwargs):
+    super().__init__(**kwargs)
+    self.filters, self.rate, self.num_classes = filters, rate, num_classes
+    self.conv1x1 = settings.conv(filters, 1)
+    self.bn1x1 = settings.batch_norm()
+    self.atrous = settings.conv(filters, 3, dilation_rate=rate)
+    self.bn_atrous = settings.batch_norm()
+    self.pool_conv = settings.conv(filters, 1)
+    self.bn_pool = settings.batch_norm()
+    self.classifier = settings.conv(num_classes, 1, use_bias=True)
+
+  def build(self, input_shape):
+    channels = input_shape[-1]
+    for conv, bn, c_in in ((self.conv1x1, self.bn1x1, channels), (self.atrous, self.bn_atrous, channels),
+                           (self.pool_conv, self.bn_pool, channels)):
+      conv.build((None, None, None, c_in))
+      bn.build((None, None, None, self.filters))
+    self.classifier.build((None, None, None, 3 * self.filters))
+    self.built = True
+
+  def call(self, x, training=True):
+    a = tf.nn.relu(self.bn1x1(self.conv1x1(x), training=training))
+    b = tf.nn.relu(self.bn_atrous(self.atrous(x), training=training))
+    pooled = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+    c = tf.nn.relu(self.bn_pool(self.pool_conv(pooled), training=training))
+    c = tf.broadcast_to(c, tf.shape(a))
+    return self.classifier(tf.concat([a, b, c], -1))
+
+  def get_config(self):
+    return {**super().get_config(), 'filters': self.filters, 'rate': self.rate,
+            'num_classes': self.num_classes}
+
+
+@keras.saving.register_keras_serializable('autodeeplab')
+class Supernet(keras.Model):
+  """The relaxed hierarchical search space as a segmentation model: images -> logits.
+
+  Args:
+    num_classes: classes of the segmentation task.
+    num_layers: L, layers of the trellis (paper: 12).
+    num_blocks: B, blocks per cell (paper: 5).
+    filter_multiplier: F; a level-k node has B * F * 2**k channels (paper: 8 in the search).
+    recompute: recompute each layer's activations in the backward pass (less memory, ~1/3 more
+      compute).
+    seed: seed of the flat per-level weight initialisation.
+  """
+
+  def __init__(self, num_classes: int, num_layers: int = space.NUM_LAYERS,
+               num_blocks: int = space.NUM_BLOCKS,
+               filter_multiplier: int = space.SEARCH_FILTER_MULTIPLIER, recompute: bool = False,
+               seed: int = 0, **kwargs):
+    super().__init__(**kwargs)
+    self.num_classes, self.num_layers, self.num_blocks = num_classes, num_layers, num_blocks
+    self.filter_multiplier, self.recompute, self.seed = filter_multiplier, recompute, seed
+    self.num_levels = space.NUM_LEVELS
+    settings = ops.LayerSettings(batch_norm_momentum=0.9)
+    self.stem = [settings.conv(64, 3, strides=2), settings.batch_norm(),
+                 settings.conv(64, 3), settings.batch_norm(),
+                 settings.conv(num_blocks * filter_multiplier, 3, strides=2),
+                 settings.batch_norm()]
+    self.layouts = [level_layout(k, filter_multiplier, num_blocks) for k in range(self.num_levels)]
+    self._beta_mask = space.transition_mask(num_layers, self.num_levels)
+    rng = np.random.default_rng(seed)
+    self.alpha = self.add_weight(
+        shape=(space.num_edges(num_blocks), len(space.PRIMITIVES)), name='alpha',
+        initializer=keras.initializers.Constant(1e-3 * rng.standard_normal(
+            (space.num_edges(num_blocks), len(space.PRIMITIVES)))))
+    self.beta = self.add_weight(
+        shape=(num_layers, self.num_levels, 3), name='beta',
+        initializer=keras.initializers.Constant(
+            1e-3 * rng.standard_normal((num_layers, self.num_levels, 3))))
+    self.level_weights = [
+        self.add_weight(shape=(num_layers, layout.size), name=f'level{k}_kernels',
+                        initializer=_flat_initializer(layout, num_layers, seed + 1 + k))
+        for k, layout in enumerate(self.layouts)]
+    self.heads = [SearchASPP(num_blocks * filter_multiplier * 2**k, 96 // space.level_stride(k),
+                             num_classes, settings) for k in range(self.num_levels)]
+
+  def build(self, input_shape):
+    """Creates every variable up front, so optimisers can build their slots before tracing."""
+    channels = input_shape[-1]
+    for i in range(0, len(self.stem), 2):
+      self.stem[i].build((None, None, None, channels))
+      channels = self.stem[i].filters
+      self.stem[i + 1].build((None, None, None, channels))
+    for k, head in enumerate(self.heads):
+      head.build((None, None, None, self.num_blocks * self.filter_multiplier * 2**k))
+    self.built = True
+
+  @property
+  def arch_variables(self) -> list[tf.Variable]:
+    """alpha and beta, selected by identity (a BN offset is also called 'beta')."""
+    return [self.alpha, self.beta]
+
+  @property
+  def weight_variables(self) -> list[tf.Variable]:
+    arch = {id(v) for v in self.arch_variables}
+    return [v for v in self.trainable_variables if id(v) not in arch]
+
+  def op_weights(self) -> tf.Tensor:
+    """softmax(alpha): [num_edges, num_ops]."""
+    return tf.nn.softmax(self.alpha, axis=-1)
+
+  def transition_probabilities(self) -> tf.Tensor:
+    """Normalised beta: [L, levels, 3]; [l, k, d] = P(node (l-1, k) -> node (l, k + d - 1))."""
+    return normalize_beta(self.beta, self._beta_mask)
+
+  def _layer(self, *args):
+    """One trellis layer: (prev x4, prev_prev x4, betas [levels, 3], weights x4, alpha) -> prev x4."""
+    levels = self.num_levels
+    prev, prev_prev = args[:levels], args[levels:2 * levels]
+    betas, weights, op_weights = args[2 * levels], args[2 * levels + 1:3 * levels + 1], args[-1]
+    nodes = []
+    for k in range(levels):
+      kernels = self.layouts[k].unpack(weights[k])
+      size = tf.shape(prev[k])[1:3]
+      paths, path_betas = [], []
+      if k > 0:
+        paths.append(_relu_conv(prev[k - 1], kernels['pre/down'], 2))
+        path_betas.append(betas[k - 1, UP])
+      paths.append(_relu_conv(prev[k], kernels['pre/same']))
+      path_betas.append(betas[k, SAME])
+      if k < levels - 1:
+        up = _relu_conv(prev[k + 1], kernels['pre/up'])
+        paths.append(tf.image.resize(up, size, method='bilinear'))
+        path_betas.append(betas[k + 1, DOWN])
+      h_prev = tf.concat([fused_cell.batch_norm(p, 1, _EPSILON) for p in paths], 0)
+      h_prev_prev = fused_cell.batch_norm(_relu_conv(prev_prev[k], kernels['pre/prev_prev']), 1,
+                                          _EPSILON)
+      cells = fused_cell.fused_cell(h_prev, h_prev_prev, op_weights, kernels, len(paths),
+                                    self.num_blocks, _EPSILON)
+      cells = tf.reshape(cells, tf.concat([[len(paths), -1], tf.shape(cells)[1:]], 0))
+      nodes.append(tf.tensordot(tf.stack(path_betas), cells, 1))
+    return tuple(nodes)
+
+  def stem_features(self, images, training=True):
+    x = images
+    for i in range(0, len(self.stem), 2):
+      x = tf.nn.relu(self.stem[i + 1](self.stem[i](x), training=training))
+    return x
+
+  def call(self, images, training=True):
+    stem = self.stem_features(images, training)
+    batch = tf.shape(stem)[0]
+    sizes = [tf.shape(stem)[1:3]]
+    for _ in range(1, self.num_levels):
+      sizes.append((sizes[-1] + 1) // 2)
+    zeros = [tf.zeros(tf.concat([[batch], sizes[k], [self.num_blocks * self.filter_multiplier
+                                                     * 2**k]], 0)) for k in range(self.num_levels)]
+    prev = (stem,) + tuple(zeros[1:])
+    prev_prev = tuple(zeros)
+    op_weights = self.op_weights()
+    layer_fn = tf.recompute_grad(self._layer) if self.recompute else self._layer
+
+    def body(carry, elems):
+      prev, prev_prev = carry
+      betas, *weights = elems
+      nodes = layer_fn(*prev, *prev_prev, betas, *weights, op_weights)
+      for node, z in zip(nodes, zeros):
+        node.set_shape(z.shape)
+      return tuple(nodes), prev
+
+    elems = (self.transition_probabilities(),) + tuple(
+        tf.convert_to_tensor(w) for w in self.level_weights)
+    last, _ = tf.foldl(body, elems, initializer=(prev, prev_prev))
+    image_size = tf.shape(images)[1:3]
+    logits = [tf.image.resize(head(node, training=training), image_size, method='bilinear')
+              for head, node in zip(self.heads, last)]
+    return tf.add_n(logits)
+
+  def get_config(self):
+    return {**super().get_config(), 'num_classes': self.num_classes,
+            'num_layers': self.num_layers, 'num_blocks': self.num_blocks,
+            'filter_multiplier': self.filter_multiplier, 'recompute': self.recompute,
+            'seed': self.seed}
