@@ -5,6 +5,8 @@ r"""The quickstart: every stage that exists, end to end, on the built-in synthet
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from absl import flags
 
@@ -26,6 +28,20 @@ def main(argv):
   genotype_lib.PAPER_GENOTYPE.to_json(paper)
   print(f'[genotype] the paper\'s architecture, written to {paper}:')
   print(genotype_lib.PAPER_GENOTYPE.describe())
+  search_dir = os.path.join(FLAGS.workdir, 'search')
+  print(f'[search] a small search on the synthetic dataset in {search_dir} (resumes if rerun)',
+        flush=True)
+  _stage('search', f'--workdir={search_dir}',
+         '--gin_file=experiments/search/synthetic_quickstart.gin')
+  found = genotype_lib.Genotype.from_json(os.path.join(search_dir, 'genotype.json'))
+  print(f'[decode] genotype.json is valid: {found.num_blocks} blocks, path {list(found.path)}')
+
+
+def _stage(tool: str, *args: str) -> None:
+  """Runs one binary exactly as a user would; a failing stage stops the pipeline."""
+  result = subprocess.run([sys.executable, '-m', f'tools.{tool}', *args])
+  if result.returncode:
+    raise common.UserInputError(f'stage tools.{tool} failed with exit code {result.returncode}')
 
 
 if __name__ == '__main__':

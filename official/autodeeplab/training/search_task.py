@@ -132,3 +132,76 @@ class SearchTask:
 
   def arch_active(self) -> bool:
     return int(self.step.numpy()) >= self.config.arch_start_step
+
+
+def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Dataset,
+               num_steps: int, workdir: str, log_every: int = 10,
+               checkpoint_every: int = 100, log=print) -> dict:
+  """The search loop: alternate weight / arch steps, checkpoint, log, decode at the end.
+
+  Resumes from the latest checkpoint in `workdir/checkpoints` (weights, alpha/beta, both
+  optimisers, the step and both data iterators), writes TensorBoard scalars to
+  `workdir/tensorboard`, and at the end `workdir/arch.npz` (raw alpha, beta and the normalised
+  transition probabilities) and `workdir/genotype.json`.
+  """
+  import os
+
+  import numpy as np
+
+  from official.autodeeplab.search import decode
+
+  iter_a, iter_b = iter(task.strategy.experimental_distribute_dataset(train_a)), iter(
+      task.strategy.experimental_distribute_dataset(train_b))
+  checkpoint = task.checkpoint()
+  if task.strategy.num_replicas_in_sync == 1:  # distributed iterators cannot be checkpointed
+    checkpoint.iterator_a, checkpoint.iterator_b = iter_a, iter_b
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, 'checkpoints'), 3)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    log(f'[search] resumed from {manager.latest_checkpoint} at step {int(task.step.numpy())}')
+  writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+  weight_loss = arch_loss = float('nan')
+  while int(task.step.numpy()) < num_steps:
+    images, labels = next(iter_a)
+    weight_loss = task.weight_step(images, labels)
+    if task.arch_active():
+      images, labels = next(iter_b)
+      arch_loss = task.arch_step(images, labels)
+    step = int(task.step.numpy())
+    if step % log_every == 0 or step == num_steps:
+      with writer.as_default(step=step):
+        tf.summary.scalar('loss/trainA', weight_loss)
+        tf.summary.scalar('loss/trainB', arch_loss)
+        tf.summary.scalar('learning_rate', task.weight_optimizer.learning_rate)
+      log(f'[search] step {step}/{num_steps} loss(trainA) {weight_loss:.4f} '
+          f'loss(trainB) {arch_loss:.4f}')
+    if step % checkpoint_every == 0 or step == num_steps:
+      manager.save(checkpoint_number=step)
+  alpha, beta = (v.numpy() for v in task.model.arch_variables)
+  arch_path = os.path.join(workdir, 'arch.npz')
+  np.savez(arch_path + '.tmp.npz', alpha=alpha, beta=beta,
+           transition_probabilities=decode.transition_probabilities(beta))
+  os.replace(arch_path + '.tmp.npz', arch_path)
+  genotype = decode.decode(alpha, beta, task.model.num_blocks)
+  genotype.to_json(os.path.join(workdir, 'genotype.json'))
+  return {'step': int(task.step.numpy()), 'loss_trainA': weight_loss, 'loss_trainB': arch_loss,
+          'genotype': genotype}
+
+
+# gin configures these factories (not the Keras classes: gin on a Keras 3 Layer subclass breaks).
+import gin  # noqa: E402
+
+
+@gin.configurable
+def build_supernet(num_classes: int, num_layers: int = 12, num_blocks: int = 5,
+                   filter_multiplier: int = 8, recompute: bool = False, seed: int = 0):
+  """The supernet of an experiment; see `supernet.Supernet` for the arguments."""
+  from official.autodeeplab.modeling import supernet
+  return supernet.Supernet(num_classes, num_layers=num_layers, num_blocks=num_blocks,
+                           filter_multiplier=filter_multiplier, recompute=recompute, seed=seed)
+
+
+@gin.configurable
+def search_config(**overrides) -> SearchConfig:
+  """SearchConfig with the paper's defaults, overridden by gin bindings."""
+  return dataclasses.replace(SearchConfig(), **overrides)

@@ -1,0 +1,1 @@
+"""Datasets: specs, converters to TFRecords and the tf.data input pipeline."""

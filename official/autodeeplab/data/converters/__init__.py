@@ -1,0 +1,1 @@
+"""Raw dataset trees (or generators) to images and train-id label maps."""
