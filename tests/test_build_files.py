@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-RULES = ('py_library', 'py_binary', 'py_test')
+RULES = ('py_library', 'py_binary', 'py_test', 'filegroup')
 
 
 def load_targets():

@@ -45,6 +45,8 @@ def main(argv):
   common.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
 
   search_task.disable_graph_optimizer()
+  import keras
+  keras.utils.set_random_seed(FLAGS.seed)  # deterministic initialisation of every layer
   strategy = distribute.get_strategy(FLAGS.strategy)
   config = search_task.search_config()
   num_steps = FLAGS.num_steps if FLAGS.num_steps is not None else config.total_steps
