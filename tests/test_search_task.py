@@ -70,11 +70,10 @@ def test_resume_is_exact(tmp_path):
   result = search_task.run_search(second, a, b, 4, str(tmp_path / 'resumed'), log=logs.append)
   assert any('resumed from' in line for line in logs)
   assert result['step'] == 4
-  # The bilevel state: weights, alpha/beta and both optimisers' slots. (BN moving averages are
-  # not part of it: the search always normalises with batch moments and never reads them.)
-  for x, y in zip(straight.model.trainable_variables + straight.weight_optimizer.variables
+  # The whole bilevel state: every model variable (BN moving averages too), both optimisers.
+  for x, y in zip(straight.model.variables + straight.weight_optimizer.variables
                   + straight.arch_optimizer.variables,
-                  second.model.trainable_variables + second.weight_optimizer.variables
+                  second.model.variables + second.weight_optimizer.variables
                   + second.arch_optimizer.variables):
     np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-5, atol=1e-6, err_msg=x.path)
   saved = Genotype.from_json(tmp_path / 'resumed' / 'genotype.json')

@@ -10,11 +10,12 @@ import keras
 import tensorflow as tf
 
 from official.autodeeplab.modeling import ops
+from official.autodeeplab.modeling import tracking
 from official.autodeeplab.search import space
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
-class MixedOp(keras.layers.Layer):
+class MixedOp(tracking.CheckpointLists, keras.layers.Layer):
   """sum_k softmax(alpha)_k * op_k(x) over the 8 candidate ops (eq. 2).
 
   As in DARTS, the pooling ops are followed by a non-affine BN so that their scale matches the
@@ -49,7 +50,7 @@ class MixedOp(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
-class Cell(keras.layers.Layer):
+class Cell(tracking.CheckpointLists, keras.layers.Layer):
   """The relaxed cell H^l = Cell(H^{l-1}, H^{l-2}; alpha) (eq. 5).
 
   Block i sums MixedOps over every earlier state (H^{l-1}, H^{l-2}, blocks 0..i-1); the output is

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from official.autodeeplab.modeling import fused_cell
 from official.autodeeplab.modeling import ops
+from official.autodeeplab.modeling import tracking
 from official.autodeeplab.search import space
 
 _EPSILON = ops.SEARCH_SETTINGS.batch_norm_epsilon
@@ -109,7 +110,7 @@ class SearchASPP(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
-class Supernet(keras.Model):
+class Supernet(tracking.CheckpointLists, keras.Model):
   """The relaxed hierarchical search space as a segmentation model: images -> logits.
 
   Args:

@@ -1,0 +1,122 @@
+"""A discrete cell built from a genotype's cell, as in Google's released 'hnasnet' code.
+
+Inputs: H^{l-1} (already resized x2 by the backbone when the path goes up a level) gets ReLU,
+1x1 conv to `filters` (= F * 2**level), BN; H^{l-2} is bilinearly resized to H^{l-1}'s resolution
+and, if its channel count differs, gets ReLU, 1x1 conv, BN. When the path goes down a level, the
+ops reading those two inputs run with stride 2 (an atrous op halves its input bilinearly and uses
+rate 1); ops reading earlier blocks run with stride 1. Block = sum of its two ops; cell output =
+concat of all blocks.
+
+Scheduled drop path (NASNet, as in Google's code): during training each op output (but the
+identity) is dropped per example with probability 1 - keep, where
+keep = 1 - progress * (cell_index + 1) / num_cells * (1 - drop_path_keep_prob), progress being the
+fraction of training done; kept outputs are scaled by 1 / keep. At inference it is the identity.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from official.autodeeplab.modeling import ops
+from official.autodeeplab.modeling import tracking
+
+
+@keras.saving.register_keras_serializable('autodeeplab')
+class DropPath(keras.layers.Layer):
+  """Drops whole examples' paths with the scheduled probability; identity at inference.
+
+  Args:
+    layer_ratio: (cell_index + 1) / num_cells.
+    keep_prob: drop_path_keep_prob at the end of training (1.0 disables drop path).
+  """
+
+  def __init__(self, layer_ratio: float = 1.0, keep_prob: float = 1.0, **kwargs):
+    super().__init__(**kwargs)
+    self.layer_ratio, self.keep_prob = layer_ratio, keep_prob
+    # Fraction of training done, set by the training loop (shared by every DropPath of a model).
+    self.progress = self.add_weight(shape=(), initializer='zeros', trainable=False,
+                                    name='progress')
+
+  def current_keep_prob(self):
+    return 1.0 - tf.minimum(self.progress, 1.0) * self.layer_ratio * (1.0 - self.keep_prob)
+
+  def call(self, x, training=False):
+    if not training or self.keep_prob >= 1.0:
+      return x
+    keep = tf.cast(self.current_keep_prob(), x.dtype)
+    mask = tf.floor(keep + tf.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype))
+    return x * mask / keep
+
+  def get_config(self):
+    return {**super().get_config(), 'layer_ratio': self.layer_ratio, 'keep_prob': self.keep_prob}
+
+
+@keras.saving.register_keras_serializable('autodeeplab')
+class DiscreteCell(tracking.CheckpointLists, keras.layers.Layer):
+  """One retrain cell.
+
+  Args:
+    cell: the genotype's cell, ((input, op), (input, op)) per block, as JSON-ready lists.
+    filters: channels per block (F * 2**level); the output has len(cell) * filters.
+    stride: 2 when the path goes down a level into this cell, else 1.
+    layer_ratio: (cell_index + 1) / num_cells, for drop path.
+    drop_path_keep_prob: keep probability at the end of training.
+    settings: conv/BN settings (dict form of `ops.LayerSettings` for serialisation).
+  """
+
+  def __init__(self, cell, filters: int, stride: int = 1, layer_ratio: float = 1.0,
+               drop_path_keep_prob: float = 1.0, settings: dict | None = None, **kwargs):
+    super().__init__(**kwargs)
+    self.cell = [[list(pair) for pair in block] for block in cell]
+    self.filters, self.stride = filters, stride
+    self.layer_ratio, self.drop_path_keep_prob = layer_ratio, drop_path_keep_prob
+    self.settings_dict = dict(settings or {})
+    settings = ops.LayerSettings(**self.settings_dict)
+    self.prev_conv, self.prev_bn = settings.conv(filters, 1), settings.batch_norm()
+    self.prev_prev_conv, self.prev_prev_bn = settings.conv(filters, 1), settings.batch_norm()
+    self.block_ops, self.drop_paths = [], []
+    for block in self.cell:
+      for index, name in block:
+        stride_here = stride if index < 2 else 1
+        self.block_ops.append(ops.OPS[name](filters, stride_here, settings))
+        self.drop_paths.append(DropPath(layer_ratio, drop_path_keep_prob)
+                               if name != 'skip' or stride_here > 1 else None)
+
+  def build(self, input_shapes):
+    prev_shape, prev_prev_shape = input_shapes
+    self.prev_conv.build(prev_shape)
+    self.prev_bn.build((None, None, None, self.filters))
+    self._project_prev_prev = prev_prev_shape[-1] != self.filters
+    if self._project_prev_prev:
+      self.prev_prev_conv.build(prev_prev_shape)
+      self.prev_prev_bn.build((None, None, None, self.filters))
+    shape = (None, None, None, self.filters)
+    for layer in self.block_ops:
+      layer.build(shape)
+    self.built = True
+
+  def call(self, inputs, training=False):
+    h_prev, h_prev_prev = inputs
+    size = tf.shape(h_prev)[1:3]
+    h_prev_prev = tf.image.resize(h_prev_prev, size, method='bilinear')
+    if self._project_prev_prev:
+      h_prev_prev = self.prev_prev_bn(self.prev_prev_conv(tf.nn.relu(h_prev_prev)),
+                                      training=training)
+    h_prev = self.prev_bn(self.prev_conv(tf.nn.relu(h_prev)), training=training)
+    states = [h_prev, h_prev_prev]
+    k = 0
+    for block in self.cell:
+      total = 0
+      for index, _ in block:
+        y = self.block_ops[k](states[index], training=training)
+        if self.drop_paths[k] is not None:
+          y = self.drop_paths[k](y, training=training)
+        total += y
+        k += 1
+      states.append(total)
+    return tf.concat(states[2:], axis=-1)
+
+  def get_config(self):
+    return {**super().get_config(), 'cell': self.cell, 'filters': self.filters,
+            'stride': self.stride, 'layer_ratio': self.layer_ratio,
+            'drop_path_keep_prob': self.drop_path_keep_prob, 'settings': self.settings_dict}

@@ -1,0 +1,104 @@
+"""The retrain model: backbone (stem + cells along the path) + ASPP + DeepLabv3+ decoder.
+
+Model sizes (paper Table 2): the filter multiplier F.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from official.autodeeplab.errors import UserInputError
+from official.autodeeplab.modeling import backbone as backbone_lib
+from official.autodeeplab.modeling import heads
+from official.autodeeplab.search import genotype as genotype_lib
+from official.autodeeplab.search import space
+
+# Auto-DeepLab-S / M / L: filter multiplier F (paper Table 2).
+MODEL_SIZES = {'S': 20, 'M': 32, 'L': 48}
+MIN_IMAGE_SIZE = 32  # every level (strides 4..32) then has at least one pixel
+
+
+@keras.saving.register_keras_serializable('autodeeplab')
+class Segmenter(keras.Model):
+  """images [N, H, W, 3] -> logits [N, H, W, num_classes].
+
+  Args:
+    genotype: `Genotype.to_dict()`; the path must start at level 0.
+    num_classes: output classes.
+    filter_multiplier: F.
+    drop_path_keep_prob: scheduled drop path's final keep probability (1.0: off).
+    settings: conv/BN settings as a dict of `ops.LayerSettings` fields (synchronized BN,
+      weight decay, BN momentum/epsilon).
+  """
+
+  def __init__(self, genotype: dict, num_classes: int, filter_multiplier: int,
+               drop_path_keep_prob: float = 1.0, settings: dict | None = None, **kwargs):
+    super().__init__(**kwargs)
+    self.genotype, self.num_classes = genotype, num_classes
+    self.filter_multiplier, self.drop_path_keep_prob = filter_multiplier, drop_path_keep_prob
+    self.settings_dict = dict(settings or {})
+    self.backbone = backbone_lib.Backbone(genotype, filter_multiplier, drop_path_keep_prob,
+                                          self.settings_dict, name='backbone')
+    self.output_stride = space.level_stride(genotype['path'][-1])
+    self.aspp = heads.ASPP(self.output_stride, settings=self.settings_dict, name='aspp')
+    self.decoder = heads.Decoder(num_classes, settings=self.settings_dict, name='decoder')
+
+  def build(self, input_shape):
+    self.backbone.build(input_shape)
+    self.aspp.build((None, None, None, self.backbone.output_channels()))
+    self.decoder.build(((None, None, None, self.aspp.filters),
+                        (None, None, None, self.backbone.low_level_channels())))
+    self.built = True
+
+  def call(self, images, training=False):
+    features, low_level = self.backbone(images, training=training)
+    logits = self.decoder((self.aspp(features, training=training), low_level), training=training)
+    return tf.image.resize(logits, tf.shape(images)[1:3], method='bilinear')
+
+  def set_training_progress(self, progress) -> None:
+    """Fraction of training done, for scheduled drop path."""
+    for layer in self._flatten_layers():
+      if hasattr(layer, 'progress'):
+        layer.progress.assign(progress)
+
+  def get_config(self):
+    return {**super().get_config(), 'genotype': self.genotype, 'num_classes': self.num_classes,
+            'filter_multiplier': self.filter_multiplier,
+            'drop_path_keep_prob': self.drop_path_keep_prob, 'settings': self.settings_dict}
+
+
+def resolve_filter_multiplier(model_size: str | None = None,
+                              filter_multiplier: int | None = None) -> int:
+  """F from --model_size=S|M|L or an explicit --filter_multiplier (which wins)."""
+  if filter_multiplier is not None:
+    if filter_multiplier < 1:
+      raise UserInputError(f'--filter_multiplier={filter_multiplier}: must be a positive integer')
+    return filter_multiplier
+  if model_size not in MODEL_SIZES:
+    raise UserInputError(f'--model_size={model_size}: expected one of S, M, L')
+  return MODEL_SIZES[model_size]
+
+
+def check_image_size(height: int, width: int) -> None:
+  if height < MIN_IMAGE_SIZE or width < MIN_IMAGE_SIZE:
+    raise UserInputError(f'--image_size={height},{width}: height and width must be at least '
+                         f'{MIN_IMAGE_SIZE} (any size from {MIN_IMAGE_SIZE} up is accepted: each '
+                         'level halves it, rounding up)')
+
+
+def build_segmenter(genotype: genotype_lib.Genotype, num_classes: int,
+                    model_size: str | None = 'S', filter_multiplier: int | None = None,
+                    synchronized: bool = False, weight_decay: float = 4e-5,
+                    drop_path_keep_prob: float = 1.0) -> Segmenter:
+  """The retrain model with the paper's settings (BN decay 0.9997, epsilon 1e-3, L2 4e-5)."""
+  if genotype.path[0] != 0:
+    raise UserInputError(f'genotype path starts at level {genotype.path[0]}: the retrain network '
+                         'needs level 0 (stride 4) first, for the decoder\'s low-level features')
+  if num_classes < 1:
+    raise UserInputError(f'--num_classes={num_classes}: must be positive')
+  model = Segmenter(genotype.to_dict(), num_classes,
+                    resolve_filter_multiplier(model_size, filter_multiplier),
+                    drop_path_keep_prob,
+                    settings={'synchronized': synchronized, 'weight_decay': weight_decay})
+  model.build((None, None, None, 3))
+  return model
