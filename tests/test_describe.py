@@ -27,3 +27,26 @@ def test_bad_genotype_is_one_line_exit_2(tool, tmp_path):
   assert result.stderr.strip().splitlines() == [
       f'error: {path}: path[1]: jumps from level 0 to 3 (at most one level per layer)']
   assert 'Traceback' not in result.stderr
+
+
+def test_model_size_json(tool):
+  result = tool('describe', '--genotype=paper', '--model_size=S', '--num_classes=19',
+                '--image_size=1025,2049', '--json')
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads(result.stdout)
+  assert round(report['params'] / 1e6, 2) == 10.15
+  assert abs(report['multiply_adds_tf_profiler'] / 333.25e9 - 1) < 0.02
+  assert set(report['breakdown']['multiply_adds']) == {'stem', 'cells', 'aspp', 'decoder'}
+  assert sum(report['breakdown']['params'].values()) == report['params']
+
+
+def test_model_size_bad_input(tool):
+  for args, message in (
+      (['--model_size=XL'], '--model_size=XL: expected one of S, M, L'),
+      (['--model_size=S', '--filter_multiplier=-1'], '--filter_multiplier=-1: must be'),
+      (['--model_size=S', '--image_size=16,16'], '--image_size=16,16: height and width must'),
+      (['--model_size=S', '--image_size=1024'], '--image_size=1024: expected HEIGHT,WIDTH'),
+  ):
+    result = tool('describe', '--genotype=paper', *args)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+        f'error: {message}'), result.stderr[-1000:]

@@ -1,7 +1,13 @@
-r"""Prints the search space's size and a genotype's cell and path.
+r"""Prints the search space's size, a genotype's cell and path, and a retrain model's size.
 
   python -m tools.describe --space [--num_layers=12] [--num_blocks=5] [--json]
   python -m tools.describe --genotype=paper|PATH.json [--json]
+  python -m tools.describe --genotype=paper --model_size=S|M|L [--filter_multiplier=N] \
+      --num_classes=19 --image_size=1024,2048 [--json]
+
+With a model size, `params` (trainable parameters) and `multiply_adds` (convolutions, exact
+logical shapes; see utils/complexity.py) are printed with a per-component breakdown, and
+`multiply_adds_tf_profiler` (TensorFlow's own profiler, the convention of the paper's era).
 """
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import json
 
 from absl import flags
 
+from official.autodeeplab.modeling import sizes
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab.search import space
 from tools import common
@@ -19,6 +26,39 @@ flags.DEFINE_integer('num_layers', space.NUM_LAYERS, 'Layers L of the trellis (f
 flags.DEFINE_integer('num_blocks', space.NUM_BLOCKS, 'Blocks B per cell (for --space).')
 flags.DEFINE_string('genotype', None, '"paper" or a genotype JSON file to describe.')
 flags.DEFINE_bool('json', False, 'Print one JSON object instead of text.')
+flags.DEFINE_string('model_size', None, 'S, M or L (filter multiplier 20/32/48): count the '
+                    'retrain model built from --genotype.')
+flags.DEFINE_integer('filter_multiplier', None, 'F; overrides --model_size.')
+flags.DEFINE_integer('num_classes', 19, 'Classes of the retrain model.')
+flags.DEFINE_string('image_size', '1024,2048', 'HEIGHT,WIDTH for multiply-adds.')
+
+
+def _model_report(geno) -> tuple[dict, list[str]]:
+  height, width = sizes.parse_image_size(FLAGS.image_size)
+  multiplier = sizes.resolve_filter_multiplier(FLAGS.model_size, FLAGS.filter_multiplier)
+  from official.autodeeplab.modeling import segmenter  # TensorFlow only after the flags are valid
+  from official.autodeeplab.utils import complexity
+  model = segmenter.build_segmenter(geno, FLAGS.num_classes, filter_multiplier=multiplier)
+  params = complexity.parameters_by_component(model)
+  madds = complexity.multiply_adds(model, height, width)
+  report = {
+      'model_size': FLAGS.model_size if FLAGS.filter_multiplier is None else None,
+      'filter_multiplier': multiplier, 'num_classes': FLAGS.num_classes,
+      'image_size': [height, width],
+      'params': complexity.count_parameters(model),
+      'multiply_adds': madds['total'],
+      'multiply_adds_tf_profiler': complexity.tf_profiler_multiply_adds(model, height, width),
+      'breakdown': {'params': params,
+                    'multiply_adds': {k: v for k, v in madds.items() if k != 'total'}},
+  }
+  text = [f'retrain model: F={multiplier}, {FLAGS.num_classes} classes, {height}x{width} input',
+          f'  params:        {report["params"] / 1e6:.2f}M',
+          f'  multiply-adds: {report["multiply_adds"] / 1e9:.2f}B (exact conv count; TF '
+          f'profiler: {report["multiply_adds_tf_profiler"] / 1e9:.2f}B)',
+          '  component   params      multiply-adds']
+  for name in params:
+    text.append(f'  {name:<10} {params[name] / 1e6:7.2f}M  {madds.get(name, 0) / 1e9:10.2f}B')
+  return report, text
 
 
 def main(argv):
@@ -46,6 +86,12 @@ def main(argv):
     report['genotype'] = geno.to_dict()
     text.append(f'genotype {FLAGS.genotype}:')
     text.append(geno.describe())
+    if FLAGS.model_size is not None or FLAGS.filter_multiplier is not None:
+      model_report, model_text = _model_report(geno)
+      report.update(model_report)
+      text += model_text
+  elif FLAGS.model_size is not None or FLAGS.filter_multiplier is not None:
+    raise common.UserInputError('--model_size/--filter_multiplier need --genotype=paper|PATH')
   print(json.dumps(report) if FLAGS.json else '\n'.join(text))
 
 

@@ -1,6 +1,6 @@
 """The retrain model: backbone (stem + cells along the path) + ASPP + DeepLabv3+ decoder.
 
-Model sizes (paper Table 2): the filter multiplier F.
+Model sizes (paper Table 2) are the filter multiplier F: `sizes.MODEL_SIZES`.
 """
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import tensorflow as tf
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import backbone as backbone_lib
 from official.autodeeplab.modeling import heads
+from official.autodeeplab.modeling import sizes
+from official.autodeeplab.modeling import tracking
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab.search import space
 
-# Auto-DeepLab-S / M / L: filter multiplier F (paper Table 2).
-MODEL_SIZES = {'S': 20, 'M': 32, 'L': 48}
-MIN_IMAGE_SIZE = 32  # every level (strides 4..32) then has at least one pixel
+MODEL_SIZES = sizes.MODEL_SIZES
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
-class Segmenter(keras.Model):
+class Segmenter(tracking.CheckpointLists, keras.Model):
   """images [N, H, W, 3] -> logits [N, H, W, num_classes].
 
   Args:
@@ -67,25 +67,6 @@ class Segmenter(keras.Model):
             'drop_path_keep_prob': self.drop_path_keep_prob, 'settings': self.settings_dict}
 
 
-def resolve_filter_multiplier(model_size: str | None = None,
-                              filter_multiplier: int | None = None) -> int:
-  """F from --model_size=S|M|L or an explicit --filter_multiplier (which wins)."""
-  if filter_multiplier is not None:
-    if filter_multiplier < 1:
-      raise UserInputError(f'--filter_multiplier={filter_multiplier}: must be a positive integer')
-    return filter_multiplier
-  if model_size not in MODEL_SIZES:
-    raise UserInputError(f'--model_size={model_size}: expected one of S, M, L')
-  return MODEL_SIZES[model_size]
-
-
-def check_image_size(height: int, width: int) -> None:
-  if height < MIN_IMAGE_SIZE or width < MIN_IMAGE_SIZE:
-    raise UserInputError(f'--image_size={height},{width}: height and width must be at least '
-                         f'{MIN_IMAGE_SIZE} (any size from {MIN_IMAGE_SIZE} up is accepted: each '
-                         'level halves it, rounding up)')
-
-
 def build_segmenter(genotype: genotype_lib.Genotype, num_classes: int,
                     model_size: str | None = 'S', filter_multiplier: int | None = None,
                     synchronized: bool = False, weight_decay: float = 4e-5,
@@ -97,7 +78,7 @@ def build_segmenter(genotype: genotype_lib.Genotype, num_classes: int,
   if num_classes < 1:
     raise UserInputError(f'--num_classes={num_classes}: must be positive')
   model = Segmenter(genotype.to_dict(), num_classes,
-                    resolve_filter_multiplier(model_size, filter_multiplier),
+                    sizes.resolve_filter_multiplier(model_size, filter_multiplier),
                     drop_path_keep_prob,
                     settings={'synchronized': synchronized, 'weight_decay': weight_decay})
   model.build((None, None, None, 3))

@@ -1,0 +1,38 @@
+"""Model sizes and accepted input sizes of the retrain network (pure Python: binaries validate
+flags with it before importing TensorFlow)."""
+from __future__ import annotations
+
+from official.autodeeplab.errors import UserInputError
+
+# Auto-DeepLab-S / M / L: filter multiplier F (paper Table 2).
+MODEL_SIZES = {'S': 20, 'M': 32, 'L': 48}
+MIN_IMAGE_SIZE = 32  # every level (strides 4..32) then has at least one pixel
+
+
+def resolve_filter_multiplier(model_size: str | None = None,
+                              filter_multiplier: int | None = None) -> int:
+  """F from --model_size=S|M|L or an explicit --filter_multiplier (which wins)."""
+  if filter_multiplier is not None:
+    if filter_multiplier < 1:
+      raise UserInputError(f'--filter_multiplier={filter_multiplier}: must be a positive integer')
+    return filter_multiplier
+  if model_size not in MODEL_SIZES:
+    raise UserInputError(f'--model_size={model_size}: expected one of S, M, L')
+  return MODEL_SIZES[model_size]
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+  """'HEIGHT,WIDTH' -> (height, width), checked against MIN_IMAGE_SIZE."""
+  try:
+    height, width = (int(x) for x in text.split(','))
+  except ValueError:
+    raise UserInputError(f'--image_size={text}: expected HEIGHT,WIDTH, e.g. 1024,2048') from None
+  check_image_size(height, width)
+  return height, width
+
+
+def check_image_size(height: int, width: int) -> None:
+  if height < MIN_IMAGE_SIZE or width < MIN_IMAGE_SIZE:
+    raise UserInputError(f'--image_size={height},{width}: height and width must be at least '
+                         f'{MIN_IMAGE_SIZE} (any size from {MIN_IMAGE_SIZE} up is accepted: each '
+                         'level halves it, rounding up)')
