@@ -84,12 +84,16 @@ def test_resume_is_exact(tmp_path):
 
 
 def test_search_binary_end_to_end(tool, tmp_path):
+  from official.autodeeplab.data import convert
+  convert.convert('synthetic', str(tmp_path / 'data'), 'train', 2, num_examples=6,
+                  image_size=40, num_classes=3, progress=False)
   result = tool('search', f'--workdir={tmp_path}', '--gin_file=experiments/search/base.gin',
+                f'--tfrecord_dir={tmp_path / "data"}',
                 '--gin_bindings=build_supernet.num_layers = 3',
                 '--gin_bindings=build_supernet.filter_multiplier = 2',
                 '--gin_bindings=build_supernet.recompute = False',
                 '--gin_bindings=search_config.arch_start_step = 1',
-                '--num_steps=2', '--num_examples=4', '--image_size=40', '--crop_size=33')
+                '--num_steps=2', '--crop_size=33')
   assert result.returncode == 0, result.stderr[-3000:]
   genotype = json.loads((tmp_path / 'genotype.json').read_text())
   assert len(genotype['path']) == 3 and len(genotype['cell']) == 5

@@ -28,10 +28,13 @@ def main(argv):
   genotype_lib.PAPER_GENOTYPE.to_json(paper)
   print(f'[genotype] the paper\'s architecture, written to {paper}:')
   print(genotype_lib.PAPER_GENOTYPE.describe())
+  data_dir = os.path.join(FLAGS.workdir, 'data')
+  print(f'[data] the synthetic dataset as sharded TFRecords in {data_dir}', flush=True)
+  _stage('convert_dataset', '--dataset=synthetic', f'--output_dir={data_dir}', '--split=train',
+         '--num_examples=32', '--image_size=96', '--num_shards=2')
   search_dir = os.path.join(FLAGS.workdir, 'search')
-  print(f'[search] a small search on the synthetic dataset in {search_dir} (resumes if rerun)',
-        flush=True)
-  _stage('search', f'--workdir={search_dir}',
+  print(f'[search] a small search on it in {search_dir} (resumes if rerun)', flush=True)
+  _stage('search', f'--workdir={search_dir}', f'--tfrecord_dir={data_dir}',
          '--gin_file=experiments/search/synthetic_quickstart.gin')
   found = genotype_lib.Genotype.from_json(os.path.join(search_dir, 'genotype.json'))
   print(f'[decode] genotype.json is valid: {found.num_blocks} blocks, path {list(found.path)}')

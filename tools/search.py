@@ -2,10 +2,13 @@ r"""Architecture search: trains the supernet bilevel, writes checkpoints, arch.n
 
   python -m tools.search --workdir=runs/search \
       --gin_file=experiments/search/synthetic_quickstart.gin [--gin_bindings=...] \
-      [--dataset=synthetic --num_examples=16 --image_size=96] [--crop_size=65 --batch_size=2] \
+      [--tfrecord_dir=DIR --split=train | --num_examples=16 --image_size=96] \
+      [--crop_size=65 --batch_size=2] \
       [--num_steps=N] [--strategy=default|one_device|mirrored|multi_worker|tpu]
 
-Rerunning with the same --workdir resumes from the latest checkpoint.
+With --tfrecord_dir the search reads shards written by tools.convert_dataset (e.g. Cityscapes
+train at --half_resolution), split into fixed trainA/trainB halves; otherwise it generates the
+synthetic dataset in memory. Rerunning with the same --workdir resumes from the latest checkpoint.
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ from tools import common
 FLAGS = flags.FLAGS
 common.define_gin_flags()
 flags.DEFINE_string('workdir', None, 'Output directory (checkpoints, TensorBoard, genotype).')
-flags.DEFINE_enum('dataset', 'synthetic', ['synthetic'], 'Training data.')
-flags.DEFINE_integer('num_classes', 5, 'Classes of the synthetic dataset.')
+flags.DEFINE_string('tfrecord_dir', None, 'Converted dataset (tools.convert_dataset output).')
+flags.DEFINE_string('split', 'train', 'Split of --tfrecord_dir to search on.')
+flags.DEFINE_integer('num_classes', 5, 'Classes of the synthetic dataset (with --tfrecord_dir: '
+                     'read from {split}-summary.json).')
 flags.DEFINE_integer('num_examples', 16, 'Images in the synthetic dataset (split in trainA/B).')
 flags.DEFINE_integer('image_size', 96, 'Side of the synthetic images.')
 flags.DEFINE_integer('crop_size', 65, 'Square training crop.')
@@ -50,14 +55,22 @@ def main(argv):
   strategy = distribute.get_strategy(FLAGS.strategy)
   config = search_task.search_config()
   num_steps = FLAGS.num_steps if FLAGS.num_steps is not None else config.total_steps
-  images, labels = synthetic.arrays(FLAGS.num_examples, FLAGS.image_size, FLAGS.image_size,
-                                    FLAGS.num_classes, FLAGS.seed)
-  half_a, half_b = input_pipeline.search_halves(len(images), FLAGS.seed)
-  train_a, train_b = (input_pipeline.from_arrays(images[h], labels[h], FLAGS.batch_size,
-                                                 FLAGS.crop_size, seed=FLAGS.seed + i)
-                      for i, h in enumerate((half_a, half_b)))
+  num_classes = FLAGS.num_classes
+  if FLAGS.tfrecord_dir:
+    files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
+    num_classes = input_pipeline.num_classes(FLAGS.tfrecord_dir, FLAGS.split)
+    train_a, train_b = (input_pipeline.from_tfrecords(files, FLAGS.batch_size, FLAGS.crop_size,
+                                                      half=half, seed=FLAGS.seed + i)
+                        for i, half in enumerate(('trainA', 'trainB')))
+  else:
+    images, labels = synthetic.arrays(FLAGS.num_examples, FLAGS.image_size, FLAGS.image_size,
+                                      num_classes, FLAGS.seed)
+    half_a, half_b = input_pipeline.search_halves(len(images), FLAGS.seed)
+    train_a, train_b = (input_pipeline.from_arrays(images[h], labels[h], FLAGS.batch_size,
+                                                   FLAGS.crop_size, seed=FLAGS.seed + i)
+                        for i, h in enumerate((half_a, half_b)))
   os.makedirs(FLAGS.workdir, exist_ok=True)
-  task = search_task.SearchTask(lambda: search_task.build_supernet(FLAGS.num_classes), config,
+  task = search_task.SearchTask(lambda: search_task.build_supernet(num_classes), config,
                                 strategy)
   result = search_task.run_search(task, train_a, train_b, num_steps, FLAGS.workdir,
                                   FLAGS.log_every, FLAGS.checkpoint_every)

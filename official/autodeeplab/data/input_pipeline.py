@@ -1,12 +1,22 @@
 """tf.data pipelines: normalisation, the paper's augmentation, and the search's trainA/trainB.
 
-So far the pipeline reads in-memory arrays (the synthetic dataset); the TFRecord reader for
-converted datasets plugs in at `from_arrays`'s place with the same augmentation.
+`from_tfrecords` reads the shards `tools/convert_dataset` writes: interleaved reads, shuffling,
+parsing, augmentation (random scale 0.5-2.0, random crop with padding: image with the mean,
+label with 255; horizontal flip), normalisation to [-1, 1], batching, prefetching. Randomness
+comes from seeded stateless ops, so a run with `deterministic=True` is reproducible, and the
+iterator can be saved in a tf.train.Checkpoint to resume mid-epoch. `from_arrays` does the same
+for in-memory arrays.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
+
+from official.autodeeplab.data import example
+from official.autodeeplab.data import writer
+from official.autodeeplab.errors import UserInputError
 
 IGNORE_LABEL = 255
 
@@ -61,3 +71,124 @@ def search_halves(num_examples: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
   order = np.random.default_rng(seed).permutation(num_examples)
   half = num_examples // 2
   return np.sort(order[:half]), np.sort(order[half:])
+
+
+HALVES = {'trainA': 0, 'trainB': 1}
+
+
+def split_files(directory: str, split: str) -> list[str]:
+  """The finished shards of `split` in `directory`; an error if there are none."""
+  if not os.path.isdir(directory):
+    raise UserInputError(f'{directory}: no such directory of TFRecord shards')
+  files = writer.shard_files(directory, split)
+  if not files:
+    raise UserInputError(f'{directory}: no shards of split {split!r} '
+                         f'({split}-NNNNN-of-NNNNN.tfrecord); run tools.convert_dataset first')
+  return files
+
+
+def num_classes(directory: str, split: str) -> int:
+  """Classes of a converted split, from its `{split}-summary.json`."""
+  import json
+  path = os.path.join(directory, f'{split}-summary.json')
+  try:
+    with open(path) as f:
+      return int(json.load(f)['num_classes'])
+  except (OSError, ValueError, KeyError) as e:
+    raise UserInputError(f'{path}: missing or unreadable split summary ({e})') from None
+
+
+def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
+                   training: bool = True, half: str | None = None, seed: int = 0,
+                   deterministic: bool = True, min_scale: float = 0.5, max_scale: float = 2.0,
+                   shuffle_buffer: int = 256, eval_size: tuple[int, int] | None = None,
+                   cycle_length: int = 8) -> tf.data.Dataset:
+  """Batches of (images float32 [B, H, W, 3] in [-1, 1], labels int32 [B, H, W], 255 ignored).
+
+  Args:
+    files: shard paths (`split_files`).
+    batch_size: examples per batch.
+    crop_size: training crop side.
+    training: augment, shuffle and repeat; otherwise one pass in file order, no augmentation,
+      images padded (with the mean; labels with 255) to the batch's largest or `eval_size`.
+    half: 'trainA' or 'trainB': the search's fixed halves of the set (by a hash of the example's
+      filename, so independent of shard order and shuffling); None for all examples.
+    seed: shuffling and augmentation seed.
+    deterministic: reproducible order of parallel reads and maps.
+    min_scale: random scale range.
+    max_scale: see min_scale.
+    shuffle_buffer: examples in the shuffle buffer.
+    eval_size: fixed (height, width) to pad evaluation images to.
+    cycle_length: shards read in parallel.
+  """
+  if half is not None and half not in HALVES:
+    raise UserInputError(f'half={half!r}: expected trainA or trainB')
+  options = tf.data.Options()
+  options.deterministic = deterministic
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  if training:
+    ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  if training:
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+  else:  # one pass in file order
+    ds = ds.flat_map(tf.data.TFRecordDataset)
+  ds = ds.map(example.parse_features, num_parallel_calls=tf.data.AUTOTUNE)
+  if half is not None:
+    ds = ds.filter(lambda f: tf.equal(
+        tf.strings.to_hash_bucket_fast(f['image/filename'], 2), HALVES[half]))
+  if training:
+    ds = ds.shuffle(shuffle_buffer, seed=seed).repeat()
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+
+    def train_map(features, pair_seed):
+      decoded = example.decode(features)
+      return augment(decoded['image'], decoded['label'], crop_size, min_scale, max_scale,
+                     seed=pair_seed)
+
+    ds = ds.map(train_map, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+  else:
+    def eval_map(features):
+      decoded = example.decode(features)
+      return normalize(decoded['image']), tf.cast(decoded['label'], tf.int32)
+
+    ds = ds.map(eval_map, num_parallel_calls=tf.data.AUTOTUNE)
+    shapes = ([None, None, 3], [None, None]) if eval_size is None else (
+        [*eval_size, 3], list(eval_size))
+    ds = ds.padded_batch(batch_size, padded_shapes=shapes,
+                         padding_values=(0.0, IGNORE_LABEL))
+  return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def find_corrupt_shard(files: list[str]) -> str | None:
+  """The first shard whose records fail their checksums or are truncated, if any."""
+  for path in files:
+    try:
+      for _ in tf.data.TFRecordDataset(path):
+        pass
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+      return path
+  return None
+
+
+class CheckedIterator:
+  """An iterator over a dataset of shards that names the corrupt shard instead of failing with
+  TensorFlow's "corrupted record at N". `.iterator` is the tf.data iterator, for checkpoints."""
+
+  def __init__(self, dataset: tf.data.Dataset, files: list[str]):
+    self.iterator = iter(dataset)
+    self.files = files
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    try:
+      return next(self.iterator)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      bad = find_corrupt_shard(self.files)
+      if bad is None:
+        raise
+      raise UserInputError(f'{bad}: corrupt TFRecord shard ({type(e).__name__}); convert it '
+                           'again') from None

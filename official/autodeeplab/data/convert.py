@@ -1,0 +1,48 @@
+"""Dataset conversion: list a split's examples with the dataset's converter, write the shards."""
+from __future__ import annotations
+
+import functools
+
+from official.autodeeplab.data import datasets
+from official.autodeeplab.data import writer
+from official.autodeeplab.data.converters import ade20k
+from official.autodeeplab.data.converters import base
+from official.autodeeplab.data.converters import cityscapes
+from official.autodeeplab.data.converters import synthetic
+from official.autodeeplab.data.converters import voc
+from official.autodeeplab.errors import UserInputError
+
+CONVERTERS = {'cityscapes': cityscapes, 'voc': voc, 'ade20k': ade20k}
+
+
+def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir: str = '',
+            num_workers: int = 1, half_resolution: bool = False, sbd_dir: str | None = None,
+            num_examples: int = 16, image_size: int = 96, num_classes: int = 5, seed: int = 0,
+            progress: bool = True) -> dict:
+  """Converts one split of a dataset into sharded TFRecords; returns the split summary.
+
+  For `synthetic`, `num_examples` images of `image_size` with `num_classes` classes are
+  generated (seeded per split); the other datasets read `data_dir` (and `sbd_dir` for VOC
+  train_aug).
+  """
+  if dataset == 'synthetic':
+    if num_examples < 1 or image_size < 8 or num_classes < 2:
+      raise UserInputError('synthetic: --num_examples >= 1, --image_size >= 8 and '
+                           '--num_classes >= 2 expected')
+    split_seed = seed * 1000 + sum(map(ord, split))
+    spec = datasets.synthetic_spec(num_classes)
+    sources = list(range(num_examples))
+    make = functools.partial(synthetic.to_example, height=image_size, width=image_size,
+                             num_classes=num_classes, seed=split_seed)
+    manifest = {'dataset': 'synthetic', 'num_classes': num_classes, 'image_size': image_size,
+                'seed': seed}
+  else:
+    spec = datasets.get_spec(dataset)
+    if not data_dir:
+      raise UserInputError(f'--data_dir is required for --dataset={dataset}')
+    base.require_dir(data_dir, f'{dataset} root')
+    sources = CONVERTERS[dataset].list_records(data_dir, split, sbd_dir=sbd_dir)
+    make = functools.partial(base.to_example, spec=spec, half_resolution=half_resolution)
+    manifest = {'dataset': dataset, 'half_resolution': half_resolution}
+  return writer.write_split(sources, make, output_dir, split, num_shards, spec.num_classes,
+                            manifest, num_workers, progress)

@@ -1,0 +1,144 @@
+"""One spec per dataset: classes, ignore label, raw-label -> train-id map, colours, splits.
+
+Train ids are 0..num_classes-1; 255 is ignored in training and evaluation. Each spec's
+`label_map` is a 256-entry lookup table from the raw annotation value to the train id, with
+`INVALID` for values that are not in the dataset's label table (converters reject those).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+IGNORE_LABEL = 255
+INVALID = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """What a converter and the evaluation need to know about a dataset.
+
+  Attributes:
+    name: the --dataset flag value.
+    class_names: train id -> name.
+    label_map: [256] int array, raw annotation value -> train id, 255 (ignored) or INVALID.
+    palette: [num_classes, 3] uint8 RGB colour per train id (for visualisation).
+    splits: split name -> number of images in the full dataset.
+  """
+  name: str
+  class_names: tuple[str, ...]
+  label_map: np.ndarray = dataclasses.field(repr=False, compare=False)
+  palette: np.ndarray = dataclasses.field(repr=False, compare=False)
+  splits: dict[str, int] = dataclasses.field(default_factory=dict)
+  ignore_label: int = IGNORE_LABEL
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+def _cityscapes() -> DatasetSpec:
+  # The official label table (cityscapesScripts helpers/labels.py): 34 ids + license plate (-1).
+  from cityscapesscripts.helpers import labels as cs_labels
+  train = sorted((l for l in cs_labels.labels if 0 <= l.trainId < 255), key=lambda l: l.trainId)
+  label_map = np.full(256, INVALID, np.int64)
+  for label in cs_labels.labels:
+    # license plate (id -1) cannot be stored in a uint8 PNG except as 255; it is ignored.
+    raw = label.id if label.id >= 0 else 255
+    label_map[raw] = label.trainId if 0 <= label.trainId < 255 else IGNORE_LABEL
+  return DatasetSpec(
+      name='cityscapes', class_names=tuple(l.name for l in train), label_map=label_map,
+      palette=np.array([l.color for l in train], np.uint8),
+      splits={'train': 2975, 'val': 500, 'test': 1525})
+
+
+def voc_palette(num_colours: int = 256) -> np.ndarray:
+  """The PASCAL VOC colour map (bit-interleaved class index), [num_colours, 3] uint8."""
+  palette = np.zeros([num_colours, 3], np.uint8)
+  for index in range(num_colours):
+    c, r, g, b = index, 0, 0, 0
+    for shift in range(7, -1, -1):
+      r |= ((c >> 0) & 1) << shift
+      g |= ((c >> 1) & 1) << shift
+      b |= ((c >> 2) & 1) << shift
+      c >>= 3
+    palette[index] = (r, g, b)
+  return palette
+
+
+VOC_CLASSES = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car',
+               'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person',
+               'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
+
+
+def _voc() -> DatasetSpec:
+  label_map = np.full(256, INVALID, np.int64)
+  label_map[:len(VOC_CLASSES)] = np.arange(len(VOC_CLASSES))
+  label_map[IGNORE_LABEL] = IGNORE_LABEL  # object boundaries and difficult regions
+  return DatasetSpec(
+      name='voc', class_names=VOC_CLASSES, label_map=label_map,
+      palette=voc_palette(len(VOC_CLASSES)),
+      splits={'train': 1464, 'val': 1449, 'trainval': 2913, 'train_aug': 10582})
+
+
+ADE20K_CLASSES = (
+    'wall', 'building', 'sky', 'floor', 'tree', 'ceiling', 'road', 'bed', 'windowpane', 'grass',
+    'cabinet', 'sidewalk', 'person', 'earth', 'door', 'table', 'mountain', 'plant', 'curtain',
+    'chair', 'car', 'water', 'painting', 'sofa', 'shelf', 'house', 'sea', 'mirror', 'rug',
+    'field', 'armchair', 'seat', 'fence', 'desk', 'rock', 'wardrobe', 'lamp', 'bathtub',
+    'railing', 'cushion', 'base', 'box', 'column', 'signboard', 'chest of drawers', 'counter',
+    'sand', 'sink', 'skyscraper', 'fireplace', 'refrigerator', 'grandstand', 'path', 'stairs',
+    'runway', 'case', 'pool table', 'pillow', 'screen door', 'stairway', 'river', 'bridge',
+    'bookcase', 'blind', 'coffee table', 'toilet', 'flower', 'book', 'hill', 'bench',
+    'countertop', 'stove', 'palm', 'kitchen island', 'computer', 'swivel chair', 'boat', 'bar',
+    'arcade machine', 'hovel', 'bus', 'towel', 'light', 'truck', 'tower', 'chandelier',
+    'awning', 'streetlight', 'booth', 'television receiver', 'airplane', 'dirt track',
+    'apparel', 'pole', 'land', 'bannister', 'escalator', 'ottoman', 'bottle', 'buffet',
+    'poster', 'stage', 'van', 'ship', 'fountain', 'conveyer belt', 'canopy', 'washer',
+    'plaything', 'swimming pool', 'stool', 'barrel', 'basket', 'waterfall', 'tent', 'bag',
+    'minibike', 'cradle', 'oven', 'ball', 'food', 'step', 'tank', 'trade name', 'microwave',
+    'pot', 'animal', 'bicycle', 'lake', 'dishwasher', 'screen', 'blanket', 'sculpture', 'hood',
+    'sconce', 'vase', 'traffic light', 'tray', 'ashcan', 'fan', 'pier', 'crt screen', 'plate',
+    'monitor', 'bulletin board', 'shower', 'radiator', 'glass', 'clock', 'flag')
+
+
+def _ade20k() -> DatasetSpec:
+  label_map = np.full(256, INVALID, np.int64)
+  label_map[0] = IGNORE_LABEL  # 'other objects'
+  label_map[1:len(ADE20K_CLASSES) + 1] = np.arange(len(ADE20K_CLASSES))
+  return DatasetSpec(
+      name='ade20k', class_names=ADE20K_CLASSES, label_map=label_map,
+      palette=voc_palette(len(ADE20K_CLASSES) + 1)[1:],
+      splits={'train': 20210, 'val': 2000})
+
+
+def synthetic_spec(num_classes: int = 5) -> DatasetSpec:
+  from official.autodeeplab.data.converters import synthetic
+  label_map = np.full(256, INVALID, np.int64)
+  label_map[:num_classes] = np.arange(num_classes)
+  label_map[IGNORE_LABEL] = IGNORE_LABEL
+  return DatasetSpec(
+      name='synthetic', class_names=('background',) + tuple(
+          f'shape{i}' for i in range(1, num_classes)), label_map=label_map,
+      palette=synthetic.class_colours(num_classes), splits={})
+
+
+_BUILDERS = {'cityscapes': _cityscapes, 'voc': _voc, 'ade20k': _ade20k, 'synthetic': synthetic_spec}
+DATASETS = tuple(_BUILDERS)
+
+
+def get_spec(name: str) -> DatasetSpec:
+  from official.autodeeplab.errors import UserInputError
+  if name not in _BUILDERS:
+    raise UserInputError(f'--dataset={name}: expected one of {", ".join(DATASETS)}')
+  return _BUILDERS[name]()
+
+
+def map_labels(raw: np.ndarray, spec: DatasetSpec, source: str) -> np.ndarray:
+  """Raw annotation values -> uint8 train ids; values outside the label table are an error."""
+  from official.autodeeplab.errors import UserInputError
+  mapped = spec.label_map[raw]
+  if (mapped == INVALID).any():
+    bad = sorted(set(np.unique(raw[mapped == INVALID]).tolist()))
+    raise UserInputError(f'{source}: label values {bad[:10]} are not in the {spec.name} label table')
+  return mapped.astype(np.uint8)

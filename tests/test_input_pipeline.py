@@ -1,0 +1,87 @@
+"""The tf.data pipeline: augmentation, determinism, trainA/trainB, eval padding, resume."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.autodeeplab.data import convert
+from official.autodeeplab.data import input_pipeline
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+  directory = tmp_path_factory.mktemp('shards')
+  convert.convert('synthetic', str(directory), 'train', 3, num_examples=12, image_size=40,
+                  num_classes=4, progress=False)
+  return input_pipeline.split_files(str(directory), 'train')
+
+
+def take(dataset, n):
+  return [(x.numpy(), y.numpy()) for x, y in dataset.take(n)]
+
+
+def test_training_batches(files):
+  for images, labels in take(input_pipeline.from_tfrecords(files, 3, crop_size=33), 4):
+    assert images.shape == (3, 33, 33, 3) and images.dtype == np.float32
+    assert -1.0 <= images.min() and images.max() <= 1.0
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, 255}
+
+
+def test_crop_larger_than_image_pads_image_with_mean_and_label_with_255(files):
+  images, labels = take(input_pipeline.from_tfrecords(files, 2, crop_size=97, min_scale=1.0,
+                                                      max_scale=1.0), 1)[0]
+  assert (labels == 255).sum() >= 2 * (97 * 97 - 40 * 40)
+  padded = labels == 255
+  np.testing.assert_array_equal(images[padded], 0.0)
+
+
+def test_deterministic_runs_repeat(files):
+  a = take(input_pipeline.from_tfrecords(files, 2, 33, seed=7), 3)
+  b = take(input_pipeline.from_tfrecords(files, 2, 33, seed=7), 3)
+  c = take(input_pipeline.from_tfrecords(files, 2, 33, seed=8), 3)
+  for (x, y), (u, v) in zip(a, b):
+    np.testing.assert_array_equal(x, u)
+    np.testing.assert_array_equal(y, v)
+  assert any(not np.array_equal(x, u) for (x, _), (u, _) in zip(a, c))
+
+
+def names(files, half):
+  ds = tf.data.TFRecordDataset(files).map(input_pipeline.example.parse_features)
+  if half:
+    ds = ds.filter(lambda f: tf.equal(tf.strings.to_hash_bucket_fast(f['image/filename'], 2),
+                                      input_pipeline.HALVES[half]))
+  return {f['image/filename'].numpy() for f in ds}
+
+
+def test_search_halves_are_disjoint_and_complete(files):
+  a, b = names(files, 'trainA'), names(files, 'trainB')
+  assert a and b and not a & b and a | b == names(files, None)
+  # the half a training batch comes from: every label map of trainA's batches is from trainA
+  batch = input_pipeline.from_tfrecords(files, 1, 40, half='trainA', min_scale=1.0,
+                                        max_scale=1.0)
+  assert sum(1 for _ in batch.take(5)) == 5
+
+
+def test_eval_mode_pads_to_fixed_size(files):
+  batches = list(input_pipeline.from_tfrecords(files, 5, training=False, eval_size=(48, 44)))
+  assert [b[0].shape[0] for b in batches] == [5, 5, 2]  # one pass, every example once
+  images, labels = batches[0]
+  assert images.shape == (5, 48, 44, 3) and labels.shape == (5, 48, 44)
+  assert (labels.numpy()[:, 40:, :] == 255).all() and (images.numpy()[:, :, 40:] == 0).all()
+
+
+def test_iterator_position_is_saved_with_the_checkpoint(files, tmp_path):
+  dataset = input_pipeline.from_tfrecords(files, 2, 33, seed=3)
+  iterator = iter(dataset)
+  next(iterator)
+  checkpoint = tf.train.Checkpoint(iterator=iterator)
+  path = checkpoint.write(str(tmp_path / 'it'))
+  expected = [next(iterator)[1].numpy() for _ in range(3)]
+  fresh = iter(input_pipeline.from_tfrecords(files, 2, 33, seed=3))
+  tf.train.Checkpoint(iterator=fresh).read(path).assert_consumed()
+  for e in expected:
+    np.testing.assert_array_equal(next(fresh)[1].numpy(), e)
+
+
+def test_bad_half_name(files):
+  with pytest.raises(ValueError, match="half='trainC'"):
+    input_pipeline.from_tfrecords(files, 2, half='trainC')

@@ -1,0 +1,53 @@
+r"""Converts a dataset split into sharded TFRecords (Google DeepLab's feature keys).
+
+  python -m tools.convert_dataset --dataset=cityscapes --data_dir=/data/cityscapes \
+      --output_dir=/data/tfrecords/cityscapes --split=train --num_shards=10 [--num_workers=2] \
+      [--half_resolution]
+  python -m tools.convert_dataset --dataset=voc --data_dir=/data/VOCdevkit/VOC2012 \
+      --sbd_dir=/data/benchmark_RELEASE/dataset --split=train_aug --output_dir=... --num_shards=10
+  python -m tools.convert_dataset --dataset=ade20k --data_dir=/data/ADEChallengeData2016 \
+      --split=train --output_dir=... --num_shards=10
+  python -m tools.convert_dataset --dataset=synthetic --output_dir=... --split=train \
+      --num_examples=64 --image_size=129
+
+Writes {output_dir}/{split}-{i:05d}-of-{n:05d}.tfrecord and {split}-summary.json; rerunning the
+same command after an interruption finishes the job.
+"""
+from __future__ import annotations
+
+import json
+
+from absl import flags
+
+from tools import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum('dataset', None, ['cityscapes', 'voc', 'ade20k', 'synthetic'], 'Dataset.')
+flags.DEFINE_string('data_dir', '', 'Root of the raw dataset tree.')
+flags.DEFINE_string('output_dir', None, 'Where the shards go.')
+flags.DEFINE_string('split', 'train', 'Split to convert.')
+flags.DEFINE_integer('num_shards', 4, 'Number of output shards.')
+flags.DEFINE_integer('num_workers', 1, 'Parallel worker processes.')
+flags.DEFINE_bool('half_resolution', False, 'Halve images and labels (Cityscapes search input).')
+flags.DEFINE_string('sbd_dir', None, 'VOC train_aug: SBD benchmark_RELEASE/dataset directory.')
+flags.DEFINE_integer('num_examples', 16, 'synthetic: number of images.')
+flags.DEFINE_integer('image_size', 96, 'synthetic: image side.')
+flags.DEFINE_integer('num_classes', 5, 'synthetic: number of classes.')
+flags.DEFINE_integer('seed', 0, 'synthetic: seed.')
+flags.mark_flags_as_required(['dataset', 'output_dir'])
+
+
+def main(argv):
+  del argv
+  if FLAGS.num_workers < 1:
+    raise common.UserInputError(f'--num_workers={FLAGS.num_workers}: must be positive')
+  from official.autodeeplab.data import convert
+  summary = convert.convert(
+      FLAGS.dataset, FLAGS.output_dir, FLAGS.split, FLAGS.num_shards, FLAGS.data_dir,
+      FLAGS.num_workers, FLAGS.half_resolution, FLAGS.sbd_dir, FLAGS.num_examples,
+      FLAGS.image_size, FLAGS.num_classes, FLAGS.seed)
+  print(json.dumps({k: v for k, v in summary.items() if k != 'class_pixels'}))
+
+
+if __name__ == '__main__':
+  common.run(main)
