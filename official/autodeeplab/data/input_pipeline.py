@@ -39,7 +39,7 @@ def augment(image, label, crop_size: int, min_scale: float = 0.5, max_scale: flo
   # Pad to at least crop_size: the image with its mean (0 after normalisation), labels with 255.
   pad_h = tf.maximum(crop_size - new_size[0], 0)
   pad_w = tf.maximum(crop_size - new_size[1], 0)
-  image = normalize(image * 1.0)  # floats in [-1, 1]; padding with 0 = the mean of [-1, 1]
+  image = normalize(image)  # floats in [-1, 1]; padding with 0 is the mean
   image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
   label = tf.pad(tf.cast(label, tf.int32) - IGNORE_LABEL, [[0, pad_h], [0, pad_w], [0, 0]])
   label = label + IGNORE_LABEL

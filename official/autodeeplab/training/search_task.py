@@ -14,10 +14,15 @@ building and instantiating a second large graph.
 from __future__ import annotations
 
 import dataclasses
+import os
 
+import gin
 import keras
+import numpy as np
 import tensorflow as tf
 
+from official.autodeeplab.modeling import supernet
+from official.autodeeplab.search import decode
 from official.autodeeplab.training import losses
 
 
@@ -84,8 +89,10 @@ class SearchTask:
     self._variables = self.model.weight_variables + self.model.arch_variables
     self._num_weights = len(self.model.weight_variables)
     self._gradients = tf.function(self._replica_gradients, reduce_retracing=True)
-    self._apply_weights = tf.function(self._replica_apply_weights)
-    self._apply_arch = tf.function(self._replica_apply_arch)
+    self._apply_weights = self._update_fn(self.weight_optimizer, self.model.weight_variables,
+                                          config.weight_decay)
+    self._apply_arch = self._update_fn(self.arch_optimizer, self.model.arch_variables,
+                                       config.arch_weight_decay)
 
   def checkpoint(self) -> tf.train.Checkpoint:
     """Everything needed to resume exactly: weights, alpha/beta, both optimisers, the step."""
@@ -100,19 +107,16 @@ class SearchTask:
       return loss, tape.gradient(loss, self._variables)
     return self.strategy.run(fn, args=(images, labels))
 
-  def _replica_apply_weights(self, grads):
-    def fn(grads):
-      variables = self.model.weight_variables
-      grads = [g + self.config.weight_decay * v for g, v in zip(grads, variables)]
-      self.weight_optimizer.apply_gradients(zip(grads, variables))
-    self.strategy.run(fn, args=(grads,))
+  def _update_fn(self, optimizer, variables, weight_decay):
+    """A compiled update: L2 added to the gradients, then the optimiser, on every replica."""
+    def replica_update(grads):
+      decayed = [g + weight_decay * v for g, v in zip(grads, variables)]
+      optimizer.apply_gradients(zip(decayed, variables))
 
-  def _replica_apply_arch(self, grads):
-    def fn(grads):
-      variables = self.model.arch_variables
-      grads = [g + self.config.arch_weight_decay * v for g, v in zip(grads, variables)]
-      self.arch_optimizer.apply_gradients(zip(grads, variables))
-    self.strategy.run(fn, args=(grads,))
+    @tf.function
+    def update(grads):
+      self.strategy.run(replica_update, args=(grads,))
+    return update
 
   def _loss(self, loss):
     return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None))
@@ -144,12 +148,6 @@ def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Data
   `workdir/tensorboard`, and at the end `workdir/arch.npz` (raw alpha, beta and the normalised
   transition probabilities) and `workdir/genotype.json`.
   """
-  import os
-
-  import numpy as np
-
-  from official.autodeeplab.search import decode
-
   iter_a, iter_b = iter(task.strategy.experimental_distribute_dataset(train_a)), iter(
       task.strategy.experimental_distribute_dataset(train_b))
   checkpoint = task.checkpoint()
@@ -189,14 +187,10 @@ def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Data
 
 
 # gin configures these factories (not the Keras classes: gin on a Keras 3 Layer subclass breaks).
-import gin  # noqa: E402
-
-
 @gin.configurable
 def build_supernet(num_classes: int, num_layers: int = 12, num_blocks: int = 5,
                    filter_multiplier: int = 8, recompute: bool = False, seed: int = 0):
   """The supernet of an experiment; see `supernet.Supernet` for the arguments."""
-  from official.autodeeplab.modeling import supernet
   return supernet.Supernet(num_classes, num_layers=num_layers, num_blocks=num_blocks,
                            filter_multiplier=filter_multiplier, recompute=recompute, seed=seed)
 
