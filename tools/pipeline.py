@@ -36,8 +36,13 @@ def main(argv):
   print(f'[search] a small search on it in {search_dir} (resumes if rerun)', flush=True)
   _stage('search', f'--workdir={search_dir}', f'--tfrecord_dir={data_dir}',
          '--gin_file=experiments/search/synthetic_quickstart.gin')
-  found = genotype_lib.Genotype.from_json(os.path.join(search_dir, 'genotype.json'))
+  found_path = os.path.join(search_dir, 'genotype.json')
+  found = genotype_lib.Genotype.from_json(found_path)
   print(f'[decode] genotype.json is valid: {found.num_blocks} blocks, path {list(found.path)}')
+  if found.path[0] == 0:
+    print('[describe] the found architecture as an Auto-DeepLab-S retrain network:', flush=True)
+    _stage('describe', f'--genotype={found_path}', '--model_size=S', '--num_classes=5',
+           '--image_size=513,513')
 
 
 def _stage(tool: str, *args: str) -> None:

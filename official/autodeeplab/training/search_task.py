@@ -158,7 +158,7 @@ def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Data
     checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     log(f'[search] resumed from {manager.latest_checkpoint} at step {int(task.step.numpy())}')
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
-  weight_loss = arch_loss = float('nan')
+  weight_loss, arch_loss = float('nan'), None  # no arch step before arch_start_step
   while int(task.step.numpy()) < num_steps:
     images, labels = next(iter_a)
     weight_loss = task.weight_step(images, labels)
@@ -169,10 +169,12 @@ def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Data
     if step % log_every == 0 or step == num_steps:
       with writer.as_default(step=step):
         tf.summary.scalar('loss/trainA', weight_loss)
-        tf.summary.scalar('loss/trainB', arch_loss)
+        if arch_loss is not None:
+          tf.summary.scalar('loss/trainB', arch_loss)
         tf.summary.scalar('learning_rate', task.weight_optimizer.learning_rate)
+      arch_text = 'not started' if arch_loss is None else f'{arch_loss:.4f}'
       log(f'[search] step {step}/{num_steps} loss(trainA) {weight_loss:.4f} '
-          f'loss(trainB) {arch_loss:.4f}')
+          f'loss(trainB) {arch_text}')
     if step % checkpoint_every == 0 or step == num_steps:
       manager.save(checkpoint_number=step)
   alpha, beta = (v.numpy() for v in task.model.arch_variables)
