@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: quickstart test venv benchmark-search clean
+.PHONY: quickstart test venv benchmark-search benchmark-input clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,9 @@ test: $(STAMP)
 
 benchmark-search: $(STAMP)
 	$(PY) benchmarks/search_step.py --num_layers=12 --filter_multiplier=8 --crop_size=65 --batch_size=2
+
+benchmark-input: $(STAMP)
+	$(PY) benchmarks/input_pipeline.py --consumers
 
 clean:
 	rm -rf $(VENV) runs

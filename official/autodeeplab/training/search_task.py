@@ -62,7 +62,8 @@ class SearchConfig:
 class SearchTask:
   """Holds the supernet, both optimisers and the compiled steps.
 
-  Build it inside `strategy.scope()` (it enters the scope itself when given a strategy).
+  The model, the optimisers (with their slots, built before any trace) and the step counter are
+  created inside the strategy's scope.
 
   Args:
     model_fn: builds the `Supernet` (called inside the strategy's scope).
