@@ -5,7 +5,7 @@ import json
 def test_space_json(tool):
   result = tool('describe', '--space', '--json')
   assert result.returncode == 0, result.stderr
-  counts = json.loads(result.stdout)['space']
+  counts = json.loads(result.stdout)
   assert counts['num_paths_first_stride4'] == 28657
   assert counts['num_paths_first_stride4_or_8'] == 75025
   assert f'{counts["num_cells"]:.1e}' == '5.6e+14'

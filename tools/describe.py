@@ -71,7 +71,7 @@ def main(argv):
   text = []
   if FLAGS.space:
     counts = space.describe_space(FLAGS.num_layers, FLAGS.num_blocks)
-    report['space'] = counts
+    report.update(counts)
     text += [
         f'search space: L={counts["num_layers"]} layers, B={counts["num_blocks"]} blocks, '
         f'{counts["num_ops"]} ops, {counts["num_levels"]} levels (strides 4..32)',

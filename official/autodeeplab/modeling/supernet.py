@@ -18,7 +18,10 @@ How it runs fast: all L layers run in one `tf.foldl` whose body is one layer of 
 (every level, every incoming path). Nodes that do not exist yet (levels above l+1 at layer l, and
 H^{l-2} above the levels of layer l-2) are zero tensors: a zero input contributes exactly nothing
 through ReLU, conv and batch-moment BN, and the betas of edges leaving a missing node are 0, so
-the function is exactly the trellis, while graph size does not grow with depth. Each level's
+the function is exactly the trellis, while graph size does not grow with depth. (A missing
+H^{l-2}, e.g. at layer 0 or for level 3 at layer 3, thus means a cell without the edges from
+H^{l-2}, as in the PyTorch reimplementation.) The price is compute spent on those zero nodes in
+layers 0-2 (about a tenth of the total at L=12). Each level's
 weights for all layers are one variable [L, n] (`level_layouts`), sliced per layer by the loop;
 the cell itself is `fused_cell.fused_cell`. With `recompute=True` each layer's activations are
 recomputed in the backward pass (tf.recompute_grad): memory then grows with one layer, not L.
