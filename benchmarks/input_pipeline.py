@@ -100,10 +100,11 @@ def main(argv):
     for half, crop, key in ((False, 769, 'full_1024x2048_crop769'),
                             (True, 321, 'half_512x1024_crop321')):
       out = os.path.join(work, key)
-      writer.write_split(records, functools.partial(base.to_example, spec=spec,
-                                                    half_resolution=half),
-                         out, 'train', 4, spec.num_classes, {'dataset': 'cityscapes'},
-                         num_workers=os.cpu_count(), progress=False)
+      make = functools.partial(base.to_example, spec=spec, half_resolution=half)
+      writer.write_split(functools.partial(writer.examples_of_shard, sources=records,
+                                           make_example=make),
+                         len(records), out, 'train', 4, spec.num_classes,
+                         {'dataset': 'cityscapes'}, num_workers=os.cpu_count(), progress=False)
       files = input_pipeline.split_files(out, 'train')
       result[f'{key}_images_per_s'] = round(_rate(input_pipeline.from_tfrecords(
           files, 2, crop, shuffle_buffer=FLAGS.num_images), FLAGS.batches, 2), 2)

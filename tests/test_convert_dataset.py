@@ -186,3 +186,39 @@ def test_corrupt_shard_is_named_at_read_time(tmp_path):
 def test_missing_shards(tmp_path):
   with pytest.raises(UserInputError, match="no shards of split 'val'"):
     input_pipeline.split_files(str(tmp_path), 'val')
+
+
+def test_ade20k_from_tfds_scene_parse150(tmp_path):
+  """The TFDS reader, fed by TFDS's own mocking with consistent fake examples (3-channel
+  annotations as TFDS stores them)."""
+  tfds = pytest.importorskip('tensorflow_datasets')
+  rng = np.random.default_rng(0)
+  fake = [(rng.integers(0, 255, [h, w, 3], dtype=np.uint8),
+           np.repeat(rng.integers(0, 151, [h, w, 1], dtype=np.uint8), 3, axis=-1))
+          for h, w in ((14, 20), (17, 11), (9, 9))]
+
+  def as_dataset(self, split, *args, **kwargs):
+    assert split == 'validation'
+    return tf.data.Dataset.from_generator(
+        lambda: ({'image': i, 'annotation': a} for i, a in fake),
+        output_signature={'image': tf.TensorSpec([None, None, 3], tf.uint8),
+                          'annotation': tf.TensorSpec([None, None, 3], tf.uint8)})
+
+  (tmp_path / 'tfds').mkdir()
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+    summary = convert.convert('ade20k', str(tmp_path / 'out'), 'val', 2,
+                              tfds_data_dir=str(tmp_path / 'tfds'), progress=False)
+  assert summary['num_examples'] == 3 and summary['source'] == 'tfds'
+  back = read_back(tmp_path / 'out', 'val')
+  for number, (image, annotation) in enumerate(fake):
+    got_image, got_label = back[f'scene_parse150_val_{number:06d}']
+    np.testing.assert_array_equal(got_image, image)
+    raw = annotation[..., 0].astype(int)
+    np.testing.assert_array_equal(got_label, np.where(raw == 0, 255, raw - 1))
+
+
+def test_tfds_without_prepared_data(tmp_path):
+  pytest.importorskip('tensorflow_datasets')
+  with pytest.raises(UserInputError, match='no prepared TFDS scene_parse150'):
+    convert.convert('ade20k', str(tmp_path / 'out'), 'val', 1, tfds_data_dir=str(tmp_path),
+                    progress=False)

@@ -7,6 +7,8 @@ r"""Converts a dataset split into sharded TFRecords (Google DeepLab's feature ke
       --sbd_dir=/data/benchmark_RELEASE/dataset --split=train_aug --output_dir=... --num_shards=10
   python -m tools.convert_dataset --dataset=ade20k --data_dir=/data/ADEChallengeData2016 \
       --split=train --output_dir=... --num_shards=10
+  python -m tools.convert_dataset --dataset=ade20k --tfds_data_dir=~/tensorflow_datasets \
+      --split=val --output_dir=...
   python -m tools.convert_dataset --dataset=synthetic --output_dir=... --split=train \
       --num_examples=64 --image_size=129
 
@@ -30,6 +32,8 @@ flags.DEFINE_integer('num_shards', 4, 'Number of output shards.')
 flags.DEFINE_integer('num_workers', 1, 'Parallel worker processes.')
 flags.DEFINE_bool('half_resolution', False, 'Halve images and labels (Cityscapes search input).')
 flags.DEFINE_string('sbd_dir', None, 'VOC train_aug: SBD benchmark_RELEASE/dataset directory.')
+flags.DEFINE_string('tfds_data_dir', None, 'ADE20K: read a prepared TFDS scene_parse150 from this '
+                    'TFDS data_dir instead of --data_dir (needs tensorflow-datasets).')
 flags.DEFINE_integer('num_examples', 16, 'synthetic: number of images.')
 flags.DEFINE_integer('image_size', 96, 'synthetic: image side.')
 flags.DEFINE_integer('num_classes', 5, 'synthetic: number of classes.')
@@ -45,7 +49,7 @@ def main(argv):
   summary = convert.convert(
       FLAGS.dataset, FLAGS.output_dir, FLAGS.split, FLAGS.num_shards, FLAGS.data_dir,
       FLAGS.num_workers, FLAGS.half_resolution, FLAGS.sbd_dir, FLAGS.num_examples,
-      FLAGS.image_size, FLAGS.num_classes, FLAGS.seed)
+      FLAGS.image_size, FLAGS.num_classes, FLAGS.seed, tfds_data_dir=FLAGS.tfds_data_dir)
   print(json.dumps({k: v for k, v in summary.items() if k != 'class_pixels'}))
 
 

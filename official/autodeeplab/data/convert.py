@@ -18,12 +18,12 @@ CONVERTERS = {'cityscapes': cityscapes, 'voc': voc, 'ade20k': ade20k}
 def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir: str = '',
             num_workers: int = 1, half_resolution: bool = False, sbd_dir: str | None = None,
             num_examples: int = 16, image_size: int = 96, num_classes: int = 5, seed: int = 0,
-            progress: bool = True) -> dict:
+            progress: bool = True, tfds_data_dir: str | None = None) -> dict:
   """Converts one split of a dataset into sharded TFRecords; returns the split summary.
 
   For `synthetic`, `num_examples` images of `image_size` with `num_classes` classes are
   generated (seeded per split); the other datasets read `data_dir` (and `sbd_dir` for VOC
-  train_aug).
+  train_aug); ADE20K can instead come from a prepared TFDS `scene_parse150` (`tfds_data_dir`).
   """
   if dataset == 'synthetic':
     if num_examples < 1 or image_size < 8 or num_classes < 2:
@@ -36,6 +36,17 @@ def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir
                              num_classes=num_classes, seed=split_seed)
     manifest = {'dataset': 'synthetic', 'num_classes': num_classes, 'image_size': image_size,
                 'seed': seed}
+  elif tfds_data_dir:
+    if dataset != 'ade20k':
+      raise UserInputError(f'--tfds_data_dir is for --dataset=ade20k, not {dataset}')
+    base.require_dir(tfds_data_dir, 'TFDS data_dir')
+    spec = datasets.get_spec(dataset)
+    manifest = {'dataset': dataset, 'source': 'tfds'}
+    shard_examples = functools.partial(ade20k.tfds_shard_examples, tfds_data_dir=tfds_data_dir,
+                                       split=split)
+    return writer.write_split(shard_examples, ade20k.tfds_num_examples(tfds_data_dir, split),
+                              output_dir, split, num_shards, spec.num_classes, manifest,
+                              num_workers, progress)
   else:
     spec = datasets.get_spec(dataset)
     if not data_dir:
@@ -44,5 +55,7 @@ def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir
     sources = CONVERTERS[dataset].list_records(data_dir, split, sbd_dir=sbd_dir)
     make = functools.partial(base.to_example, spec=spec, half_resolution=half_resolution)
     manifest = {'dataset': dataset, 'half_resolution': half_resolution}
-  return writer.write_split(sources, make, output_dir, split, num_shards, spec.num_classes,
-                            manifest, num_workers, progress)
+  shard_examples = functools.partial(writer.examples_of_shard, sources=sources,
+                                     make_example=make)
+  return writer.write_split(shard_examples, len(sources), output_dir, split, num_shards,
+                            spec.num_classes, manifest, num_workers, progress)

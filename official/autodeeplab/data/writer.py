@@ -15,7 +15,7 @@ import json
 import multiprocessing
 import os
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -53,19 +53,27 @@ def _check_manifest(output_dir: str, manifest: dict) -> None:
     _write_json(path, manifest)
 
 
-def _write_shard(job, make_example: Callable, num_classes: int) -> dict:
+def examples_of_shard(index: int, num_shards: int, sources: Sequence,
+                      make_example: Callable) -> Iterator[tuple[bytes, np.ndarray]]:
+  """Shard `index` of a list of sources: sources[index::num_shards], each made into an Example."""
+  for source in sources[index::num_shards]:
+    yield make_example(source)
+
+
+def _write_shard(job, shard_examples: Callable, num_classes: int) -> dict:
   """Writes one shard (temporary name, then rename); returns its stats."""
   import tensorflow as tf
-  path, sources = job
+  path, index, num_shards = job
   tmp = f'{path}.tmp-{os.getpid()}'
   counts = np.zeros(num_classes + 1, np.int64)
+  num_examples = 0
   try:
     with tf.io.TFRecordWriter(tmp) as writer:
-      for source in sources:
-        serialized, example_counts = make_example(source)
+      for serialized, example_counts in shard_examples(index, num_shards):
         writer.write(serialized)
         counts += example_counts
-    stats = {'num_examples': len(sources), 'class_pixels': counts.tolist()}
+        num_examples += 1
+    stats = {'num_examples': num_examples, 'class_pixels': counts.tolist()}
     _write_json(path + '.stats.json', stats)
     os.replace(tmp, path)
     return stats
@@ -74,15 +82,17 @@ def _write_shard(job, make_example: Callable, num_classes: int) -> dict:
       os.remove(tmp)
 
 
-def write_split(sources: Sequence, make_example: Callable[[Any], tuple[bytes, np.ndarray]],
-                output_dir: str, split: str, num_shards: int, num_classes: int,
-                manifest: dict, num_workers: int = 1, progress: bool = True) -> dict:
-  """Converts `sources` (example i -> shard i % num_shards) and returns the split summary.
+def write_split(shard_examples: Callable[[int, int], Iterable[tuple[bytes, np.ndarray]]],
+                num_examples: int, output_dir: str, split: str, num_shards: int,
+                num_classes: int, manifest: dict, num_workers: int = 1,
+                progress: bool = True) -> dict:
+  """Writes every shard of a split that is not finished yet and returns the split summary.
 
   Args:
-    sources: what `make_example` takes, one per example (sorted for reproducible shards).
-    make_example: source -> (serialized Example, [num_classes + 1] pixel counts, last = ignored);
-      a picklable top-level function (or functools.partial of one) when num_workers > 1.
+    shard_examples: (shard index, num_shards) -> (serialized Example, [num_classes + 1] pixel
+      counts, last = ignored) for every example of that shard; a picklable top-level function
+      or functools.partial of one when num_workers > 1 (`examples_of_shard` for a list).
+    num_examples: examples in the split (for the progress bar).
     output_dir: created if missing.
     split: split name used in the file names.
     num_shards: number of shards.
@@ -93,21 +103,22 @@ def write_split(sources: Sequence, make_example: Callable[[Any], tuple[bytes, np
   """
   if num_shards < 1:
     raise UserInputError(f'--num_shards={num_shards}: must be positive')
-  if not sources:
+  if not num_examples:
     raise UserInputError(f'split {split!r} has no examples')
   os.makedirs(output_dir, exist_ok=True)
   _check_manifest(output_dir, manifest)
-  other = [p for p in shard_files(output_dir, split) if not p.endswith(f'-of-{num_shards:05d}.tfrecord')]
+  other = [p for p in shard_files(output_dir, split)
+           if not p.endswith(f'-of-{num_shards:05d}.tfrecord')]
   if other:
     raise UserInputError(f'{other[0]}: {output_dir} holds split {split!r} with another number of '
                          'shards; use that --num_shards or another --output_dir')
-  jobs = [(shard_path(output_dir, split, i, num_shards), list(sources[i::num_shards]))
-          for i in range(num_shards)]
-  pending = [job for job in jobs
-             if not (os.path.exists(job[0]) and os.path.exists(job[0] + '.stats.json'))]
-  worker = functools.partial(_write_shard, make_example=make_example, num_classes=num_classes)
+  jobs = [(shard_path(output_dir, split, i, num_shards), i, num_shards) for i in range(num_shards)]
+  done = [job for job in jobs
+          if os.path.exists(job[0]) and os.path.exists(job[0] + '.stats.json')]
+  pending = [job for job in jobs if job not in done]
+  worker = functools.partial(_write_shard, shard_examples=shard_examples, num_classes=num_classes)
   from tqdm import tqdm
-  bar = tqdm(total=len(sources), initial=len(sources) - sum(len(j[1]) for j in pending),
+  bar = tqdm(total=num_examples, initial=sum(_stats(job[0])['num_examples'] for job in done),
              unit='img', desc=f'{split}', disable=not progress)
   if num_workers > 1 and len(pending) > 1:
     with multiprocessing.get_context('spawn').Pool(min(num_workers, len(pending))) as pool:
@@ -118,14 +129,18 @@ def write_split(sources: Sequence, make_example: Callable[[Any], tuple[bytes, np
       bar.update(worker(job)['num_examples'])
   bar.close()
   totals = np.zeros(num_classes + 1, np.int64)
-  num_examples = 0
-  for path, _ in jobs:
-    with open(path + '.stats.json') as f:
-      stats = json.load(f)
+  written = 0
+  for path, _, _ in jobs:
+    stats = _stats(path)
     totals += np.asarray(stats['class_pixels'], np.int64)
-    num_examples += stats['num_examples']
+    written += stats['num_examples']
   summary = {**manifest, 'split': split, 'num_classes': num_classes,
-             'num_examples': num_examples, 'num_shards': num_shards,
+             'num_examples': written, 'num_shards': num_shards,
              'class_pixels': totals[:num_classes].tolist(), 'ignored_pixels': int(totals[-1])}
   _write_json(os.path.join(output_dir, f'{split}-summary.json'), summary)
   return summary
+
+
+def _stats(shard: str) -> dict:
+  with open(shard + '.stats.json') as f:
+    return json.load(f)

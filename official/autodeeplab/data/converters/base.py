@@ -106,7 +106,11 @@ def to_example(record: Record, spec: datasets.DatasetSpec,
     data, image_format = example.png_bytes(np.asarray(image)), 'png'
   elif image.mode != 'RGB':
     data, image_format = example.png_bytes(np.asarray(image.convert('RGB'))), 'png'
-  counts = np.bincount(np.where(label == spec.ignore_label, spec.num_classes, label).ravel(),
-                       minlength=spec.num_classes + 1)
   return example.encode(data, image_format, record.name, label.shape[0], label.shape[1],
-                        label), counts
+                        label), pixel_counts(label, spec)
+
+
+def pixel_counts(label: np.ndarray, spec: datasets.DatasetSpec) -> np.ndarray:
+  """[num_classes + 1] pixels per train id; the last entry counts ignored pixels."""
+  return np.bincount(np.where(label == spec.ignore_label, spec.num_classes, label).ravel(),
+                     minlength=spec.num_classes + 1)
