@@ -144,3 +144,21 @@ print("replicas", strategy.num_replicas_in_sync, "step", result["step"])
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'replicas 2 step 2' in result.stdout
   assert (tmp_path / 'run' / 'genotype.json').exists()
+
+
+def test_search_binary_names_a_corrupt_shard(tool, tmp_path):
+  from official.autodeeplab.data import convert
+  from official.autodeeplab.data import input_pipeline
+  convert.convert('synthetic', str(tmp_path / 'data'), 'train', 2, num_examples=6,
+                  image_size=40, num_classes=3, progress=False)
+  files = input_pipeline.split_files(str(tmp_path / 'data'), 'train')
+  for path in files:
+    with open(path, 'r+b') as f:
+      f.seek(40)
+      f.write(b'\x00garbage\x00')
+  result = tool('search', f'--workdir={tmp_path / "run"}', f'--tfrecord_dir={tmp_path / "data"}',
+                '--gin_file=experiments/search/synthetic_quickstart.gin', '--num_steps=1',
+                '--crop_size=33')
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {files[0]}: corrupt TFRecord shard; convert it again')

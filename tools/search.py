@@ -56,6 +56,7 @@ def main(argv):
   config = search_task.search_config()
   num_steps = FLAGS.num_steps if FLAGS.num_steps is not None else config.total_steps
   num_classes = FLAGS.num_classes
+  files = None
   if FLAGS.tfrecord_dir:
     files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
     num_classes = input_pipeline.num_classes(FLAGS.tfrecord_dir, FLAGS.split)
@@ -73,7 +74,7 @@ def main(argv):
   task = search_task.SearchTask(lambda: search_task.build_supernet(num_classes), config,
                                 strategy)
   result = search_task.run_search(task, train_a, train_b, num_steps, FLAGS.workdir,
-                                  FLAGS.log_every, FLAGS.checkpoint_every)
+                                  FLAGS.log_every, FLAGS.checkpoint_every, shard_files=files)
   print(f'[search] done at step {result["step"]}; genotype written to '
         f'{os.path.join(FLAGS.workdir, "genotype.json")}:')
   print(result['genotype'].describe())

@@ -184,11 +184,15 @@ class CheckedIterator:
     return self
 
   def __next__(self):
-    try:
-      return next(self.iterator)
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-      bad = find_corrupt_shard(self.files)
-      if bad is None:
-        raise
-      raise UserInputError(f'{bad}: corrupt TFRecord shard ({type(e).__name__}); convert it '
-                           'again') from None
+    return next_checked(self.iterator, self.files)
+
+
+def next_checked(iterator, files: list[str] | None):
+  """next(iterator); a read error that comes from a corrupt shard of `files` names the shard."""
+  try:
+    return next(iterator)
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+    bad = find_corrupt_shard(files) if files else None
+    if bad is None:
+      raise
+    raise UserInputError(f'{bad}: corrupt TFRecord shard; convert it again') from None

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.modeling import supernet
 from official.autodeeplab.search import decode
 from official.autodeeplab.training import losses
@@ -141,14 +142,17 @@ class SearchTask:
 
 def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Dataset,
                num_steps: int, workdir: str, log_every: int = 10,
-               checkpoint_every: int = 100, log=print) -> dict:
+               checkpoint_every: int = 100, log=print,
+               shard_files: list[str] | None = None) -> dict:
   """The search loop: alternate weight / arch steps, checkpoint, log, decode at the end.
 
   Resumes from the latest checkpoint in `workdir/checkpoints` (weights, alpha/beta, both
   optimisers, the step and both data iterators), writes TensorBoard scalars to
   `workdir/tensorboard`, and at the end `workdir/arch.npz` (raw alpha, beta and the normalised
-  transition probabilities) and `workdir/genotype.json`.
+  transition probabilities) and `workdir/genotype.json`. Given `shard_files`, a corrupt shard
+  is named in a UserInputError instead of TensorFlow's "corrupted record at N".
   """
+
   iter_a, iter_b = iter(task.strategy.experimental_distribute_dataset(train_a)), iter(
       task.strategy.experimental_distribute_dataset(train_b))
   checkpoint = task.checkpoint()
@@ -161,10 +165,10 @@ def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Data
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
   weight_loss, arch_loss = float('nan'), None  # no arch step before arch_start_step
   while int(task.step.numpy()) < num_steps:
-    images, labels = next(iter_a)
+    images, labels = input_pipeline.next_checked(iter_a, shard_files)
     weight_loss = task.weight_step(images, labels)
     if task.arch_active():
-      images, labels = next(iter_b)
+      images, labels = input_pipeline.next_checked(iter_b, shard_files)
       arch_loss = task.arch_step(images, labels)
     step = int(task.step.numpy())
     if step % log_every == 0 or step == num_steps:
