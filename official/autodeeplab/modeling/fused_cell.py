@@ -95,9 +95,6 @@ class KernelLayout:
       parts.append(rng.uniform(-limit, limit, size=math.prod(shape)).astype(np.float32))
     return np.concatenate(parts) if parts else np.zeros([0], np.float32)
 
-  def merged(self, prefix: str, other: 'KernelLayout') -> 'KernelLayout':
-    return KernelLayout({**self.shapes, **{f'{prefix}{k}': v for k, v in other.shapes.items()}})
-
 
 def cell_layout(channels: int, num_blocks: int = space.NUM_BLOCKS) -> KernelLayout:
   """Kernels of one relaxed cell with `channels` channels per block."""

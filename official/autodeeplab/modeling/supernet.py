@@ -58,7 +58,7 @@ def level_layout(level: int, filter_multiplier: int, num_blocks: int,
     shapes['pre/down'] = (3, 3, num_blocks * c // 2, c)
   if level < num_levels - 1:
     shapes['pre/up'] = (1, 1, num_blocks * c * 2, c)
-  return fused_cell.KernelLayout(shapes).merged('', fused_cell.cell_layout(c, num_blocks))
+  return fused_cell.KernelLayout({**shapes, **fused_cell.cell_layout(c, num_blocks).shapes})
 
 
 def _flat_initializer(layout, num_layers, seed):
@@ -91,10 +91,9 @@ class SearchASPP(keras.layers.Layer):
     self.classifier = settings.conv(num_classes, 1, use_bias=True)
 
   def build(self, input_shape):
-    channels = input_shape[-1]
-    for conv, bn, c_in in ((self.conv1x1, self.bn1x1, channels), (self.atrous, self.bn_atrous, channels),
-                           (self.pool_conv, self.bn_pool, channels)):
-      conv.build((None, None, None, c_in))
+    for conv, bn in ((self.conv1x1, self.bn1x1), (self.atrous, self.bn_atrous),
+                     (self.pool_conv, self.bn_pool)):
+      conv.build((None, None, None, input_shape[-1]))
       bn.build((None, None, None, self.filters))
     self.classifier.build((None, None, None, 3 * self.filters))
     self.built = True
