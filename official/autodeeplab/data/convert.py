@@ -36,6 +36,9 @@ def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir
                              num_classes=num_classes, seed=split_seed)
     manifest = {'dataset': 'synthetic', 'num_classes': num_classes, 'image_size': image_size,
                 'seed': seed}
+    shard_examples = functools.partial(writer.examples_of_shard, sources=sources,
+                                       make_example=make)
+    count = len(sources)
   elif tfds_data_dir:
     if dataset != 'ade20k':
       raise UserInputError(f'--tfds_data_dir is for --dataset=ade20k, not {dataset}')
@@ -44,9 +47,7 @@ def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir
     manifest = {'dataset': dataset, 'source': 'tfds'}
     shard_examples = functools.partial(ade20k.tfds_shard_examples, tfds_data_dir=tfds_data_dir,
                                        split=split)
-    return writer.write_split(shard_examples, ade20k.tfds_num_examples(tfds_data_dir, split),
-                              output_dir, split, num_shards, spec.num_classes, manifest,
-                              num_workers, progress)
+    count = ade20k.tfds_num_examples(tfds_data_dir, split)
   else:
     spec = datasets.get_spec(dataset)
     if not data_dir:
@@ -55,7 +56,8 @@ def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir
     sources = CONVERTERS[dataset].list_records(data_dir, split, sbd_dir=sbd_dir)
     make = functools.partial(base.to_example, spec=spec, half_resolution=half_resolution)
     manifest = {'dataset': dataset, 'half_resolution': half_resolution}
-  shard_examples = functools.partial(writer.examples_of_shard, sources=sources,
-                                     make_example=make)
-  return writer.write_split(shard_examples, len(sources), output_dir, split, num_shards,
+    shard_examples = functools.partial(writer.examples_of_shard, sources=sources,
+                                       make_example=make)
+    count = len(sources)
+  return writer.write_split(shard_examples, count, output_dir, split, num_shards,
                             spec.num_classes, manifest, num_workers, progress)
