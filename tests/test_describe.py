@@ -19,6 +19,16 @@ def test_genotype_text(tool):
   assert 'paths:  19 ' not in result.stdout and 'L=4' in result.stdout
 
 
+def test_architecture_plot(tool, tmp_path):
+  result = tool('describe', '--genotype=paper', f'--plot={tmp_path / "arch.png"}', '--json')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert json.loads(result.stdout)['plot'] == str(tmp_path / 'arch.png')
+  from PIL import Image
+  with Image.open(tmp_path / 'arch.png') as image:
+    assert image.format == 'PNG' and image.width > 600
+  assert [p.name for p in tmp_path.iterdir()] == ['arch.png']  # no temporary left
+
+
 def test_bad_genotype_is_one_line_exit_2(tool, tmp_path):
   path = tmp_path / 'g.json'
   path.write_text('{"cell": [[[0, "skip"], [0, "skip"]]], "path": [0, 3]}')

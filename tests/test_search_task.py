@@ -81,6 +81,7 @@ def test_resume_is_exact(tmp_path):
   arch = np.load(tmp_path / 'resumed' / 'arch.npz')
   np.testing.assert_allclose(arch['alpha'], second.model.alpha.numpy())
   assert os.listdir(tmp_path / 'resumed' / 'tensorboard')
+  assert (tmp_path / 'resumed' / 'architecture.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_search_binary_end_to_end(tool, tmp_path):

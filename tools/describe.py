@@ -1,7 +1,7 @@
 r"""Prints the search space's size, a genotype's cell and path, and a retrain model's size.
 
   python -m tools.describe --space [--num_layers=12] [--num_blocks=5] [--json]
-  python -m tools.describe --genotype=paper|PATH.json [--json]
+  python -m tools.describe --genotype=paper|PATH.json [--plot=architecture.png] [--json]
   python -m tools.describe --genotype=paper --model_size=S|M|L [--filter_multiplier=N] \
       --num_classes=19 --image_size=1024,2048 [--json]
 
@@ -31,6 +31,7 @@ flags.DEFINE_string('model_size', None, 'S, M or L (filter multiplier 20/32/48):
 flags.DEFINE_integer('filter_multiplier', None, 'F; overrides --model_size.')
 flags.DEFINE_integer('num_classes', 19, 'Classes of the retrain model.')
 flags.DEFINE_string('image_size', '1024,2048', 'HEIGHT,WIDTH for multiply-adds.')
+flags.DEFINE_string('plot', None, 'With --genotype: write the architecture plot (PNG) here.')
 
 
 def _model_report(geno) -> tuple[dict, list[str]]:
@@ -86,6 +87,10 @@ def main(argv):
     report['genotype'] = geno.to_dict()
     text.append(f'genotype {FLAGS.genotype}:')
     text.append(geno.describe())
+    if FLAGS.plot:
+      from official.autodeeplab.utils import visualize
+      report['plot'] = visualize.plot_architecture(geno, FLAGS.plot, title=FLAGS.genotype)
+      text.append(f'architecture plot written to {FLAGS.plot}')
     if FLAGS.model_size is not None or FLAGS.filter_multiplier is not None:
       model_report, model_text = _model_report(geno)
       report.update(model_report)

@@ -25,6 +25,7 @@ from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.modeling import supernet
 from official.autodeeplab.search import decode
 from official.autodeeplab.training import losses
+from official.autodeeplab.utils import visualize
 
 
 def disable_graph_optimizer() -> None:
@@ -149,7 +150,7 @@ def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Data
   Resumes from the latest checkpoint in `workdir/checkpoints` (weights, alpha/beta, both
   optimisers, the step and both data iterators), writes TensorBoard scalars to
   `workdir/tensorboard`, and at the end `workdir/arch.npz` (raw alpha, beta and the normalised
-  transition probabilities) and `workdir/genotype.json`. Given `shard_files`, a corrupt shard
+  transition probabilities), `workdir/genotype.json` and `workdir/architecture.png`. Given `shard_files`, a corrupt shard
   is named in a UserInputError instead of TensorFlow's "corrupted record at N".
   """
 
@@ -189,6 +190,9 @@ def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Data
   os.replace(arch_path + '.tmp.npz', arch_path)
   genotype = decode.decode(alpha, beta, task.model.num_blocks)
   genotype.to_json(os.path.join(workdir, 'genotype.json'))
+  visualize.plot_architecture(genotype, os.path.join(workdir, 'architecture.png'),
+                              decode.transition_probabilities(beta),
+                              f'search step {int(task.step.numpy())}')
   return {'step': int(task.step.numpy()), 'loss_trainA': weight_loss, 'loss_trainB': arch_loss,
           'genotype': genotype}
 
