@@ -38,7 +38,8 @@ def main(argv):
          '--gin_file=experiments/search/synthetic_quickstart.gin')
   found_path = os.path.join(search_dir, 'genotype.json')
   found = genotype_lib.Genotype.from_json(found_path)
-  print(f'[decode] genotype.json is valid: {found.num_blocks} blocks, path {list(found.path)}')
+  print(f'[decode] genotype.json is valid: {found.num_blocks} blocks, path {list(found.path)}; '
+        f'plot: {os.path.join(search_dir, "architecture.png")}')
   if found.path[0] == 0:
     print('[describe] the found architecture as an Auto-DeepLab-S retrain network:', flush=True)
     _stage('describe', f'--genotype={found_path}', '--model_size=S', '--num_classes=5',
