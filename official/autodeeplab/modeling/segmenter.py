@@ -15,8 +15,6 @@ from official.autodeeplab.modeling import tracking
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab.search import space
 
-MODEL_SIZES = sizes.MODEL_SIZES
-
 
 @keras.saving.register_keras_serializable('autodeeplab')
 class Segmenter(tracking.CheckpointLists, keras.Model):
