@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from official.autodeeplab.modeling import supernet
+from official.autodeeplab.search import decode
 from official.autodeeplab.search import space
 
 NUM_CLASSES, SIZE, LAYERS = 5, 33, 4
@@ -66,6 +67,9 @@ def test_outgoing_betas_sum_to_one(model_and_grads):
   mask = space.transition_mask(LAYERS)
   np.testing.assert_allclose(probs.sum(-1), mask.any(-1), atol=1e-6)
   assert (probs[~mask] == 0).all()
+  # the NumPy normalisation decoding uses is the same function
+  np.testing.assert_allclose(probs, decode.transition_probabilities(model.beta.numpy()),
+                             atol=1e-6)
 
 
 def test_arch_and_weight_variables_are_disjoint_and_complete(model_and_grads):
