@@ -10,6 +10,9 @@ import dataclasses
 
 import numpy as np
 
+from official.autodeeplab.data.converters import synthetic
+from official.autodeeplab.errors import UserInputError
+
 IGNORE_LABEL = 255
 INVALID = -1
 
@@ -113,7 +116,6 @@ def _ade20k() -> DatasetSpec:
 
 
 def synthetic_spec(num_classes: int = 5) -> DatasetSpec:
-  from official.autodeeplab.data.converters import synthetic
   label_map = np.full(256, INVALID, np.int64)
   label_map[:num_classes] = np.arange(num_classes)
   label_map[IGNORE_LABEL] = IGNORE_LABEL
@@ -128,7 +130,6 @@ DATASETS = tuple(_BUILDERS)
 
 
 def get_spec(name: str) -> DatasetSpec:
-  from official.autodeeplab.errors import UserInputError
   if name not in _BUILDERS:
     raise UserInputError(f'--dataset={name}: expected one of {", ".join(DATASETS)}')
   return _BUILDERS[name]()
@@ -136,7 +137,6 @@ def get_spec(name: str) -> DatasetSpec:
 
 def map_labels(raw: np.ndarray, spec: DatasetSpec, source: str) -> np.ndarray:
   """Raw annotation values -> uint8 train ids; values outside the label table are an error."""
-  from official.autodeeplab.errors import UserInputError
   mapped = spec.label_map[raw]
   if (mapped == INVALID).any():
     bad = sorted(set(np.unique(raw[mapped == INVALID]).tolist()))

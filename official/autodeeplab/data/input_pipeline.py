@@ -9,6 +9,7 @@ for in-memory arrays.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -89,7 +90,6 @@ def split_files(directory: str, split: str) -> list[str]:
 
 def num_classes(directory: str, split: str) -> int:
   """Classes of a converted split, from its `{split}-summary.json`."""
-  import json
   path = os.path.join(directory, f'{split}-summary.json')
   try:
     with open(path) as f:

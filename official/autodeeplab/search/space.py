@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 # The 8 candidate operations, in the order of the architecture parameter alpha's last axis.
 # Shared by the search supernet, the retrain network and the genotype format.
 PRIMITIVES = (
@@ -91,7 +93,6 @@ def transition_mask(num_layers: int = NUM_LAYERS, num_levels: int = NUM_LEVELS):
   to level k - 1), 1 (same), 2 (down, to k + 1); layer -1 is the stem, which is only at level 0.
   Border levels have two outgoing edges; nodes that do not exist yet have none.
   """
-  import numpy as np
   mask = np.zeros([num_layers, num_levels, 3], bool)
   for layer in range(num_layers):
     sources = (0,) if layer == 0 else levels_at_layer(layer - 1, num_levels)
