@@ -24,6 +24,7 @@ GENOTYPES = {
     'paper': PAPER_GENOTYPE,
     'all_ops_up_down': ALL_OPS,
     'deep_end': Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(0, 1, 2, 3, 3)),
+    'level_1_first': Genotype(cell=PAPER_GENOTYPE.cell[:3], path=(1, 2, 1, 0)),
 }
 
 
@@ -129,6 +130,18 @@ def test_bad_sizes(kwargs, message):
     segmenter.build_segmenter(PAPER_GENOTYPE, 19, **kwargs)
 
 
-def test_path_must_start_at_level_0():
-  with pytest.raises(UserInputError, match='starts at level 1'):
-    segmenter.build_segmenter(Genotype(cell=PAPER_GENOTYPE.cell, path=(1, 1)), 19)
+def test_a_path_starting_at_level_1_takes_low_level_features_from_the_stem():
+  # Google's nas_network accepts backbone[0] == 1 (the first cell strides); the decoder then reads
+  # the stem's stride-4 output, as nas_pnasnet's 'Stem' end point.
+  geno = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(1, 0, 1))
+  assert backbone.low_level_cell(geno.path) is None
+  model = segmenter.build_segmenter(geno, 3, filter_multiplier=2)
+  assert model.backbone.low_level_channels() == backbone.STEM_FILTERS[-1]
+  assert model.backbone.cells[0].stride == 2
+  assert model(tf.zeros([1, 37, 45, 3])).shape == (1, 37, 45, 3)
+
+
+def test_backbone_ends_with_relu_before_aspp():
+  model = segmenter.build_segmenter(GENOTYPES['deep_end'], 3, filter_multiplier=2)
+  features, _ = model.backbone(tf.random.normal([2, 40, 40, 3]), training=True)
+  assert float(tf.reduce_min(features)) >= 0.0

@@ -12,9 +12,16 @@ from official.autodeeplab.search import space
 STEM_FILTERS = (64, 64, 128)  # 3x3 convs with strides 2, 1, 2 (paper sec. 5.2)
 
 
-def low_level_cell(path) -> int:
-  """Index of the cell whose output feeds the decoder: the last of the path's first run at
-  level 0 (stride 4); cell 2 for the paper's path."""
+def low_level_cell(path) -> int | None:
+  """Index of the cell whose output feeds the decoder's stride-4 input, None for the stem.
+
+  A path starting at level 0 gives the last cell of its first run at level 0 (cell 2 for the
+  paper's path, Google's 'Cell_2' end point of hnasnet). A path starting at level 1 has no cell at
+  stride 4 before it goes coarser; as Google's code does for such a backbone (nas_pnasnet's 'Stem'
+  end point), the decoder then reads the stem's stride-4 output (128 channels).
+  """
+  if path[0] != 0:
+    return None
   index = 0
   while index + 1 < len(path) and path[index + 1] == 0:
     index += 1
@@ -25,12 +32,15 @@ def low_level_cell(path) -> int:
 class Backbone(tracking.CheckpointLists, keras.layers.Layer):
   """Stem + cells along a genotype's path; returns (final features, stride-4 features).
 
-  The stem's 2nd conv output (64 ch, stride 2) and 3rd (128 ch, stride 4) are the first two
-  'previous cell outputs'. Going up a level, H^{l-1} is bilinearly resized to the new level's size
-  before the cell; going down, the cell's ops reading its inputs use stride 2.
+  As in Google's `nas_network._build_nas_base`: the stem's 2nd conv output (64 ch, stride 2) and
+  3rd (128 ch, stride 4), both after BN and before the ReLU, are the first two 'previous cell
+  outputs'. When the path moves to a finer level, H^{l-1} is bilinearly resized x2 before the cell;
+  when it moves to a coarser level (the first cell included, for a path starting at level 1), the
+  cell's ops reading its inputs use stride 2. The last cell's output goes through a ReLU before it
+  leaves the backbone (for ASPP).
 
   Args:
-    genotype: `Genotype.to_dict()` (JSON-ready, for serialisation); path must start at level 0.
+    genotype: `Genotype.to_dict()` (JSON-ready, for serialisation).
     filter_multiplier: F (S/M/L: 20/32/48); a level-k cell has F * 2**k filters per block.
     drop_path_keep_prob: scheduled drop path's final keep probability (1.0: off).
     settings: conv/BN settings as a dict of `ops.LayerSettings` fields.
@@ -72,19 +82,21 @@ class Backbone(tracking.CheckpointLists, keras.layers.Layer):
     return len(self.genotype['cell']) * self.filter_multiplier * 2**self.genotype['path'][-1]
 
   def low_level_channels(self) -> int:
+    if self.low_level_index is None:
+      return STEM_FILTERS[-1]
     return len(self.genotype['cell']) * self.filter_multiplier
 
   def call(self, images, training=False):
     x = images
     outputs = []
-    for conv, bn in zip(self.stem_convs, self.stem_norms):
-      x = tf.nn.relu(bn(conv(x), training=training))
+    for index, (conv, bn) in enumerate(zip(self.stem_convs, self.stem_norms)):
+      x = bn(conv(tf.nn.relu(x) if index else x), training=training)
       outputs.append(x)
-    outputs = outputs[1:]  # stride 2 (64 ch) and stride 4 (128 ch)
+    outputs = outputs[1:]  # stride 2 (64 ch) and stride 4 (128 ch), before their ReLU
     sizes = [tf.shape(outputs[-1])[1:3]]
     for _ in range(1, space.NUM_LEVELS):
       sizes.append((sizes[-1] + 1) // 2)
-    low_level = None
+    low_level = outputs[-1] if self.low_level_index is None else None
     level = 0
     for i, cell in enumerate(self.cells):
       target = self.genotype['path'][i]
@@ -95,7 +107,7 @@ class Backbone(tracking.CheckpointLists, keras.layers.Layer):
       outputs.append(cell((h_prev, outputs[-2]), training=training))
       if i == self.low_level_index:
         low_level = outputs[-1]
-    return outputs[-1], low_level
+    return tf.nn.relu(outputs[-1]), low_level
 
   def get_config(self):
     return {**super().get_config(), 'genotype': self.genotype,

@@ -21,7 +21,7 @@ class Segmenter(tracking.CheckpointLists, keras.Model):
   """images [N, H, W, 3] -> logits [N, H, W, num_classes].
 
   Args:
-    genotype: `Genotype.to_dict()`; the path must start at level 0.
+    genotype: `Genotype.to_dict()` (a path may start at level 0 or 1).
     num_classes: output classes.
     filter_multiplier: F.
     drop_path_keep_prob: scheduled drop path's final keep probability (1.0: off).
@@ -70,9 +70,6 @@ def build_segmenter(genotype: genotype_lib.Genotype, num_classes: int,
                     synchronized: bool = False, weight_decay: float = 4e-5,
                     drop_path_keep_prob: float = 1.0) -> Segmenter:
   """The retrain model with the paper's settings (BN decay 0.9997, epsilon 1e-3, L2 4e-5)."""
-  if genotype.path[0] != 0:
-    raise UserInputError(f'genotype path starts at level {genotype.path[0]}: the retrain network '
-                         'needs level 0 (stride 4) first, for the decoder\'s low-level features')
   if num_classes < 1:
     raise UserInputError(f'--num_classes={num_classes}: must be positive')
   model = Segmenter(genotype.to_dict(), num_classes,
