@@ -62,8 +62,9 @@ def _retrain_step_rate():
 def _search_step_rate():
   import tensorflow as tf
   from official.autodeeplab.modeling import supernet
+  from official.autodeeplab.training import distribute
   from official.autodeeplab.training import search_task
-  search_task.disable_graph_optimizer()
+  distribute.disable_graph_optimizer()
   task = search_task.SearchTask(lambda: supernet.Supernet(19, recompute=True))
   images, labels = tf.random.normal([2, 321, 321, 3]), tf.zeros([2, 321, 321], tf.int32)
   task.weight_step(images, labels)

@@ -38,10 +38,11 @@ def main(argv):
   import numpy as np
   import tensorflow as tf
   from official.autodeeplab.modeling import supernet
+  from official.autodeeplab.training import distribute
   from official.autodeeplab.training import search_task
 
   if not FLAGS.grappler:
-    search_task.disable_graph_optimizer()
+    distribute.disable_graph_optimizer()
   rng = np.random.default_rng(0)
   shape = [FLAGS.batch_size, FLAGS.crop_size, FLAGS.crop_size]
   images = tf.constant(rng.standard_normal(shape + [3]), tf.float32)

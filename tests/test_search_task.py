@@ -9,6 +9,7 @@ import pytest
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.data.converters import synthetic
 from official.autodeeplab.search.genotype import Genotype
+from official.autodeeplab.training import distribute
 from official.autodeeplab.training import search_task
 
 
@@ -56,7 +57,7 @@ def test_weight_step_moves_only_weights_and_arch_step_only_arch(task):
 
 def test_resume_is_exact(tmp_path):
   """3 steps, stop, 1 more step after a restart == 4 steps straight."""
-  search_task.disable_graph_optimizer()
+  distribute.disable_graph_optimizer()
   straight = tiny_task()
   a, b = datasets()
   search_task.run_search(straight, a, b, 4, str(tmp_path / 'straight'), log=lambda *_: None)
@@ -127,8 +128,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from official.autodeeplab.data import convert, input_pipeline
-from official.autodeeplab.training import search_task
-search_task.disable_graph_optimizer()
+from official.autodeeplab.training import distribute, search_task
+distribute.disable_graph_optimizer()
 convert.convert("synthetic", "{tmp_path}/data", "train", 2, num_examples=6, image_size=40,
                 num_classes=3, progress=False)
 files = input_pipeline.split_files("{tmp_path}/data", "train")

@@ -49,7 +49,7 @@ def main(argv):
   from official.autodeeplab.training import search_task  # registers the gin configurables
   common.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
 
-  search_task.disable_graph_optimizer()
+  distribute.disable_graph_optimizer()
   import keras
   keras.utils.set_random_seed(FLAGS.seed)  # deterministic initialisation of every layer
   strategy = distribute.get_strategy(FLAGS.strategy)

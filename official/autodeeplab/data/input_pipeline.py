@@ -17,9 +17,10 @@ import tensorflow as tf
 
 from official.autodeeplab.data import example
 from official.autodeeplab.data import writer
+from official.autodeeplab.data import datasets
+from official.autodeeplab.data.datasets import IGNORE_LABEL
 from official.autodeeplab.errors import UserInputError
 
-IGNORE_LABEL = 255
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
@@ -78,24 +79,55 @@ HALVES = {'trainA': 0, 'trainB': 1}
 
 
 def split_files(directory: str, split: str) -> list[str]:
-  """The finished shards of `split` in `directory`; an error if there are none."""
+  """Every shard of `split` in `directory`; an error if there are none or some are missing.
+
+  Shards are renamed into place only when complete, so a split is complete when all N shards of
+  `{split}-*-of-N` are there: a partial conversion is refused, naming the missing shards, instead
+  of being trained or scored silently.
+  """
   if not os.path.isdir(directory):
     raise UserInputError(f'{directory}: no such directory of TFRecord shards')
   files = writer.shard_files(directory, split)
   if not files:
     raise UserInputError(f'{directory}: no shards of split {split!r} '
                          f'({split}-NNNNN-of-NNNNN.tfrecord); run tools.convert_dataset first')
+  counts = sorted({int(os.path.basename(p)[-len('00000.tfrecord'):-len('.tfrecord')])
+                   for p in files})
+  if len(counts) > 1:
+    raise UserInputError(f'{directory}: split {split!r} mixes shard counts {counts}; '
+                         'convert it again into an empty directory')
+  expected = [writer.shard_path(directory, split, i, counts[0]) for i in range(counts[0])]
+  missing = [os.path.basename(p) for p in expected if p not in files]
+  if missing:
+    shown = ', '.join(missing[:3]) + (f' and {len(missing) - 3} more' if len(missing) > 3 else '')
+    raise UserInputError(f'{directory}: split {split!r} is incomplete, missing {shown}; rerun '
+                         'tools.convert_dataset with the same flags to finish it')
   return files
+
+
+def split_summary(directory: str, split: str) -> dict:
+  """A converted split's `{split}-summary.json` (dataset, num_classes, examples, pixel counts)."""
+  path = os.path.join(directory, f'{split}-summary.json')
+  try:
+    with open(path) as f:
+      summary = json.load(f)
+    int(summary['num_classes'])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise UserInputError(f'{path}: missing or unreadable split summary ({e})') from None
+  return summary
 
 
 def num_classes(directory: str, split: str) -> int:
   """Classes of a converted split, from its `{split}-summary.json`."""
-  path = os.path.join(directory, f'{split}-summary.json')
-  try:
-    with open(path) as f:
-      return int(json.load(f)['num_classes'])
-  except (OSError, ValueError, KeyError) as e:
-    raise UserInputError(f'{path}: missing or unreadable split summary ({e})') from None
+  return int(split_summary(directory, split)['num_classes'])
+
+
+def dataset_spec(directory: str, split: str) -> datasets.DatasetSpec:
+  """The spec (class names, palette) of the dataset a converted split holds."""
+  summary = split_summary(directory, split)
+  if summary.get('dataset') == 'synthetic':
+    return datasets.synthetic_spec(int(summary['num_classes']))
+  return datasets.get_spec(summary.get('dataset', ''))
 
 
 def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
@@ -159,6 +191,24 @@ def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
     ds = ds.padded_batch(batch_size, padded_shapes=shapes,
                          padding_values=(0.0, IGNORE_LABEL))
   return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def for_evaluation(files: list[str], batch_size: int = 1) -> tf.data.Dataset:
+  """One pass in file order, for evaluation and prediction: batches of dicts with
+  `image` (float32 [B, H, W, 3] in [-1, 1], padded with 0 = the mean to the batch's largest),
+  `label` (int32 [B, H, W], padding 255 = ignored), `filename`, `height` and `width` (the
+  unpadded size, to crop predictions back)."""
+  def parse(serialized):
+    decoded = example.decode(example.parse_features(serialized))
+    shape = tf.shape(decoded['label'])
+    return {'image': normalize(decoded['image']), 'label': tf.cast(decoded['label'], tf.int32),
+            'filename': decoded['filename'], 'height': shape[0], 'width': shape[1]}
+
+  ds = tf.data.Dataset.from_tensor_slices(files).flat_map(tf.data.TFRecordDataset)
+  ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.padded_batch(batch_size, padding_values={
+      'image': 0.0, 'label': IGNORE_LABEL, 'filename': '', 'height': 0, 'width': 0})
+  return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def find_corrupt_shard(files: list[str]) -> str | None:

@@ -62,7 +62,7 @@ class Backbone(tracking.CheckpointLists, keras.layers.Layer):
       self.cells.append(cell_lib.DiscreteCell(
           genotype['cell'], filter_multiplier * 2**level, stride=2 if level > previous else 1,
           layer_ratio=(i + 1) / len(path), drop_path_keep_prob=drop_path_keep_prob,
-          settings=self.settings_dict, name=f'cell_{i}'))
+          settings=self.settings_dict, seed=i, name=f'cell_{i}'))
     self.low_level_index = low_level_cell(path)
 
   def build(self, input_shape):

@@ -25,17 +25,24 @@ from official.autodeeplab.modeling import tracking
 class DropPath(keras.layers.Layer):
   """Drops whole examples' paths with the scheduled probability; identity at inference.
 
+  The masks come from a stateless generator seeded by (this layer's `seed`, the replica, the
+  training step), so a resumed run draws exactly the masks an uninterrupted one would.
+
   Args:
     layer_ratio: (cell_index + 1) / num_cells.
     keep_prob: drop_path_keep_prob at the end of training (1.0 disables drop path).
+    seed: distinguishes this layer's masks from the other DropPath layers'.
   """
 
-  def __init__(self, layer_ratio: float = 1.0, keep_prob: float = 1.0, **kwargs):
+  def __init__(self, layer_ratio: float = 1.0, keep_prob: float = 1.0, seed: int = 0, **kwargs):
     super().__init__(**kwargs)
-    self.layer_ratio, self.keep_prob = layer_ratio, keep_prob
-    # Fraction of training done, set by the training loop (shared by every DropPath of a model).
+    self.layer_ratio, self.keep_prob, self.seed = layer_ratio, keep_prob, seed
+    # Fraction of training done and the step, set by the training loop for every DropPath of a
+    # model (`Segmenter.set_training_progress`).
     self.progress = self.add_weight(shape=(), initializer='zeros', trainable=False,
                                     name='progress')
+    self.step = self.add_weight(shape=(), initializer='zeros', trainable=False, dtype='int64',
+                                name='step')
 
   def current_keep_prob(self):
     return 1.0 - tf.minimum(self.progress, 1.0) * self.layer_ratio * (1.0 - self.keep_prob)
@@ -44,11 +51,16 @@ class DropPath(keras.layers.Layer):
     if not training or self.keep_prob >= 1.0:
       return x
     keep = tf.cast(self.current_keep_prob(), x.dtype)
-    mask = tf.floor(keep + tf.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype))
-    return x * mask / keep
+    replica = tf.distribute.get_replica_context()
+    replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+    seed = tf.stack([tf.cast(self.seed * 4096 + replica_id, tf.int64),
+                     tf.convert_to_tensor(self.step.value, tf.int64)])
+    noise = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], seed, dtype=x.dtype)
+    return x * tf.floor(keep + noise) / keep
 
   def get_config(self):
-    return {**super().get_config(), 'layer_ratio': self.layer_ratio, 'keep_prob': self.keep_prob}
+    return {**super().get_config(), 'layer_ratio': self.layer_ratio, 'keep_prob': self.keep_prob,
+            'seed': self.seed}
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
@@ -62,11 +74,14 @@ class DiscreteCell(tracking.CheckpointLists, keras.layers.Layer):
     layer_ratio: (cell_index + 1) / num_cells, for drop path.
     drop_path_keep_prob: keep probability at the end of training.
     settings: conv/BN settings (dict form of `ops.LayerSettings` for serialisation).
+    seed: this cell's index, which seeds its drop-path masks.
   """
 
   def __init__(self, cell, filters: int, stride: int = 1, layer_ratio: float = 1.0,
-               drop_path_keep_prob: float = 1.0, settings: dict | None = None, **kwargs):
+               drop_path_keep_prob: float = 1.0, settings: dict | None = None, seed: int = 0,
+               **kwargs):
     super().__init__(**kwargs)
+    self.seed = seed
     self.cell = [[list(pair) for pair in block] for block in cell]
     self.filters, self.stride = filters, stride
     self.layer_ratio, self.drop_path_keep_prob = layer_ratio, drop_path_keep_prob
@@ -79,8 +94,9 @@ class DiscreteCell(tracking.CheckpointLists, keras.layers.Layer):
       for index, name in block:
         stride_here = stride if index < 2 else 1
         self.block_ops.append(ops.OPS[name](filters, stride_here, settings))
-        self.drop_paths.append(DropPath(layer_ratio, drop_path_keep_prob)
-                               if name != 'skip' or stride_here > 1 else None)
+        self.drop_paths.append(
+            DropPath(layer_ratio, drop_path_keep_prob, seed=seed * 64 + len(self.drop_paths))
+            if name != 'skip' or stride_here > 1 else None)
 
   def build(self, input_shapes):
     prev_shape, prev_prev_shape = input_shapes
@@ -119,4 +135,5 @@ class DiscreteCell(tracking.CheckpointLists, keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), 'cell': self.cell, 'filters': self.filters,
             'stride': self.stride, 'layer_ratio': self.layer_ratio,
-            'drop_path_keep_prob': self.drop_path_keep_prob, 'settings': self.settings_dict}
+            'drop_path_keep_prob': self.drop_path_keep_prob, 'settings': self.settings_dict,
+            'seed': self.seed}

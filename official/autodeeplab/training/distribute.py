@@ -1,4 +1,5 @@
-"""Strategy selection by name: TensorFlow's own engines for one device, many GPUs, many workers, TPU."""
+"""The runtime: strategy selection by name (TensorFlow's own engines for one device, many GPUs,
+many workers, TPU) and the graph optimiser switch."""
 from __future__ import annotations
 
 import tensorflow as tf
@@ -26,3 +27,13 @@ def get_strategy(name: str = 'default', tpu_address: str = '') -> tf.distribute.
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
   raise UserInputError(f'--strategy={name}: expected one of {", ".join(STRATEGIES)}')
+
+
+def disable_graph_optimizer() -> None:
+  """Turns Grappler off for this process.
+
+  Measured on 2 CPU cores: for the search (L=12, F=8, 65 px) Grappler took 22 s -> 12.7 s off the
+  first call of the step and changed neither step time nor peak memory; for the retrain step
+  (Auto-DeepLab-S, crop 513) it took 25 s -> 17 s off the first step, steps within 3%.
+  """
+  tf.config.optimizer.set_experimental_options({'disable_meta_optimizer': True})

@@ -1,7 +1,7 @@
 """Segmentation loss shared by search and retrain."""
 import tensorflow as tf
 
-IGNORE_LABEL = 255
+from official.autodeeplab.data.datasets import IGNORE_LABEL
 
 
 def segmentation_loss(labels: tf.Tensor, logits: tf.Tensor, num_replicas: int = 1,

@@ -1,9 +1,15 @@
-"""Architecture plots: the network path over the trellis and the cell as a graph (PNG).
+"""Pictures: the architecture plot, and colourised label maps and overlays of predictions.
+
+Architecture plot (PNG): the network path over the trellis and the cell as a graph.
 
 Left panel: one column per layer, one row per level (stride 4 at the top); the decoded path in
 bold and, when transition probabilities are given (normalised betas), every trellis edge drawn
 with a width and darkness proportional to its probability, as in the paper's Fig. 3. Right panel:
 the cell: inputs H^{l-1}, H^{l-2}, the blocks with their two ops, the concatenated output.
+
+Label maps: `label_palette` extends a dataset's palette (one colour per train id) to all 256 uint8
+values, the ignore label 255 black; `colorize` and `overlay` make the PNGs that evaluation and
+prediction write; `side_by_side` is their TensorFlow form for TensorBoard.
 """
 from __future__ import annotations
 
@@ -13,6 +19,48 @@ import numpy as np
 
 from official.autodeeplab.search import space
 from official.autodeeplab.search.genotype import Genotype
+
+OVERLAY_ALPHA = 0.5  # weight of the mask colour in an overlay
+
+
+def label_palette(palette: np.ndarray | None = None) -> np.ndarray:
+  """[256, 3] uint8: the dataset's colours for its train ids, black for every other value (255,
+  the ignore label, included). Without a palette, a fixed pseudo-random one."""
+  full = np.zeros([256, 3], np.uint8)
+  if palette is None:
+    palette = np.random.default_rng(0).integers(0, 256, [255, 3]).astype(np.uint8)
+  palette = np.asarray(palette, np.uint8)[:255]
+  full[:len(palette)] = palette
+  return full
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+  """[H, W] integer label map -> [H, W, 3] uint8 colours (palette from `label_palette`)."""
+  return palette[np.clip(labels, 0, 255).astype(np.int64)]
+
+
+def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+  """The image blended with a colourised label map, [H, W, 3] uint8."""
+  mixed = (1 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
+  return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
+def save_png(array: np.ndarray, path: str) -> None:
+  """Writes a PNG atomically (temporary name, then rename)."""
+  from PIL import Image
+  tmp = f'{path}.tmp-{os.getpid()}.png'
+  Image.fromarray(array).save(tmp)
+  os.replace(tmp, path)
+
+
+def side_by_side(images, labels, predictions, palette: np.ndarray):
+  """TensorBoard images [N, H, 3W, 3] uint8: the image (from [-1, 1]), its ground truth and the
+  prediction, colourised with a `label_palette`."""
+  import tensorflow as tf
+  palette = tf.constant(palette, tf.uint8)
+  image = tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0, 255), tf.uint8)
+  colour = lambda x: tf.gather(palette, tf.clip_by_value(tf.cast(x, tf.int32), 0, 255))
+  return tf.concat([image, colour(labels), colour(predictions)], axis=2)
 
 
 def plot_architecture(genotype: Genotype, output_path: str,

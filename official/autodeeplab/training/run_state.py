@@ -1,0 +1,169 @@
+"""What a long run keeps in its workdir besides checkpoints, and how it resumes.
+
+* `model.json`: what the retrain model is (genotype, filter multiplier, classes, dataset), written
+  when a run starts and compared when it resumes, so a workdir is never silently reused for another
+  model; evaluation and export rebuild the model from it.
+* `restore`: restores the latest checkpoint of a `tf.train.CheckpointManager`, turning
+  TensorFlow's shape-mismatch traceback into one line that names the workdir, the variable and
+  both shapes.
+* `ProgressMeter`: images/s and ETA for the progress line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import tensorflow as tf
+
+from official.autodeeplab.errors import UserInputError
+from official.autodeeplab.modeling import sizes
+from official.autodeeplab.search import genotype as genotype_lib
+
+MODEL_FILE = 'model.json'
+CHECKPOINT_DIR = 'checkpoints'
+
+
+def model_description(genotype: genotype_lib.Genotype, filter_multiplier: int, num_classes: int,
+                      dataset: str | None = None) -> dict:
+  """What `model.json` holds; `model_size` is S/M/L when F is one of theirs, else null."""
+  size = {f: name for name, f in sizes.MODEL_SIZES.items()}.get(int(filter_multiplier))
+  return {'genotype': genotype.to_dict(), 'filter_multiplier': int(filter_multiplier),
+          'model_size': size, 'num_classes': int(num_classes), 'dataset': dataset}
+
+
+def write_json(path: str, data) -> None:
+  """Atomic JSON write (temporary file renamed into place)."""
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(data, f, indent=1)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def check_or_write_model(workdir: str, description: dict) -> None:
+  """Writes `workdir/model.json`, or checks that the one there describes the same model."""
+  path = os.path.join(workdir, MODEL_FILE)
+  if not os.path.exists(path):
+    os.makedirs(workdir, exist_ok=True)
+    write_json(path, description)
+    return
+  existing = read_model(workdir)
+  for key in ('genotype', 'filter_multiplier', 'num_classes'):
+    if existing.get(key) != description.get(key):
+      raise UserInputError(
+          f'{workdir}: holds a run of another model ({key} {existing.get(key)} in {path}, '
+          f'asked for {description.get(key)}); use another --workdir or the same settings')
+
+
+def read_model(workdir: str) -> dict:
+  """`workdir/model.json`, validated (its genotype included)."""
+  path = os.path.join(workdir, MODEL_FILE)
+  try:
+    with open(path) as f:
+      data = json.load(f)
+    genotype_lib.Genotype.from_dict(data['genotype'], f'{path}: genotype')
+    int(data['filter_multiplier']), int(data['num_classes'])
+  except FileNotFoundError:
+    raise UserInputError(f'{workdir}: no {MODEL_FILE}; is it a tools.train workdir?') from None
+  except (ValueError, KeyError, TypeError) as e:
+    if isinstance(e, UserInputError):
+      raise
+    raise UserInputError(f'{path}: unreadable model description ({type(e).__name__}: {e})') from None
+  return data
+
+
+_SHAPE_MISMATCH = re.compile(r'incompatible tensor with shape (\S+) when attempting to restore '
+                             r'variable with shape (\S+) and name (\S+?)\.?(\s|$)')
+
+
+def restore(checkpoint: tf.train.Checkpoint, path: str | None, workdir: str,
+            partial: bool = False) -> bool:
+  """Restores checkpoint `path` (e.g. a CheckpointManager's latest); False if it is None.
+
+  Every object of `checkpoint` must be in the file; with `partial`, the file may hold more (an
+  optimizer when only the model is restored). A checkpoint of another model (other genotype, size
+  or classes) is a one-line UserInputError naming the workdir, the first mismatched variable and
+  both shapes; the checkpoint is untouched.
+  """
+  if not path:
+    return False
+  try:
+    status = checkpoint.restore(path)
+    if partial:
+      status.expect_partial()
+    status.assert_existing_objects_matched()
+  except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
+    match = _SHAPE_MISMATCH.search(str(e))
+    if match:
+      saved, wanted, name = match.group(1), match.group(2), match.group(3)
+      detail = f'variable {name} has shape {saved} in the checkpoint, {wanted} in this model'
+    else:
+      detail = str(e).strip().splitlines()[0][:300]
+    raise UserInputError(f'{workdir}: checkpoint {path} does not match this model ({detail}); '
+                         'use another --workdir or the settings it was trained with') from None
+  except tf.errors.OpError as e:
+    raise UserInputError(f'{path}: unreadable checkpoint ({e.message.splitlines()[0]})') from None
+  return True
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  days, rest = divmod(seconds, 86400)
+  hours, rest = divmod(rest, 3600)
+  minutes, seconds = divmod(rest, 60)
+  if days:
+    return f'{days}d{hours:02d}h'
+  if hours:
+    return f'{hours}h{minutes:02d}m'
+  return f'{minutes}m{seconds:02d}s'
+
+
+class ProgressMeter:
+  """Step rate between two reports (so the first report, after the traced step, sets the mark),
+  as images/s and an ETA."""
+
+  def __init__(self, total_steps: int, images_per_step: int):
+    self.total_steps, self.images_per_step = total_steps, images_per_step
+    self._last = None  # (step, time) of the previous report
+    self.steps_per_s = None
+
+  def report(self, step: int) -> str:
+    """'step S/T[ X img/s ETA D]' with the rate since the previous report."""
+    now = time.perf_counter()
+    if self._last is not None and step > self._last[0] and now > self._last[1]:
+      self.steps_per_s = (step - self._last[0]) / (now - self._last[1])
+    self._last = (step, now)
+    if self.steps_per_s is None:
+      return f'step {step}/{self.total_steps}'
+    eta = format_duration((self.total_steps - step) / self.steps_per_s)
+    return f'step {step}/{self.total_steps} {self.images_per_s():.2f} img/s ETA {eta}'
+
+  def images_per_s(self) -> float | None:
+    return None if self.steps_per_s is None else self.steps_per_s * self.images_per_step
+
+
+def latest_checkpoint(workdir: str) -> str:
+  """The latest checkpoint of a training workdir; an error naming the workdir if it has none."""
+  path = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+  if not path:
+    raise UserInputError(f'{workdir}: no checkpoint in {CHECKPOINT_DIR}/; train first '
+                         '(python -m tools.train --workdir=...)')
+  return path
+
+
+def load_trained_model(workdir: str, checkpoint: str | None = None):
+  """The retrain model described by `workdir/model.json` with the weights of `checkpoint`
+  (default: the workdir's latest). Returns (model, description, checkpoint path)."""
+  from official.autodeeplab.modeling import segmenter
+  description = read_model(workdir)
+  geno = genotype_lib.Genotype.from_dict(description['genotype'])
+  path = checkpoint or latest_checkpoint(workdir)
+  if checkpoint and not tf.io.gfile.exists(checkpoint + '.index'):
+    raise UserInputError(f'--checkpoint={checkpoint}: no such checkpoint (expected the prefix of '
+                         'a .index/.data pair, e.g. WORKDIR/checkpoints/ckpt-1000)')
+  model = segmenter.build_segmenter(geno, description['num_classes'],
+                                    filter_multiplier=description['filter_multiplier'])
+  restore(tf.train.Checkpoint(model=model), path, workdir, partial=True)
+  return model, description, path

@@ -1,0 +1,220 @@
+"""Retraining the discrete network from scratch (paper sec. 5.2, DeepLab's protocol).
+
+SGD with momentum 0.9 on the 'poly' schedule from 0.05 (power 0.9) over the whole run; the loss is
+the mean pixel cross-entropy over labelled pixels plus the model's L2 losses (4e-5 on conv kernels
+only), so the weight decay reaches the gradient as in the paper; BN statistics are learned
+('fine-tuned') and synchronised across replicas when the model is built with `synchronized=True`;
+scheduled drop path follows the fraction of training done (`Segmenter.set_training_progress`, set
+inside the compiled step).
+
+The compiled step (`TrainTask.train_step`) runs the forward and backward pass and the update under
+`strategy.run`; `run_training` is the loop around it: exact resume from the latest checkpoint
+(model, optimizer, step, data iterator), TensorBoard scalars and images, a progress line, and a
+stop on a non-finite loss that keeps the last good checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Callable
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from official.autodeeplab.data import input_pipeline
+from official.autodeeplab.errors import UserInputError
+from official.autodeeplab.modeling import segmenter
+from official.autodeeplab.search import genotype as genotype_lib
+from official.autodeeplab.training import losses
+from official.autodeeplab.training import optimization
+from official.autodeeplab.training import run_state
+from official.autodeeplab.utils import visualize
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The retrain protocol; defaults are the paper's Cityscapes settings.
+
+  Attributes:
+    total_steps: training steps (the poly schedule's length; 1.5M in the paper for Cityscapes).
+    batch_size: global batch size (split over the replicas).
+    crop_size: square training crop (769 Cityscapes, 513 VOC / ADE20K).
+    min_scale: random scale augmentation range.
+    max_scale: see min_scale.
+    learning_rate: poly schedule's initial learning rate.
+    end_learning_rate: the rate at total_steps.
+    lr_power: poly schedule's power.
+    warmup_steps: linear warm-up steps before the poly schedule (0 in the paper).
+    momentum: SGD momentum.
+    log_every: steps between progress lines and TensorBoard scalars.
+    checkpoint_every: steps between checkpoints (the last step is always saved).
+    image_summary_every: steps between TensorBoard images (image, ground truth, prediction).
+    max_checkpoints: checkpoints kept in the workdir.
+  """
+  total_steps: int = 1_500_000
+  batch_size: int = 8
+  crop_size: int = 769
+  min_scale: float = 0.5
+  max_scale: float = 2.0
+  learning_rate: float = 0.05
+  end_learning_rate: float = 0.0
+  lr_power: float = 0.9
+  warmup_steps: int = 0
+  momentum: float = 0.9
+  log_every: int = 100
+  checkpoint_every: int = 2000
+  image_summary_every: int = 2000
+  max_checkpoints: int = 3
+
+  def validate(self) -> None:
+    for name in ('total_steps', 'batch_size', 'crop_size', 'log_every', 'checkpoint_every',
+                 'image_summary_every', 'max_checkpoints'):
+      if getattr(self, name) < 1:
+        raise UserInputError(f'train_config.{name}={getattr(self, name)}: must be positive')
+    if not 0 < self.min_scale <= self.max_scale:
+      raise UserInputError(f'train_config.min_scale/max_scale={self.min_scale}/{self.max_scale}: '
+                           'expected 0 < min_scale <= max_scale')
+    if self.learning_rate <= 0:
+      raise UserInputError(f'train_config.learning_rate={self.learning_rate}: must be positive')
+
+
+class NonFiniteLossError(UserInputError):
+  """The loss became NaN or infinite; the message names the step and the checkpoint kept."""
+
+
+class TrainTask:
+  """The retrain model, its optimizer, the step counter and the compiled train step.
+
+  Model, optimizer (slots built before any trace) and step are created in the strategy's scope.
+
+  Args:
+    model_fn: builds the `Segmenter` (called inside the strategy's scope).
+    config: the protocol.
+    strategy: a tf.distribute strategy (default: the current one).
+  """
+
+  def __init__(self, model_fn: Callable[[], segmenter.Segmenter], config: TrainConfig,
+               strategy: tf.distribute.Strategy | None = None):
+    config.validate()
+    self.config = config
+    self.strategy = strategy or tf.distribute.get_strategy()
+    with self.strategy.scope():
+      self.model = model_fn()
+      self.schedule = optimization.PolynomialDecay(
+          config.learning_rate, config.total_steps, config.lr_power, config.end_learning_rate,
+          config.warmup_steps)
+      self.optimizer = optimization.sgd(self.schedule, config.momentum)
+      self.optimizer.build(self.model.trainable_variables)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='train_step')
+    self.train_step = tf.function(self._distributed_step, reduce_retracing=True)
+
+  def checkpoint(self) -> tf.train.Checkpoint:
+    """Model, optimizer (with its iteration count and momentum slots) and step."""
+    return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+
+  def learning_rate(self) -> float:
+    return float(self.schedule(self.step))
+
+  def _distributed_step(self, images, labels):
+    """One update; returns (cross-entropy, L2 loss, predictions of the first replica's batch)."""
+    self.model.set_training_progress(
+        tf.cast(self.step, tf.float32) / float(self.config.total_steps), self.step)
+    cross_entropy, l2, predictions = self.strategy.run(self._replica_step, args=(images, labels))
+    self.step.assign_add(1)
+    total = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
+    return total(cross_entropy), total(l2), predictions
+
+  def _replica_step(self, images, labels):
+    replicas = self.strategy.num_replicas_in_sync
+    variables = self.model.trainable_variables
+    with tf.GradientTape() as tape:
+      logits = self.model(images, training=True)
+      cross_entropy = losses.segmentation_loss(labels, logits, replicas)
+      l2 = tf.add_n(self.model.losses) / replicas if self.model.losses else tf.constant(0.0)
+      loss = cross_entropy + l2
+    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    return cross_entropy, l2, tf.argmax(logits, -1, output_type=tf.int32)
+
+
+def run_training(task: TrainTask, dataset: tf.data.Dataset, workdir: str,
+                 palette: np.ndarray | None = None, log: Callable[[str], None] = print,
+                 shard_files: list[str] | None = None) -> dict:
+  """Trains until `config.total_steps`, resuming from `workdir/checkpoints` if it holds any.
+
+  Writes checkpoints (model, optimizer, step and, on one replica, the data iterator, so a rerun
+  continues exactly where it stopped) and TensorBoard events to `workdir/tensorboard`: the loss,
+  L2 loss, learning rate and images/s every `log_every` steps, and every `image_summary_every`
+  steps a few training crops beside their ground truth and prediction. A NaN or infinite loss
+  stops the run with `NonFiniteLossError` before anything of that step is saved.
+  """
+  config = task.config
+  iterator = iter(task.strategy.experimental_distribute_dataset(dataset))
+  checkpoint = task.checkpoint()
+  if task.strategy.num_replicas_in_sync == 1:  # distributed iterators cannot be checkpointed
+    checkpoint.iterator = iterator
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, run_state.CHECKPOINT_DIR),
+                                       config.max_checkpoints)
+  if run_state.restore(checkpoint, manager.latest_checkpoint, workdir):
+    log(f'[train] resumed from {manager.latest_checkpoint} at step {int(task.step.numpy())}')
+  writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+  palette = visualize.label_palette(palette)
+  meter = run_state.ProgressMeter(config.total_steps, config.batch_size)
+  cross_entropy = l2 = math.nan
+  while int(task.step.numpy()) < config.total_steps:
+    images, labels = input_pipeline.next_checked(iterator, shard_files)
+    cross_entropy_t, l2_t, predictions = task.train_step(images, labels)
+    cross_entropy, l2 = float(cross_entropy_t), float(l2_t)
+    step = int(task.step.numpy())
+    if not math.isfinite(cross_entropy + l2):
+      kept = manager.latest_checkpoint or 'none (no checkpoint was written yet)'
+      raise NonFiniteLossError(
+          f'step {step}: the loss is {cross_entropy + l2} (cross-entropy {cross_entropy}, L2 '
+          f'{l2}); training stopped, last good checkpoint kept: {kept}. Lower '
+          'train_config.learning_rate or add warm-up (train_config.warmup_steps)')
+    if step % config.log_every == 0 or step == config.total_steps or step == 1:
+      progress = meter.report(step)
+      with writer.as_default(step=step):
+        tf.summary.scalar('loss/cross_entropy', cross_entropy)
+        tf.summary.scalar('loss/l2', l2)
+        tf.summary.scalar('learning_rate', task.learning_rate())
+        if meter.images_per_s():
+          tf.summary.scalar('images_per_s', meter.images_per_s())
+      log(f'[train] {progress} loss {cross_entropy + l2:.4f} (cross-entropy '
+          f'{cross_entropy:.4f}, L2 {l2:.4f}) lr {task.learning_rate():.5f}')
+    if step % config.image_summary_every == 0 or step == 1:
+      local = task.strategy.experimental_local_results
+      with writer.as_default(step=step):
+        tf.summary.image('train/image | ground truth | prediction', visualize.side_by_side(
+            local(images)[0], local(labels)[0], local(predictions)[0], palette), max_outputs=3)
+    if step % config.checkpoint_every == 0 or step == config.total_steps:
+      manager.save(checkpoint_number=step)
+  writer.flush()
+  return {'step': int(task.step.numpy()), 'cross_entropy': cross_entropy, 'l2': l2,
+          'checkpoint': manager.latest_checkpoint}
+
+
+# gin configures these factories (not the Keras classes: gin on a Keras 3 Layer subclass breaks).
+@gin.configurable
+def train_config(**overrides) -> TrainConfig:
+  """TrainConfig with the paper's defaults, overridden by gin bindings."""
+  try:
+    return dataclasses.replace(TrainConfig(), **overrides)
+  except TypeError as e:
+    raise UserInputError(f'train_config: {e}') from None
+
+
+@gin.configurable
+def retrain_model(genotype: genotype_lib.Genotype, num_classes: int, model_size: str = 'S',
+                  filter_multiplier: int | None = None, drop_path_keep_prob: float = 1.0,
+                  weight_decay: float = 4e-5, batch_norm_momentum: float = 0.9997,
+                  synchronized: bool | None = None) -> segmenter.Segmenter:
+  """The retrain model of an experiment (see `segmenter.build_segmenter`). BN is synchronised
+  across replicas when the current strategy has several (`synchronized=None`)."""
+  if synchronized is None:
+    synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
+  return segmenter.build_segmenter(genotype, num_classes, model_size, filter_multiplier,
+                                   synchronized, weight_decay, drop_path_keep_prob,
+                                   batch_norm_momentum)

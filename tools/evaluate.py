@@ -1,0 +1,131 @@
+r"""Evaluates a training workdir's checkpoint on a converted split: mIoU, pixel accuracy, per class.
+
+  python -m tools.evaluate --workdir=runs/cityscapes_s --tfrecord_dir=/data/records/cityscapes \
+      [--split=val] [--checkpoint=WORKDIR/checkpoints/ckpt-N] \
+      [--scales=0.5,0.75,1,1.25,1.5,1.75 --flip] [--save_predictions=DIR] [--max_images=N] \
+      [--gin_file=experiments/retrain/voc_l.gin]
+
+Inference runs on whole images at their full resolution (optionally multi-scale and flipped,
+probabilities averaged). Writes `eval.json` in the workdir (miou, pixel_accuracy, per_class_iou by
+class name (null for a class absent from labels and predictions), num_images, scales, flip,
+checkpoint) and prints a per-class table. With --save_predictions, for each image
+`{name}.png` (train ids), `{name}_colour.png` (the dataset's palette) and `{name}_overlay.png`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+
+from absl import flags
+
+from tools import common
+
+FLAGS = flags.FLAGS
+common.define_gin_flags()
+flags.DEFINE_string('workdir', None, 'A tools.train workdir (model.json + checkpoints/).')
+flags.DEFINE_string('checkpoint', None, 'Checkpoint prefix (default: the workdir\'s latest).')
+flags.DEFINE_string('tfrecord_dir', None, 'Converted dataset (tools.convert_dataset output).')
+flags.DEFINE_string('split', 'val', 'Split of --tfrecord_dir to evaluate.')
+flags.DEFINE_list('scales', None, 'Inference scales, e.g. 0.5,0.75,1,1.25,1.5,1.75 (default: '
+                  'inference_options.scales of the gin file, else 1).')
+flags.DEFINE_bool('flip', None, 'Also average left-right flipped predictions (default: '
+                  'inference_options.flip of the gin file, else no).')
+flags.DEFINE_string('save_predictions', None, 'Directory for predicted masks and overlays.')
+flags.DEFINE_integer('batch_size', 1, 'Images per batch (padded to the largest).')
+flags.DEFINE_integer('max_images', None, 'Evaluate only the first N images.')
+flags.DEFINE_string('strategy', 'default', 'tf.distribute strategy.')
+flags.mark_flags_as_required(['workdir', 'tfrecord_dir'])
+
+
+def _scales() -> list[str]:
+  bindings = []
+  if FLAGS.scales is not None:
+    try:
+      values = [float(s) for s in FLAGS.scales]
+    except ValueError:
+      values = []
+    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+      raise common.UserInputError(f'--scales={",".join(FLAGS.scales)}: expected positive '
+                                  'numbers, e.g. 0.5,0.75,1,1.25,1.5,1.75')
+    bindings.append(f'inference_options.scales = {values}')
+  if FLAGS.flip is not None:
+    bindings.append(f'inference_options.flip = {FLAGS.flip}')
+  return bindings
+
+
+def _prediction_writer(directory: str, palette):
+  """on_batch callback writing each image's train ids, colours and overlay."""
+  import numpy as np
+  from official.autodeeplab.utils import visualize
+  os.makedirs(directory, exist_ok=True)
+
+  def write(batch, predictions, confidence):
+    del confidence
+    for i in range(len(predictions)):
+      height, width = int(batch['height'][i]), int(batch['width'][i])
+      name = re.sub(r'[^\w.-]', '_', batch['filename'][i].decode() or f'image_{i}')
+      ids = predictions[i, :height, :width].astype(np.uint8)
+      image = np.clip(np.round((batch['image'][i, :height, :width] + 1) * 127.5), 0, 255)
+      colours = visualize.colorize(ids, palette)
+      visualize.save_png(ids, os.path.join(directory, f'{name}.png'))
+      visualize.save_png(colours, os.path.join(directory, f'{name}_colour.png'))
+      visualize.save_png(visualize.overlay(image.astype(np.uint8), colours),
+                         os.path.join(directory, f'{name}_overlay.png'))
+  return write
+
+
+def main(argv):
+  del argv
+  if FLAGS.batch_size < 1 or (FLAGS.max_images is not None and FLAGS.max_images < 1):
+    raise common.UserInputError('--batch_size and --max_images must be positive')
+  bindings = _scales()
+  from official.autodeeplab.data import input_pipeline
+  files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
+  spec = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.split)
+  from official.autodeeplab.training import distribute
+  from official.autodeeplab.training import evaluation
+  from official.autodeeplab.training import run_state
+  from official.autodeeplab.training import train_task  # noqa: F401 (gin files bind it too)
+  from official.autodeeplab.utils import visualize
+  common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + bindings)
+  options = evaluation.inference_options()
+  distribute.disable_graph_optimizer()
+  strategy = distribute.get_strategy(FLAGS.strategy)
+  with strategy.scope():
+    model, description, checkpoint = run_state.load_trained_model(FLAGS.workdir, FLAGS.checkpoint)
+  if description['num_classes'] != spec.num_classes:
+    raise common.UserInputError(
+        f'{FLAGS.tfrecord_dir}: split {FLAGS.split!r} has {spec.num_classes} classes, the model '
+        f'in {FLAGS.workdir} predicts {description["num_classes"]}')
+  evaluator = evaluation.Evaluator(model, spec.num_classes, options['scales'], options['flip'],
+                                   strategy)
+  on_batch = (_prediction_writer(FLAGS.save_predictions, visualize.label_palette(spec.palette))
+              if FLAGS.save_predictions else None)
+  max_batches = None
+  if FLAGS.max_images is not None:
+    max_batches = -(-FLAGS.max_images // FLAGS.batch_size)
+  print(f'[evaluate] {checkpoint} on {spec.name} {FLAGS.split} at scales '
+        f'{list(options["scales"])}{" + flip" if options["flip"] else ""}', flush=True)
+  dataset = input_pipeline.for_evaluation(files, FLAGS.batch_size)
+  result = evaluator.run(dataset, on_batch, max_batches)
+  report = {
+      'miou': result['miou'], 'pixel_accuracy': result['pixel_accuracy'],
+      'per_class_iou': {name: (None if math.isnan(iou) else iou)
+                        for name, iou in zip(spec.class_names, result['per_class_iou'])},
+      'num_images': result['num_images'], 'scales': list(options['scales']),
+      'flip': options['flip'], 'checkpoint': checkpoint, 'split': FLAGS.split,
+      'dataset': spec.name, 'tfrecord_dir': FLAGS.tfrecord_dir,
+  }
+  run_state.write_json(os.path.join(FLAGS.workdir, 'eval.json'), report)
+  print(f'  {"class":<24} IoU')
+  for name, iou in report['per_class_iou'].items():
+    print(f'  {name:<24} {"n/a (absent)" if iou is None else f"{100 * iou:6.2f}"}')
+  print(f'[evaluate] mIoU {100 * report["miou"]:.2f}  pixel accuracy '
+        f'{100 * report["pixel_accuracy"]:.2f}  ({report["num_images"]} images); written to '
+        f'{os.path.join(FLAGS.workdir, "eval.json")}'
+        + (f'; predictions in {FLAGS.save_predictions}' if FLAGS.save_predictions else ''))
+
+
+if __name__ == '__main__':
+  common.run(main)
