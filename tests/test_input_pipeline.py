@@ -1,10 +1,13 @@
 """The tf.data pipeline: augmentation, determinism, trainA/trainB, eval padding, resume."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from official.autodeeplab.data import convert
 from official.autodeeplab.data import input_pipeline
+from official.autodeeplab.errors import UserInputError
 
 
 @pytest.fixture(scope='module')
@@ -85,3 +88,24 @@ def test_iterator_position_is_saved_with_the_checkpoint(files, tmp_path):
 def test_bad_half_name(files):
   with pytest.raises(ValueError, match="half='trainC'"):
     input_pipeline.from_tfrecords(files, 2, half='trainC')
+
+
+def test_incomplete_split_is_refused_naming_the_missing_shards(tmp_path):
+  convert.convert('synthetic', str(tmp_path), 'train', 4, num_examples=8, image_size=16,
+                  num_classes=3, progress=False)
+  (tmp_path / 'train-00001-of-00004.tfrecord').unlink()
+  (tmp_path / 'train-00003-of-00004.tfrecord').unlink()
+  with pytest.raises(UserInputError, match=r"split 'train' is incomplete, missing "
+                     r'train-00001-of-00004.tfrecord, train-00003-of-00004.tfrecord'):
+    input_pipeline.split_files(str(tmp_path), 'train')
+  with pytest.raises(UserInputError, match="no shards of split 'val'"):
+    input_pipeline.split_files(str(tmp_path), 'val')
+
+
+def test_evaluation_batches_keep_sizes_and_names(files):
+  batch = next(iter(input_pipeline.for_evaluation(files, 2)))
+  assert batch['image'].shape == (2, 40, 40, 3) and batch['label'].dtype == tf.int32
+  assert list(batch['height'].numpy()) == [40, 40]
+  assert all(name.startswith(b'synthetic_') for name in batch['filename'].numpy())
+  spec = input_pipeline.dataset_spec(os.path.dirname(files[0]), 'train')
+  assert spec.name == 'synthetic' and spec.num_classes == 4

@@ -1,8 +1,20 @@
-"""What every binary shares: quiet TensorFlow logs, gin flags, and bad input as one line + exit 2."""
+"""What every binary shares: quiet TensorFlow logs, gin flags, and bad input as one line + exit 2.
+
+TensorFlow's C++ start-up messages ("Could not find cuda drivers", "failed call to cuInit", oneDNN
+notices, "All log messages before absl::InitializeLog()") are printed before TF_CPP_MIN_LOG_LEVEL
+takes effect, straight to file descriptor 2, and read like failures on a machine without a GPU.
+`run` routes that descriptor through a thread that drops exactly those lines (and TensorFlow's
+Python deprecation notices) and passes everything else through as it comes: errors and real
+warnings still show.
+"""
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import re
 import sys
+import threading
 from typing import Callable
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -32,14 +44,63 @@ def parse_gin(gin_files, gin_bindings) -> None:
     raise UserInputError(f'--gin_file/--gin_bindings: {type(e).__name__}: {e}'.splitlines()[0])
 
 
+# Start-up lines of TensorFlow's C++ runtime that say nothing about this program's work.
+NATIVE_NOISE = re.compile(
+    rb'absl::InitializeLog\(\)|failed call to cuInit|cuda_platform\.cc|cudart_stub\.cc|'
+    rb'Could not find cuda drivers|oneDNN custom operations are on|cpu_feature_guard\.cc|'
+    rb'TF-TRT Warning|Unable to register cu(DNN|FFT|BLAS) factory|'
+    rb'computation placer already registered|rebuild TensorFlow with the appropriate compiler')
+
+
+def filter_native_stderr() -> None:
+  """Drops `NATIVE_NOISE` lines from file descriptor 2 (C++ and Python alike) for this process
+  and its children; everything else is forwarded line by line."""
+  if os.environ.get('AUTODEEPLAB_RAW_STDERR') == '1':
+    return
+  sys.stderr.flush()
+  read_end, write_end = os.pipe()
+  real_stderr = os.dup(2)
+  os.dup2(write_end, 2)
+  os.close(write_end)
+
+  def pump():
+    with os.fdopen(read_end, 'rb', buffering=0) as source:
+      for line in iter(source.readline, b''):
+        if not NATIVE_NOISE.search(line):
+          os.write(real_stderr, line)
+
+  thread = threading.Thread(target=pump, name='stderr-filter', daemon=True)
+  thread.start()
+
+  def restore():
+    sys.stderr.flush()
+    os.dup2(real_stderr, 2)  # closes the pipe's last write end of this process
+    thread.join(timeout=5)
+
+  atexit.register(restore)
+
+
+class _DropDeprecations(logging.Filter):
+  def filter(self, record):
+    return 'deprecat' not in record.getMessage().lower()
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-  """absl.app.run, turning UserInputError into `error: ...` on stderr and exit code 2."""
+  """absl.app.run with quiet TensorFlow start-up, turning UserInputError into `error: ...` on
+  stderr and exit code 2."""
+  filter_native_stderr()
 
   def wrapped(argv):
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    absl_logging.get_absl_handler().addFilter(_DropDeprecations())
     try:
       main(argv)
     except UserInputError as e:
       print(f'error: {e}', file=sys.stderr)
+      # Nothing after the one line: no warnings from objects torn down on the way out.
+      absl_logging.set_verbosity(absl_logging.FATAL)
+      logging.getLogger('tensorflow').setLevel(logging.CRITICAL)
       sys.exit(EXIT_BAD_INPUT)
 
   app.run(wrapped)

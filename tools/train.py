@@ -13,8 +13,6 @@ Writes `model.json` (what `tools.evaluate` and `tools.export` rebuild), `operati
 """
 from __future__ import annotations
 
-import os
-
 from absl import flags
 
 from official.autodeeplab.modeling import sizes
@@ -79,10 +77,8 @@ def main(argv):
   task = train_task.TrainTask(lambda: train_task.retrain_model(geno, spec.num_classes), config,
                               strategy)
   model = task.model
-  run_state.check_or_write_model(FLAGS.workdir, run_state.model_description(
-      geno, model.filter_multiplier, spec.num_classes, spec.name))
-  with open(os.path.join(FLAGS.workdir, 'operative_config.gin'), 'w') as f:
-    f.write(gin.operative_config_str())
+  description = run_state.model_description(geno, model.filter_multiplier, spec.num_classes,
+                                            spec.name)
   dataset = input_pipeline.from_tfrecords(files, config.batch_size, config.crop_size,
                                           seed=FLAGS.seed, min_scale=config.min_scale,
                                           max_scale=config.max_scale)
@@ -90,9 +86,9 @@ def main(argv):
         f'F={model.filter_multiplier}, {config.total_steps} steps of batch {config.batch_size} '
         f'at crop {config.crop_size} on {strategy.num_replicas_in_sync} replica(s); '
         f'workdir {FLAGS.workdir}', flush=True)
-  result = train_task.run_training(task, dataset, FLAGS.workdir, palette=spec.palette,
-                                   shard_files=files,
-                                   log=lambda line: print(line, flush=True))
+  result = train_task.run_training(
+      task, dataset, FLAGS.workdir, description, spec.palette, shard_files=files,
+      log=lambda line: print(line, flush=True), operative_config=gin.operative_config_str())
   print(f'[train] done at step {result["step"]}; checkpoint {result["checkpoint"]}\n'
         f'  evaluate: python -m tools.evaluate --workdir={FLAGS.workdir} '
         f'--tfrecord_dir={FLAGS.tfrecord_dir} --split=val')

@@ -33,20 +33,23 @@ def model_description(genotype: genotype_lib.Genotype, filter_multiplier: int, n
           'model_size': size, 'num_classes': int(num_classes), 'dataset': dataset}
 
 
-def write_json(path: str, data) -> None:
-  """Atomic JSON write (temporary file renamed into place)."""
+def write_text(path: str, text: str) -> None:
+  """Atomic write (temporary file renamed into place): never a half-written file."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   tmp = f'{path}.tmp-{os.getpid()}'
   with open(tmp, 'w') as f:
-    json.dump(data, f, indent=1)
-    f.write('\n')
+    f.write(text)
   os.replace(tmp, path)
+
+
+def write_json(path: str, data) -> None:
+  write_text(path, json.dumps(data, indent=1) + '\n')
 
 
 def check_or_write_model(workdir: str, description: dict) -> None:
   """Writes `workdir/model.json`, or checks that the one there describes the same model."""
   path = os.path.join(workdir, MODEL_FILE)
   if not os.path.exists(path):
-    os.makedirs(workdir, exist_ok=True)
     write_json(path, description)
     return
   existing = read_model(workdir)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from typing import Callable
 
 import gin
@@ -140,9 +139,16 @@ class TrainTask:
 
 
 def run_training(task: TrainTask, dataset: tf.data.Dataset, workdir: str,
-                 palette: np.ndarray | None = None, log: Callable[[str], None] = print,
-                 shard_files: list[str] | None = None) -> dict:
-  """Trains until `config.total_steps`, resuming from `workdir/checkpoints` if it holds any.
+                 description: dict | None = None, palette: np.ndarray | None = None,
+                 log: Callable[[str], None] = print, shard_files: list[str] | None = None,
+                 operative_config: str | None = None, stop_at: int | None = None) -> dict:
+  """Trains until `config.total_steps` (or step `stop_at`, to run a schedule in parts), resuming
+  from `workdir/checkpoints` if it holds any.
+
+  `description` (`run_state.model_description`) is written to `workdir/model.json`, or, when the
+  workdir already has one, must match it; a checkpoint of another model is refused first, naming
+  the first mismatched variable and both shapes. `operative_config` (gin's) is then written to
+  `workdir/operative_config.gin`.
 
   Writes checkpoints (model, optimizer, step and, on one replica, the data iterator, so a rerun
   continues exactly where it stopped) and TensorBoard events to `workdir/tensorboard`: the loss,
@@ -159,11 +165,16 @@ def run_training(task: TrainTask, dataset: tf.data.Dataset, workdir: str,
                                        config.max_checkpoints)
   if run_state.restore(checkpoint, manager.latest_checkpoint, workdir):
     log(f'[train] resumed from {manager.latest_checkpoint} at step {int(task.step.numpy())}')
+  if description is not None:
+    run_state.check_or_write_model(workdir, description)
+  if operative_config is not None:
+    run_state.write_text(os.path.join(workdir, 'operative_config.gin'), operative_config)
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
   palette = visualize.label_palette(palette)
   meter = run_state.ProgressMeter(config.total_steps, config.batch_size)
   cross_entropy = l2 = math.nan
-  while int(task.step.numpy()) < config.total_steps:
+  last_step = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
+  while int(task.step.numpy()) < last_step:
     images, labels = input_pipeline.next_checked(iterator, shard_files)
     cross_entropy_t, l2_t, predictions = task.train_step(images, labels)
     cross_entropy, l2 = float(cross_entropy_t), float(l2_t)
@@ -174,7 +185,7 @@ def run_training(task: TrainTask, dataset: tf.data.Dataset, workdir: str,
           f'step {step}: the loss is {cross_entropy + l2} (cross-entropy {cross_entropy}, L2 '
           f'{l2}); training stopped, last good checkpoint kept: {kept}. Lower '
           'train_config.learning_rate or add warm-up (train_config.warmup_steps)')
-    if step % config.log_every == 0 or step == config.total_steps or step == 1:
+    if step % config.log_every == 0 or step == last_step or step == 1:
       progress = meter.report(step)
       with writer.as_default(step=step):
         tf.summary.scalar('loss/cross_entropy', cross_entropy)
@@ -189,7 +200,7 @@ def run_training(task: TrainTask, dataset: tf.data.Dataset, workdir: str,
       with writer.as_default(step=step):
         tf.summary.image('train/image | ground truth | prediction', visualize.side_by_side(
             local(images)[0], local(labels)[0], local(predictions)[0], palette), max_outputs=3)
-    if step % config.checkpoint_every == 0 or step == config.total_steps:
+    if step % config.checkpoint_every == 0 or step == last_step:
       manager.save(checkpoint_number=step)
   writer.flush()
   return {'step': int(task.step.numpy()), 'cross_entropy': cross_entropy, 'l2': l2,

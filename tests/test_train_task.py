@@ -1,0 +1,126 @@
+"""The retrain step and loop: exact resume (drop path on), a level-1-first genotype, NaN stop,
+workdirs of another model refused."""
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.autodeeplab.data import input_pipeline
+from official.autodeeplab.data.converters import synthetic
+from official.autodeeplab.errors import UserInputError
+from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
+from official.autodeeplab.training import run_state
+from official.autodeeplab.training import train_task
+
+# Starts at level 1 (stride 8): the decoder reads the stem; goes finer, then coarser again.
+GENOTYPE = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(1, 0, 1))
+CONFIG = train_task.TrainConfig(total_steps=4, batch_size=2, crop_size=33, learning_rate=0.02,
+                                log_every=1, checkpoint_every=1, image_summary_every=2)
+IMAGES, LABELS = synthetic.arrays(6, 40, 40, 3, seed=1)
+
+
+def make_task(config=CONFIG, filter_multiplier=2, genotype=GENOTYPE):
+  keras.utils.set_random_seed(0)
+  return train_task.TrainTask(
+      lambda: train_task.retrain_model(genotype, 3, filter_multiplier=filter_multiplier,
+                                       drop_path_keep_prob=0.5, batch_norm_momentum=0.9),
+      config)
+
+
+def dataset():
+  return input_pipeline.from_arrays(IMAGES, LABELS, CONFIG.batch_size, CONFIG.crop_size, seed=3)
+
+
+def state(task):
+  return [v.numpy() for v in task.model.variables + task.optimizer.variables]
+
+
+def test_resume_equals_uninterrupted_training(tmp_path):
+  straight = make_task()
+  result = train_task.run_training(straight, dataset(), str(tmp_path / 'a'), log=lambda _: None)
+  assert result['step'] == 4 and np.isfinite(result['cross_entropy'])
+  expected = state(straight)
+
+  first = make_task()
+  train_task.run_training(first, dataset(), str(tmp_path / 'b'), stop_at=2, log=lambda _: None)
+  assert int(first.step.numpy()) == 2
+  lines = []
+  second = make_task()  # a new process would build everything afresh, then restore
+  train_task.run_training(second, dataset(), str(tmp_path / 'b'), log=lines.append)
+  assert any('resumed from' in line and 'at step 2' in line for line in lines)
+  for got, want in zip(state(second), expected):
+    np.testing.assert_array_equal(got, want)
+  # Drop path was active (keep 0.5 at the end) and seeded by the step: that is why the two agree.
+  drops = [l for l in second.model._flatten_layers() if hasattr(l, 'current_keep_prob')]
+  assert drops and float(drops[-1].progress) == pytest.approx(3 / 4)
+  assert int(drops[-1].step.numpy()) == 3
+  events = os.listdir(tmp_path / 'b' / 'tensorboard')
+  assert events
+
+
+def test_every_variable_and_the_iterator_are_checkpointed(tmp_path):
+  task = make_task()
+  train_task.run_training(task, dataset(), str(tmp_path), stop_at=1, log=lambda _: None)
+  saved = [name for name, _ in tf.train.list_variables(str(tmp_path / 'checkpoints'))]
+  values = [n for n in saved if n.endswith('VARIABLE_VALUE')]
+  # Each variable is saved once, under its shortest path (trainable ones under the optimizer).
+  unique = {id(v) for v in task.model.variables + task.optimizer.variables + [task.step]}
+  assert 'save_counter/.ATTRIBUTES/VARIABLE_VALUE' in values
+  assert len(values) - 1 == len(unique)
+  assert any(n.startswith('iterator/') for n in saved) and 'step/.ATTRIBUTES/VARIABLE_VALUE' in saved
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  images = IMAGES.astype(np.float32)
+  poisoned = np.concatenate([images[:4], np.full_like(images[:2], np.nan)])
+  data = tf.data.Dataset.from_tensor_slices((poisoned / 127.5 - 1, LABELS.astype(np.int32)))
+  data = data.map(lambda i, l: (i[:33, :33], l[:33, :33])).batch(2)
+  task = make_task()
+  with pytest.raises(train_task.NonFiniteLossError, match=r'step 3: the loss is nan.*ckpt-2'):
+    train_task.run_training(task, data, str(tmp_path), log=lambda _: None)
+  assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith('ckpt-2')
+
+
+def test_workdir_of_another_model_is_refused(tmp_path):
+  task = make_task()
+  description = run_state.model_description(GENOTYPE, 2, 3, 'synthetic')
+  train_task.run_training(task, dataset(), str(tmp_path), description, stop_at=1,
+                          log=lambda _: None)
+  before = sorted(os.listdir(tmp_path / 'checkpoints'))
+  wider = make_task(filter_multiplier=3)
+  mismatch = r'variable \S+ has shape \(4,\) in the checkpoint, \(6,\) in this model'
+  with pytest.raises(UserInputError, match=mismatch):
+    train_task.run_training(wider, dataset(), str(tmp_path),
+                            run_state.model_description(GENOTYPE, 3, 3, 'synthetic'),
+                            log=lambda _: None)
+  # Same variable shapes, other genotype (an avg pool instead of a max pool): model.json says so.
+  cell = [list(block) for block in GENOTYPE.cell]
+  other = Genotype(cell=cell, path=(1, 0, 0))
+  with pytest.raises(UserInputError, match='holds a run of another model'):
+    run_state.check_or_write_model(str(tmp_path), run_state.model_description(
+        other, 2, 3, 'synthetic'))
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == before
+
+
+def test_load_trained_model_restores_the_weights(tmp_path):
+  task = make_task()
+  train_task.run_training(task, dataset(), str(tmp_path),
+                          run_state.model_description(GENOTYPE, 2, 3, 'synthetic'), stop_at=1,
+                          log=lambda _: None)
+  model, description, path = run_state.load_trained_model(str(tmp_path))
+  assert path.endswith('ckpt-1') and description['model_size'] is None
+  images = tf.random.normal([1, 33, 33, 3])
+  np.testing.assert_allclose(model(images), task.model(images, training=False), atol=1e-5)
+  with pytest.raises(UserInputError, match='--checkpoint=nope'):
+    run_state.load_trained_model(str(tmp_path), 'nope')
+  with pytest.raises(UserInputError, match='no model.json'):
+    run_state.load_trained_model(str(tmp_path / 'checkpoints'))
+
+
+def test_bad_config_values():
+  with pytest.raises(UserInputError, match='train_config.crop_size=0'):
+    train_task.TrainConfig(crop_size=0).validate()
+  with pytest.raises(UserInputError, match='train_config'):
+    train_task.train_config(nonsense=1)

@@ -1,0 +1,111 @@
+"""tools/train and tools/evaluate as a user runs them: a short synthetic retrain scores well above
+chance, evaluate writes eval.json and overlays, bad input is one line and exit code 2."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
+from tests.conftest import run_tool
+
+# A small found-like genotype (4 layers, the quickstart's search depth) keeps tracing short.
+SMALL = Genotype(cell=PAPER_GENOTYPE.cell[:3], path=(0, 0, 1, 1))
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  root = tmp_path_factory.mktemp('retrain')
+  data = str(root / 'data')
+  for split, count in (('train', 24), ('val', 8)):
+    result = run_tool('convert_dataset', '--dataset=synthetic', f'--output_dir={data}',
+                      f'--split={split}', f'--num_examples={count}', '--image_size=64',
+                      '--num_shards=2')
+    assert result.returncode == 0, result.stderr
+  genotype = str(root / 'genotype.json')
+  SMALL.to_json(genotype)
+  workdir = str(root / 'train')
+  result = run_tool('train', f'--workdir={workdir}', f'--tfrecord_dir={data}',
+                    f'--genotype={genotype}', '--gin_file=experiments/retrain/synthetic.gin')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return {'root': root, 'data': data, 'workdir': workdir, 'genotype': genotype,
+          'train_stdout': result.stdout, 'train_stderr': result.stderr}
+
+
+def test_train_writes_its_workdir_and_a_clean_log(trained):
+  workdir = trained['workdir']
+  assert sorted(os.listdir(workdir)) == ['checkpoints', 'model.json', 'operative_config.gin',
+                                         'tensorboard']
+  with open(os.path.join(workdir, 'model.json')) as f:
+    model = json.load(f)
+  assert model['filter_multiplier'] == 4 and model['num_classes'] == 5
+  assert model['dataset'] == 'synthetic' and model['genotype']['path'] == [0, 0, 1, 1]
+  assert 'train_config.crop_size = 65' in open(os.path.join(workdir, 'operative_config.gin')).read()
+  lines = trained['train_stdout'].splitlines()
+  assert any('step 150/150' in line and 'img/s' in line and 'ETA' in line for line in lines)
+  for noise in ('cuInit', 'cuda drivers', 'absl::InitializeLog', 'oneDNN'):
+    assert noise not in trained['train_stderr'] + trained['train_stdout']
+
+
+def test_evaluate_scores_well_above_chance_and_saves_overlays(trained):
+  predictions = str(trained['root'] / 'predictions')
+  result = run_tool('evaluate', f'--workdir={trained["workdir"]}',
+                    f'--tfrecord_dir={trained["data"]}', '--split=val',
+                    f'--save_predictions={predictions}', '--scales=0.75,1', '--flip')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(trained['workdir'], 'eval.json')) as f:
+    report = json.load(f)
+  assert set(report) >= {'miou', 'pixel_accuracy', 'per_class_iou', 'num_images', 'scales',
+                         'flip', 'checkpoint'}
+  assert report['num_images'] == 8 and report['scales'] == [0.75, 1.0] and report['flip']
+  assert report['checkpoint'].endswith('ckpt-150')
+  assert list(report['per_class_iou']) == ['background', 'shape1', 'shape2', 'shape3', 'shape4']
+  # Chance: predicting the majority class everywhere gives about 0.16 here (5 classes).
+  assert report['miou'] > 0.35, report
+  assert 'mIoU' in result.stdout and 'shape1' in result.stdout
+  files = sorted(os.listdir(predictions))
+  assert len(files) == 3 * 8
+  overlay = np.asarray(Image.open(os.path.join(predictions, files[2])))
+  ids = np.asarray(Image.open(os.path.join(predictions, files[0])))
+  assert files[2].endswith('_overlay.png') and overlay.shape == (64, 64, 3)
+  assert ids.shape == (64, 64) and ids.max() < 5
+
+
+def test_workdir_of_another_model_is_refused(trained):
+  result = run_tool('train', f'--workdir={trained["workdir"]}',
+                    f'--tfrecord_dir={trained["data"]}', f'--genotype={trained["genotype"]}',
+                    '--gin_file=experiments/retrain/synthetic.gin', '--filter_multiplier=6')
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and 'in the checkpoint, (6,) in this model' in lines[0], lines
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--genotype=missing.json'], 'missing.json'),
+    (['--split=test'], "no shards of split 'test'"),
+    (['--batch_size=0'], '--batch_size=0'),
+    (['--gin_bindings=train_config.crop_sise = 3'], 'crop_sise'),
+])
+def test_train_bad_input(trained, tmp_path, args, message):
+  result = run_tool('train', f'--workdir={tmp_path}', f'--tfrecord_dir={trained["data"]}',
+                    '--gin_file=experiments/retrain/synthetic.gin', *args)
+  assert result.returncode == 2, result.stderr
+  assert message in result.stderr and 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--split=test'], "no shards of split 'test'"),
+    (['--scales=1,zero'], '--scales=1,zero'),
+    (['--checkpoint=/nope/ckpt-3'], '--checkpoint=/nope/ckpt-3'),
+])
+def test_evaluate_bad_input(trained, args, message):
+  result = run_tool('evaluate', f'--workdir={trained["workdir"]}',
+                    f'--tfrecord_dir={trained["data"]}', *args)
+  assert result.returncode == 2, result.stderr
+  assert message in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_evaluate_needs_a_trained_workdir(trained, tmp_path):
+  result = run_tool('evaluate', f'--workdir={tmp_path}', f'--tfrecord_dir={trained["data"]}')
+  assert result.returncode == 2 and 'no model.json' in result.stderr
