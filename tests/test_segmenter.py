@@ -145,3 +145,37 @@ def test_backbone_ends_with_relu_before_aspp():
   model = segmenter.build_segmenter(GENOTYPES['deep_end'], 3, filter_multiplier=2)
   features, _ = model.backbone(tf.random.normal([2, 40, 40, 3]), training=True)
   assert float(tf.reduce_min(features)) >= 0.0
+
+
+def test_l2_gradient_is_the_papers_weight_decay():
+  # TF-slim's l2_regularizer(4e-5) in Google's code: d/dw = 4e-5 * w (PyTorch's weight_decay too).
+  model = segmenter.build_segmenter(GENOTYPES['deep_end'], 3, filter_multiplier=2,
+                                    weight_decay=4e-5)
+  kernel = model.decoder.classifier.kernel
+  with tf.GradientTape() as tape:
+    penalty = tf.add_n(model.losses)
+  grad = tape.gradient(penalty, kernel)
+  np.testing.assert_allclose(grad, 4e-5 * kernel.numpy(), rtol=1e-5)
+
+
+def test_fused_batch_norm_matches_keras():
+  from official.autodeeplab.modeling import batch_norm
+  x = tf.random.normal([4, 6, 5, 3]) * 3 + 1
+  fused = batch_norm.BatchNormalization(momentum=0.9, epsilon=1e-3)
+  plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+  for layer in (fused, plain):
+    layer.build(x.shape)
+    layer.gamma.assign([1.5, 0.5, 2.0])
+    layer.beta.assign([0.1, -0.2, 0.3])
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(x)
+    outputs = [layer(x, training=True) for layer in (fused, plain)]
+  np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)
+  np.testing.assert_allclose(tape.gradient(outputs[0], x), tape.gradient(outputs[1], x), atol=1e-4)
+  np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, atol=1e-5)
+  # Moving variance from the unbiased batch variance (TF-slim's fused batch norm), Keras' biased.
+  n = 4 * 6 * 5
+  np.testing.assert_allclose((fused.moving_variance.numpy() - 0.9) * (n - 1),
+                             (plain.moving_variance.numpy() - 0.9) * n, rtol=1e-4)
+  plain.moving_variance.assign(fused.moving_variance)
+  np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-4)

@@ -19,6 +19,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from official.autodeeplab.modeling import batch_norm
 from official.autodeeplab.search import space
 
 
@@ -47,7 +48,10 @@ class LayerSettings:
     return keras.initializers.VarianceScaling(1.0 / 3, mode='fan_in', distribution='uniform')
 
   def kernel_regularizer(self):
-    return keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
+    # weight_decay / 2 * sum(w^2), as TF-slim's l2_regularizer (scale * tf.nn.l2_loss) in Google's
+    # code: its gradient is weight_decay * w, the paper's (and PyTorch SGD's) weight decay.
+    # Keras' L2(l) is l * sum(w^2), so it gets half the decay.
+    return keras.regularizers.L2(self.weight_decay / 2) if self.weight_decay else None
 
   def conv(self, filters: int, kernel_size: int, strides: int = 1, dilation_rate: int = 1,
            name: str | None = None, use_bias: bool = False) -> keras.layers.Conv2D:
@@ -66,7 +70,7 @@ class LayerSettings:
         pointwise_regularizer=self.kernel_regularizer(), name=name)
 
   def batch_norm(self, name: str | None = None) -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(
+    return batch_norm.BatchNormalization(
         momentum=self.batch_norm_momentum, epsilon=self.batch_norm_epsilon,
         center=self.batch_norm_affine, scale=self.batch_norm_affine,
         synchronized=self.synchronized, name=name)
