@@ -49,7 +49,8 @@ NATIVE_NOISE = re.compile(
     rb'absl::InitializeLog\(\)|failed call to cuInit|cuda_platform\.cc|cudart_stub\.cc|'
     rb'Could not find cuda drivers|oneDNN custom operations are on|cpu_feature_guard\.cc|'
     rb'TF-TRT Warning|Unable to register cu(DNN|FFT|BLAS) factory|'
-    rb'computation placer already registered|rebuild TensorFlow with the appropriate compiler')
+    rb'computation placer already registered|rebuild TensorFlow with the appropriate compiler|'
+    rb'To enable the following instructions: ')
 
 
 def filter_native_stderr() -> None:

@@ -77,8 +77,8 @@ def read_model(workdir: str) -> dict:
   return data
 
 
-_SHAPE_MISMATCH = re.compile(r'incompatible tensor with shape (\S+) when attempting to restore '
-                             r'variable with shape (\S+) and name (\S+?)\.?(\s|$)')
+_SHAPE_MISMATCH = re.compile(r'incompatible tensor with shape (\(.*?\)) when attempting to '
+                             r'restore variable with shape (\(.*?\)) and name (\S+?)\.?(\s|$)')
 
 
 def restore(checkpoint: tf.train.Checkpoint, path: str | None, workdir: str,

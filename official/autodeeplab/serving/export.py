@@ -1,0 +1,239 @@
+"""SavedModel export in TF Serving's layout, with preprocessing in the graph.
+
+`{export_dir}/{model_name}/{version}/` holds `saved_model.pb`, `variables/` and `assets.extra/`
+(`labels.json`: class names, palette, ignore label; `model.json`: the genotype, F and the export
+options; `tf_serving_warmup_requests`: PredictionLog records TF Serving replays on load). The version
+is written under a hidden temporary name and renamed when complete, so a model server watching the
+directory never loads a half-written version.
+
+Signatures:
+* `serving_default`: `image_bytes` (tf.string [N]: encoded PNG / JPEG (GIF, BMP also decode)) ->
+  `semantic` (int32 [N, H, W], class ids) and `confidence` (float32 [N, H, W], the winning class's
+  probability). Each image is decoded, converted to RGB (grayscale replicated, alpha dropped) and
+  segmented at its own size, one image at a time, so its result does not depend on the other images
+  of the batch; H, W are the batch's largest height and width, and pixels beyond an image's own
+  size are -1 in `semantic` and 0 in `confidence`. `image_size` (int32 [N, 2]) gives each size.
+* `predict_tensor`: `images` (float32 [N, H, W, 3], RGB in [0, 255], any H, W) -> `logits`
+  (float32 [N, H, W, C]) and `semantic` (int32 [N, H, W]). With multi-scale / flip inference,
+  `logits` are the log of the averaged probabilities.
+
+Input policy: images are normalised to [-1, 1] as in training and never resized (the network is
+fully convolutional; multi-scale inference resizes internally and averages at the input size);
+sides below 32 px are padded with the mean and the result cropped back; a side above `MAX_SIDE`
+(4096) is refused. Bad requests (bytes that are no image, an empty string, an empty batch, an image
+above the maximum, a tensor without 3 channels) fail with InvalidArgument and a message saying what
+was expected.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from official.autodeeplab.data import example
+from official.autodeeplab.errors import UserInputError
+from official.autodeeplab.modeling import sizes
+from official.autodeeplab.training import evaluation
+
+MAX_SIDE = 4096
+MIN_SIDE = sizes.MIN_IMAGE_SIZE
+SERVING_DEFAULT = 'serving_default'
+PREDICT_TENSOR = 'predict_tensor'
+WARMUP_FILE = 'tf_serving_warmup_requests'
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+class SegmentationServer(tf.Module):
+  """The exported module: the Keras segmenter plus preprocessing, in two signatures.
+
+  Args:
+    model: images in [-1, 1] -> logits at the input size.
+    scales: inference scales (1.0: single scale), averaged as in evaluation.
+    flip: also average left-right flipped predictions.
+  """
+
+  def __init__(self, model, scales: Sequence[float] = (1.0,), flip: bool = False):
+    super().__init__(name='autodeeplab')
+    self.model = model
+    self.scales, self.flip = tuple(float(s) for s in scales), bool(flip)
+
+  def _probabilities(self, images):
+    """float32 [N, H, W, 3] in [0, 255] -> probabilities [N, H, W, C]; small sides padded."""
+    size = tf.shape(images)[1:3]
+    padded = tf.maximum(size, MIN_SIDE)
+    normalised = images / 127.5 - 1.0
+    normalised = tf.pad(normalised, [[0, 0], [0, padded[0] - size[0]],
+                                     [0, padded[1] - size[1]], [0, 0]])
+    probabilities = evaluation.predict_probabilities(self.model, normalised, self.scales,
+                                                     self.flip)
+    return probabilities[:, :size[0], :size[1]]
+
+  def _single_scale(self) -> bool:
+    return self.scales == (1.0,) and not self.flip
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32,
+                                              name='images')])
+  def predict_tensor(self, images):
+    shape = tf.shape(images)
+    checks = [
+        tf.debugging.assert_equal(shape[3], 3, message='images: expected RGB, [N, H, W, 3]'),
+        tf.debugging.assert_positive(shape[0], message='images: empty batch'),
+        tf.debugging.assert_less_equal(
+            tf.reduce_max(shape[1:3]), MAX_SIDE,
+            message=f'images: height and width must be at most {MAX_SIDE}'),
+        tf.debugging.assert_positive(tf.reduce_min(shape[1:3]),
+                                     message='images: height and width must be positive'),
+    ]
+    with tf.control_dependencies(checks):
+      images = tf.identity(images)
+    if self._single_scale():
+      size = tf.shape(images)[1:3]
+      padded = tf.maximum(size, MIN_SIDE)
+      normalised = tf.pad(images / 127.5 - 1.0, [[0, 0], [0, padded[0] - size[0]],
+                                                  [0, padded[1] - size[1]], [0, 0]])
+      logits = self.model(normalised, training=False)[:, :size[0], :size[1]]
+    else:
+      logits = tf.math.log(tf.maximum(self._probabilities(images), 1e-30))
+    return {'logits': logits, 'semantic': tf.argmax(logits, -1, output_type=tf.int32)}
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+  def serve_image_bytes(self, image_bytes):
+    count = tf.size(image_bytes)
+    with tf.control_dependencies([tf.debugging.assert_positive(
+        count, message='image_bytes: empty batch; send at least one encoded image')]):
+      indices = tf.range(count)
+    sizes_ = tf.map_fn(lambda i: tf.shape(self._decode(image_bytes[i], i))[:2], indices,
+                       fn_output_signature=tf.int32)
+    height, width = tf.reduce_max(sizes_[:, 0]), tf.reduce_max(sizes_[:, 1])
+
+    def segment(i):
+      image = tf.cast(self._decode(image_bytes[i], i), tf.float32)
+      probabilities = self._probabilities(image[tf.newaxis])[0]
+      pad = [[0, height - tf.shape(image)[0]], [0, width - tf.shape(image)[1]]]
+      semantic = tf.pad(tf.argmax(probabilities, -1, output_type=tf.int32), pad,
+                        constant_values=-1)
+      confidence = tf.pad(tf.reduce_max(probabilities, -1), pad)
+      return semantic, confidence
+
+    semantic, confidence = tf.map_fn(segment, indices,
+                                     fn_output_signature=(tf.int32, tf.float32))
+    return {'semantic': semantic, 'confidence': confidence, 'image_size': sizes_}
+
+  def _decode(self, data, index):
+    """One encoded image -> uint8 [H, W, 3], with the request's errors checked."""
+    prefix = tf.strings.substr(data, 0, 8)
+    is_image = (tf.io.is_jpeg(data) | tf.equal(prefix, _PNG_SIGNATURE) |
+                tf.equal(tf.strings.substr(data, 0, 4), b'GIF8') |
+                tf.equal(tf.strings.substr(data, 0, 2), b'BM'))
+    check = tf.debugging.Assert(is_image, [tf.strings.format(
+        'image_bytes[{}]: not a PNG, JPEG, GIF or BMP image ({} bytes)',
+        (index, tf.strings.length(data)))])
+    with tf.control_dependencies([check]):
+      image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    shape = tf.shape(image)
+    too_large = tf.debugging.Assert(tf.reduce_max(shape[:2]) <= MAX_SIDE, [tf.strings.format(
+        'image_bytes[{}]: image of {}x{} pixels; height and width must be at most '
+        f'{MAX_SIDE}', (index, shape[0], shape[1]))])
+    with tf.control_dependencies([too_large]):
+      return tf.ensure_shape(tf.identity(image), [None, None, 3])
+
+
+def next_version(model_dir: str) -> int:
+  """1 + the largest integer version in model_dir (1 if none)."""
+  versions = [int(name) for name in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
+              if re.fullmatch(r'\d+', name)]
+  return max(versions, default=0) + 1
+
+
+def warmup_requests(model_name: str, path: str) -> int:
+  """Writes TF Serving warm-up records (PredictionLog) asking `serving_default` for two images
+  of different sizes and colour formats; returns the number of records."""
+  from tensorflow_serving.apis import model_pb2
+  from tensorflow_serving.apis import predict_pb2
+  from tensorflow_serving.apis import prediction_log_pb2
+  rng = np.random.default_rng(0)
+  batches = [[example.png_bytes(rng.integers(0, 256, [64, 96, 3], dtype=np.uint8))],
+             [example.png_bytes(rng.integers(0, 256, [40, 40], dtype=np.uint8)),
+              example.png_bytes(rng.integers(0, 256, [48, 56, 3], dtype=np.uint8))]]
+  with tf.io.TFRecordWriter(path) as writer:
+    for batch in batches:
+      request = predict_pb2.PredictRequest(
+          model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SERVING_DEFAULT))
+      request.inputs['image_bytes'].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+      log = prediction_log_pb2.PredictionLog(
+          predict_log=prediction_log_pb2.PredictLog(request=request))
+      writer.write(log.SerializeToString())
+  return len(batches)
+
+
+def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int | None = None,
+           class_names: Sequence[str] | None = None, palette: np.ndarray | None = None,
+           scales: Sequence[float] = (1.0,), flip: bool = False,
+           description: dict | None = None) -> str:
+  """Writes `{export_dir}/{model_name}/{version}` (default: the next version); returns its path.
+
+  Args:
+    model: the trained segmenter.
+    export_dir: the model server's base path.
+    model_name: TF Serving's model name (a directory of versions).
+    version: integer version; an existing one is refused.
+    class_names: names of the classes, for `assets.extra/labels.json`.
+    palette: [num_classes, 3] colours for `labels.json`.
+    scales: inference scales in the graph.
+    flip: left-right flip averaging in the graph.
+    description: what the model is (`run_state.model_description`), for `model.json`.
+  """
+  if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', model_name):
+    raise UserInputError(f'--model_name={model_name}: expected letters, digits, _ . -')
+  model_dir = os.path.join(export_dir, model_name)
+  version = next_version(model_dir) if version is None else int(version)
+  if version < 1:
+    raise UserInputError(f'--version={version}: TF Serving versions are positive integers')
+  target = os.path.join(model_dir, str(version))
+  if os.path.exists(target):
+    raise UserInputError(f'{target}: version {version} already exists; pass another --version '
+                         'or leave it out for the next one')
+  os.makedirs(model_dir, exist_ok=True)
+  tmp = os.path.join(model_dir, f'.tmp-{version}-{os.getpid()}')
+  shutil.rmtree(tmp, ignore_errors=True)
+  server = SegmentationServer(model, scales, flip)
+  try:
+    tf.saved_model.save(server, tmp, signatures={
+        SERVING_DEFAULT: server.serve_image_bytes.get_concrete_function(),
+        PREDICT_TENSOR: server.predict_tensor.get_concrete_function()})
+    extra = os.path.join(tmp, 'assets.extra')
+    os.makedirs(extra, exist_ok=True)
+    num_classes = int(model.num_classes)
+    names = list(class_names) if class_names is not None else [
+        f'class_{i}' for i in range(num_classes)]
+    labels = {'class_names': names, 'ignore_label': 255, 'semantic_padding': -1,
+              'palette': None if palette is None else np.asarray(palette).tolist()}
+    with open(os.path.join(extra, 'labels.json'), 'w') as f:
+      json.dump(labels, f, indent=1)
+    with open(os.path.join(extra, 'model.json'), 'w') as f:
+      json.dump({**(description or {}), 'scales': list(server.scales), 'flip': server.flip,
+                 'max_side': MAX_SIDE, 'min_side_padded_to': MIN_SIDE,
+                 'signatures': [SERVING_DEFAULT, PREDICT_TENSOR]}, f, indent=1)
+    warmup_requests(model_name, os.path.join(extra, WARMUP_FILE))
+    os.rename(tmp, target)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return target
+
+
+def resolve_saved_model(path: str) -> str:
+  """A version directory: `path` itself if it holds saved_model.pb, else its latest version."""
+  if os.path.isfile(os.path.join(path, 'saved_model.pb')):
+    return path
+  if os.path.isdir(path):
+    versions = [n for n in os.listdir(path) if re.fullmatch(r'\d+', n) and
+                os.path.isfile(os.path.join(path, n, 'saved_model.pb'))]
+    if versions:
+      return os.path.join(path, max(versions, key=int))
+  raise UserInputError(f'--saved_model={path}: no saved_model.pb there nor in a version '
+                       'directory under it (expected EXPORT_DIR/MODEL_NAME[/VERSION])')

@@ -1,0 +1,189 @@
+r"""Segments image files with an exported SavedModel, a training workdir, or a running TF Serving.
+
+  python -m tools.predict --saved_model=runs/serving/autodeeplab --input=photos/ \
+      --output_dir=predictions                       # latest version; or .../autodeeplab/3
+  python -m tools.predict --workdir=runs/cityscapes_s --input=a.png,b.jpg --output_dir=out
+  python -m tools.predict --server=localhost:8501 --model_name=autodeeplab --input=photos/ \
+      --output_dir=out [--protocol=rest|grpc] [--dataset=cityscapes]
+
+Every path sends the files' own bytes to the `serving_default` signature (decoding and
+preprocessing happen in the model), so all three give the same masks. For each image it writes
+`{name}.png` (class ids), `{name}_colour.png` (the dataset's palette) and `{name}_overlay.png`.
+REST uses TF Serving's `:predict` with base64 bytes (port 8501); gRPC its PredictionService
+(port 8500) through tensorflow-serving-api.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+from absl import flags
+
+from tools import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list('input', None, 'Image files and/or directories of images.')
+flags.DEFINE_string('output_dir', None, 'Where the masks and overlays are written.')
+flags.DEFINE_string('saved_model', None, 'An export: MODEL_DIR (latest version) or a version dir.')
+flags.DEFINE_string('workdir', None, 'A tools.train workdir (its latest checkpoint).')
+flags.DEFINE_string('server', None, 'host:port of a running TF Serving.')
+flags.DEFINE_enum('protocol', 'rest', ['rest', 'grpc'], 'How to talk to --server.')
+flags.DEFINE_string('model_name', 'autodeeplab', 'The model name on --server.')
+flags.DEFINE_string('dataset', None, 'Palette for the colour masks (default: from the export or '
+                    'workdir; else a fixed one).')
+flags.DEFINE_float('timeout', 60.0, 'Seconds to wait for --server per image.')
+flags.mark_flags_as_required(['input', 'output_dir'])
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
+
+
+def list_images(inputs: list[str]) -> list[str]:
+  """Files as given, directories expanded to their image files (sorted)."""
+  files = []
+  for path in inputs:
+    if os.path.isdir(path):
+      found = sorted(os.path.join(path, n) for n in os.listdir(path)
+                     if n.lower().endswith(IMAGE_EXTENSIONS))
+      if not found:
+        raise common.UserInputError(f'--input={path}: no {"/".join(IMAGE_EXTENSIONS)} files')
+      files += found
+    elif os.path.isfile(path):
+      files.append(path)
+    else:
+      raise common.UserInputError(f'--input={path}: no such file or directory')
+  return files
+
+
+class LocalModel:
+  """`serving_default` of a SavedModel, or of a workdir's model wrapped the same way."""
+
+  def __init__(self, saved_model: str | None, workdir: str | None):
+    import tensorflow as tf
+    from official.autodeeplab.serving import export
+    if saved_model:
+      self.path = export.resolve_saved_model(saved_model)
+      self._fn = tf.saved_model.load(self.path).signatures[export.SERVING_DEFAULT]
+    else:
+      from official.autodeeplab.training import run_state
+      model, self.description, self.path = run_state.load_trained_model(workdir)
+      self._fn = export.SegmentationServer(model).serve_image_bytes
+    self._errors = (tf.errors.InvalidArgumentError,)
+
+  def __call__(self, data: bytes):
+    import tensorflow as tf
+    try:
+      out = self._fn(image_bytes=tf.constant([data]))
+    except self._errors as e:
+      raise ValueError(e.message.strip().splitlines()[-1]) from None
+    return out['semantic'].numpy()[0], out['image_size'].numpy()[0]
+
+
+class RestClient:
+  """TF Serving's REST API: POST /v1/models/{name}:predict with base64 bytes."""
+
+  def __init__(self, server: str, model_name: str, timeout: float):
+    self.url = f'http://{server}/v1/models/{model_name}:predict'
+    self.timeout = timeout
+
+  def __call__(self, data: bytes):
+    import urllib.error
+    import urllib.request
+    import numpy as np
+    body = json.dumps({'signature_name': 'serving_default',
+                       'instances': [{'b64': base64.b64encode(data).decode()}]}).encode()
+    request = urllib.request.Request(self.url, body, {'Content-Type': 'application/json'})
+    try:
+      with urllib.request.urlopen(request, timeout=self.timeout) as response:
+        prediction = json.load(response)['predictions'][0]
+    except urllib.error.HTTPError as e:
+      raise ValueError(f'{e.code}: {e.read().decode(errors="replace")[:300]}') from None
+    except (urllib.error.URLError, OSError) as e:
+      raise common.UserInputError(f'--server={self.url}: {e}') from None
+    return np.asarray(prediction['semantic']), np.asarray(prediction['image_size'])
+
+
+class GrpcClient:
+  """TF Serving's gRPC PredictionService (tensorflow-serving-api)."""
+
+  def __init__(self, server: str, model_name: str, timeout: float):
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+    self.server, self.model_name, self.timeout = server, model_name, timeout
+    self.stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server))
+
+  def __call__(self, data: bytes):
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = self.model_name
+    request.model_spec.signature_name = 'serving_default'
+    request.inputs['image_bytes'].CopyFrom(tf.make_tensor_proto([data], dtype=tf.string))
+    try:
+      response = self.stub.Predict(request, timeout=self.timeout)
+    except grpc.RpcError as e:
+      if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        raise ValueError(e.details()) from None
+      raise common.UserInputError(f'--server={self.server}: {e.code().name}: {e.details()}') from None
+    return (tf.make_ndarray(response.outputs['semantic'])[0],
+            tf.make_ndarray(response.outputs['image_size'])[0])
+
+
+def _palette(saved_model_path: str | None, dataset: str | None):
+  from official.autodeeplab.data import datasets
+  from official.autodeeplab.utils import visualize
+  if dataset:
+    spec = datasets.synthetic_spec() if dataset == 'synthetic' else datasets.get_spec(dataset)
+    return visualize.label_palette(spec.palette)
+  labels = os.path.join(saved_model_path or '', 'assets.extra', 'labels.json')
+  if saved_model_path and os.path.isfile(labels):
+    with open(labels) as f:
+      palette = json.load(f).get('palette')
+    if palette:
+      return visualize.label_palette(palette)
+  return visualize.label_palette(None)
+
+
+def main(argv):
+  del argv
+  sources = [FLAGS.saved_model, FLAGS.workdir, FLAGS.server]
+  if sum(s is not None for s in sources) != 1:
+    raise common.UserInputError('pass exactly one of --saved_model, --workdir, --server')
+  files = list_images(FLAGS.input)
+  import numpy as np
+  from PIL import Image
+  from tqdm import tqdm
+  from official.autodeeplab.utils import visualize
+  saved_model_path = None
+  if FLAGS.server:
+    client = (RestClient if FLAGS.protocol == 'rest' else GrpcClient)(
+        FLAGS.server, FLAGS.model_name, FLAGS.timeout)
+    dataset = FLAGS.dataset
+  else:
+    client = LocalModel(FLAGS.saved_model, FLAGS.workdir)
+    saved_model_path = client.path if FLAGS.saved_model else None
+    dataset = FLAGS.dataset or (getattr(client, 'description', {}) or {}).get('dataset')
+  palette = _palette(saved_model_path, dataset)
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  for path in tqdm(files, unit='img', desc='predict'):
+    with open(path, 'rb') as f:
+      data = f.read()
+    try:
+      semantic, (height, width) = client(data)
+    except ValueError as e:
+      raise common.UserInputError(f'{path}: {e}') from None
+    ids = np.asarray(semantic)[:height, :width].astype(np.uint8)
+    name = os.path.splitext(os.path.basename(path))[0]
+    colours = visualize.colorize(ids, palette)
+    image = np.asarray(Image.open(path).convert('RGB'))
+    visualize.save_png(ids, os.path.join(FLAGS.output_dir, f'{name}.png'))
+    visualize.save_png(colours, os.path.join(FLAGS.output_dir, f'{name}_colour.png'))
+    visualize.save_png(visualize.overlay(image, colours),
+                       os.path.join(FLAGS.output_dir, f'{name}_overlay.png'))
+  print(f'[predict] {len(files)} image(s) -> {FLAGS.output_dir} '
+        f'({{name}}.png ids, {{name}}_colour.png, {{name}}_overlay.png)')
+
+
+if __name__ == '__main__':
+  common.run(main)
