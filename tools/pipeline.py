@@ -1,12 +1,21 @@
-r"""The quickstart: every stage that exists, end to end, on the built-in synthetic data.
+r"""The quickstart: every stage end to end on the built-in synthetic dataset.
 
-  python -m tools.pipeline --workdir=runs/quickstart
+  python -m tools.pipeline [--workdir=runs/quickstart] [--fast]
+
+convert (train + val TFRecords) -> search (bilevel, L=4) -> decode (genotype.json + plot) ->
+retrain the found genotype (experiments/retrain/synthetic.gin) -> evaluate (eval.json + overlays)
+-> export (SavedModel in TF Serving's layout) -> predict one image through the exported model.
+Each stage is the stage's own binary run as a user would run it, and is skipped when its output
+is complete, so a rerun resumes where an interrupted one stopped. `--fast` shrinks every stage
+(for tests).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 from absl import flags
 
@@ -16,41 +25,132 @@ from tools import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/quickstart', 'Where every stage writes its outputs.')
+flags.DEFINE_bool('fast', False, 'Smallest configuration of every stage (for tests).')
+
+MODEL_NAME = 'autodeeplab'
 
 
 def main(argv):
   del argv
-  os.makedirs(FLAGS.workdir, exist_ok=True)
+  start = time.time()
+  work = FLAGS.workdir
+  os.makedirs(work, exist_ok=True)
+  paths = {name: os.path.join(work, name) for name in
+           ('data', 'search', 'train', 'predictions', 'serving', 'predicted')}
   counts = space.describe_space()
   print(f'[space] cells {counts["num_cells"]:.2e}, paths {counts["num_paths_first_stride4"]:,} '
-        f'(first layer at stride 4) / {counts["num_paths_first_stride4_or_8"]:,} (stride 4 or 8)')
-  paper = os.path.join(FLAGS.workdir, 'paper_genotype.json')
-  genotype_lib.PAPER_GENOTYPE.to_json(paper)
-  print(f'[genotype] the paper\'s architecture, written to {paper}:')
-  print(genotype_lib.PAPER_GENOTYPE.describe())
-  data_dir = os.path.join(FLAGS.workdir, 'data')
-  print(f'[data] the synthetic dataset as sharded TFRecords in {data_dir}', flush=True)
-  _stage('convert_dataset', '--dataset=synthetic', f'--output_dir={data_dir}', '--split=train',
-         '--num_examples=32', '--image_size=96', '--num_shards=2')
-  search_dir = os.path.join(FLAGS.workdir, 'search')
-  print(f'[search] a small search on it in {search_dir} (resumes if rerun)', flush=True)
-  _stage('search', f'--workdir={search_dir}', f'--tfrecord_dir={data_dir}',
-         '--gin_file=experiments/search/synthetic_quickstart.gin')
-  found_path = os.path.join(search_dir, 'genotype.json')
-  found = genotype_lib.Genotype.from_json(found_path)
-  print(f'[decode] genotype.json is valid: {found.num_blocks} blocks, path {list(found.path)}; '
-        f'plot: {os.path.join(search_dir, "architecture.png")}')
-  if found.path[0] == 0:
-    print('[describe] the found architecture as an Auto-DeepLab-S retrain network:', flush=True)
-    _stage('describe', f'--genotype={found_path}', '--model_size=S', '--num_classes=5',
-           '--image_size=513,513')
+        f'(first layer at stride 4) / {counts["num_paths_first_stride4_or_8"]:,} (stride 4 or 8)',
+        flush=True)
+
+  # 1. Data: the synthetic dataset as sharded TFRecords (train for search and retrain, val).
+  examples = {'train': 16 if FLAGS.fast else 48, 'val': 8 if FLAGS.fast else 16}
+  for split, count in examples.items():
+    if _stage_done(os.path.join(paths['data'], f'{split}-summary.json'), f'convert {split}'):
+      continue
+    _stage('convert_dataset', '--dataset=synthetic', f'--output_dir={paths["data"]}',
+           f'--split={split}', f'--num_examples={count}', '--image_size=96', '--num_shards=2')
+
+  # 2-3. Search and decode: genotype.json, arch.npz and architecture.png at the end.
+  genotype_path = os.path.join(paths['search'], 'genotype.json')
+  if not _stage_done(genotype_path, 'search'):
+    _stage('search', f'--workdir={paths["search"]}', f'--tfrecord_dir={paths["data"]}',
+           '--gin_file=experiments/search/synthetic_quickstart.gin',
+           *(['--num_steps=4', '--gin_bindings=search_config.arch_start_step = 2',
+              '--gin_bindings=build_supernet.num_layers = 3'] if FLAGS.fast else []))
+  found = genotype_lib.Genotype.from_json(genotype_path)
+  print(f'[decode] {genotype_path}: {found.num_blocks} blocks, path {list(found.path)} '
+        f'(strides {list(found.strides())}); plot {os.path.join(paths["search"], "architecture.png")}',
+        flush=True)
+
+  # 4. Retrain the found genotype from scratch (whatever its path: level 0 or 1 first).
+  _stage('train', f'--workdir={paths["train"]}', f'--tfrecord_dir={paths["data"]}',
+         f'--genotype={genotype_path}', '--gin_file=experiments/retrain/synthetic.gin',
+         *(['--num_steps=6'] if FLAGS.fast else []))
+
+  # 5. Evaluate on val: eval.json and overlays.
+  eval_path = os.path.join(paths['train'], 'eval.json')
+  if not _eval_current(eval_path, paths['train']):
+    _stage('evaluate', f'--workdir={paths["train"]}', f'--tfrecord_dir={paths["data"]}',
+           '--split=val', f'--save_predictions={paths["predictions"]}')
+  else:
+    print(f'[evaluate] {eval_path} is up to date: skipped', flush=True)
+  with open(eval_path) as f:
+    report = json.load(f)
+
+  # 6. Export the SavedModel (TF Serving layout), 7. predict an image through it.
+  model_dir = os.path.join(paths['serving'], MODEL_NAME)
+  if not _stage_done(os.path.join(model_dir, '1', 'saved_model.pb'), 'export'):
+    _stage('export', f'--workdir={paths["train"]}', f'--export_dir={paths["serving"]}',
+           f'--model_name={MODEL_NAME}', '--version=1')
+  image = _new_image(work)
+  if not _stage_done(os.path.join(paths['predicted'], _stem(image) + '_overlay.png'), 'predict'):
+    _stage('predict', f'--saved_model={model_dir}', f'--input={image}',
+           f'--output_dir={paths["predicted"]}')
+
+  chance = _majority_class_miou(paths['data'])
+  print(f'\n[done] in {time.time() - start:.0f} s. Artefacts under {work}/:\n'
+        f'  data/                      synthetic train/val TFRecords (+ split summaries)\n'
+        f'  search/genotype.json       the found architecture; search/architecture.png its plot;\n'
+        f'  search/arch.npz            alpha, beta and transition probabilities\n'
+        f'  train/checkpoints/         the retrained model; train/model.json what it is\n'
+        f'  train/eval.json            mIoU {100 * report["miou"]:.1f} on val '
+        f'(predicting the majority class: {100 * chance:.1f}), pixel accuracy '
+        f'{100 * report["pixel_accuracy"]:.1f}\n'
+        f'  predictions/               val masks and overlays\n'
+        f'  serving/{MODEL_NAME}/1/       the SavedModel (TF Serving layout)\n'
+        f'  predicted/                 new_image.png segmented by the exported model\n'
+        f'Next:\n'
+        f'  tensorboard --logdir {work}            (search and retrain curves, predicted masks)\n'
+        f'  docker run -p 8501:8501 -v "$PWD/{model_dir}:/models/{MODEL_NAME}" '
+        f'-e MODEL_NAME={MODEL_NAME} tensorflow/serving\n'
+        f'  real data: README.md, "Datasets" and "Retrain and evaluate"', flush=True)
 
 
 def _stage(tool: str, *args: str) -> None:
   """Runs one binary exactly as a user would; a failing stage stops the pipeline."""
+  print(f'[pipeline] python -m tools.{tool} {" ".join(args)}', flush=True)
   result = subprocess.run([sys.executable, '-m', f'tools.{tool}', *args])
   if result.returncode:
     raise common.UserInputError(f'stage tools.{tool} failed with exit code {result.returncode}')
+
+
+def _stage_done(output: str, name: str) -> bool:
+  if os.path.exists(output):
+    print(f'[{name}] {output} exists: skipped', flush=True)
+    return True
+  return False
+
+
+def _eval_current(eval_path: str, train_dir: str) -> bool:
+  """eval.json exists and scores the training workdir's latest checkpoint."""
+  state = os.path.join(train_dir, 'checkpoints', 'checkpoint')
+  if not (os.path.exists(eval_path) and os.path.exists(state)):
+    return False
+  with open(eval_path) as f, open(state) as g:
+    checkpoint = os.path.basename(json.load(f).get('checkpoint', ''))
+    return f'model_checkpoint_path: "{checkpoint}"' in g.read()
+
+
+def _new_image(work: str) -> str:
+  """A synthetic image the model has not seen (another seed), as a PNG file to predict on."""
+  path = os.path.join(work, 'new_image.png')
+  if not os.path.exists(path):
+    from official.autodeeplab.data.converters import synthetic
+    from official.autodeeplab.utils import visualize
+    image, _ = synthetic.make_one(0, 96, 128, 5, seed=12345)
+    visualize.save_png(image, path)
+  return path
+
+
+def _stem(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def _majority_class_miou(data_dir: str) -> float:
+  """mIoU of predicting the most frequent class everywhere on val: the chance level to beat."""
+  with open(os.path.join(data_dir, 'val-summary.json')) as f:
+    pixels = json.load(f)['class_pixels']
+  return max(pixels) / sum(pixels) / sum(1 for p in pixels if p)
 
 
 if __name__ == '__main__':

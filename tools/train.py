@@ -13,6 +13,8 @@ Writes `model.json` (what `tools.evaluate` and `tools.export` rebuild), `operati
 """
 from __future__ import annotations
 
+import os
+
 from absl import flags
 
 from official.autodeeplab.modeling import sizes
@@ -69,6 +71,8 @@ def main(argv):
   common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + bindings)
   config = train_task.train_config()
   config.validate()
+  if _already_trained(run_state, geno, spec, config.total_steps):
+    return
   distribute.disable_graph_optimizer()
   import gin
   import keras
@@ -92,6 +96,32 @@ def main(argv):
   print(f'[train] done at step {result["step"]}; checkpoint {result["checkpoint"]}\n'
         f'  evaluate: python -m tools.evaluate --workdir={FLAGS.workdir} '
         f'--tfrecord_dir={FLAGS.tfrecord_dir} --split=val')
+
+
+def _already_trained(run_state, geno, spec, total_steps: int) -> bool:
+  """True (after saying so) when the workdir holds a run of this model that reached total_steps;
+  a workdir of another model is refused here already."""
+  import tensorflow as tf
+  state = tf.train.get_checkpoint_state(os.path.join(FLAGS.workdir, run_state.CHECKPOINT_DIR))
+  if state is None or not os.path.exists(os.path.join(FLAGS.workdir, run_state.MODEL_FILE)):
+    return False
+  multiplier = sizes.resolve_filter_multiplier(_gin_value('retrain_model.model_size', 'S'),
+                                               _gin_value('retrain_model.filter_multiplier'))
+  run_state.check_or_write_model(FLAGS.workdir, run_state.model_description(
+      geno, multiplier, spec.num_classes, spec.name))
+  step = int(state.model_checkpoint_path.rsplit('-', 1)[-1])
+  if step < total_steps:
+    return False
+  print(f'[train] {FLAGS.workdir} is already trained to step {step}/{total_steps}: nothing to do')
+  return True
+
+
+def _gin_value(name: str, default=None):
+  import gin
+  try:
+    return gin.query_parameter(name)
+  except ValueError:  # not bound: the factory's default
+    return default
 
 
 if __name__ == '__main__':
