@@ -22,8 +22,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 quickstart: $(STAMP)
 	$(PY) -m tools.pipeline --workdir=runs/quickstart
 
+# Two workers (one per core; whole files per worker), the 15 slowest tests listed at the end.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 benchmark-search: $(STAMP)
 	$(PY) benchmarks/search_step.py --num_layers=12 --filter_multiplier=8 --crop_size=65 --batch_size=2

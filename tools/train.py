@@ -99,16 +99,20 @@ def main(argv):
 
 
 def _already_trained(run_state, geno, spec, total_steps: int) -> bool:
-  """True (after saying so) when the workdir holds a run of this model that reached total_steps;
-  a workdir of another model is refused here already."""
+  """True (after saying so) when the workdir holds a run of this very model (model.json) that
+  reached total_steps. Anything else goes the normal way, where a checkpoint of another model is
+  refused naming the first mismatched variable."""
   import tensorflow as tf
   state = tf.train.get_checkpoint_state(os.path.join(FLAGS.workdir, run_state.CHECKPOINT_DIR))
-  if state is None or not os.path.exists(os.path.join(FLAGS.workdir, run_state.MODEL_FILE)):
+  if state is None:
     return False
   multiplier = sizes.resolve_filter_multiplier(_gin_value('retrain_model.model_size', 'S'),
                                                _gin_value('retrain_model.filter_multiplier'))
-  run_state.check_or_write_model(FLAGS.workdir, run_state.model_description(
-      geno, multiplier, spec.num_classes, spec.name))
+  try:
+    run_state.check_or_write_model(FLAGS.workdir, run_state.model_description(
+        geno, multiplier, spec.num_classes, spec.name), write=False)
+  except common.UserInputError:
+    return False
   step = int(state.model_checkpoint_path.rsplit('-', 1)[-1])
   if step < total_steps:
     return False

@@ -46,10 +46,13 @@ def write_json(path: str, data) -> None:
   write_text(path, json.dumps(data, indent=1) + '\n')
 
 
-def check_or_write_model(workdir: str, description: dict) -> None:
-  """Writes `workdir/model.json`, or checks that the one there describes the same model."""
+def check_or_write_model(workdir: str, description: dict, write: bool = True) -> None:
+  """Writes `workdir/model.json` (unless `write` is False), or checks that the one there
+  describes the same model."""
   path = os.path.join(workdir, MODEL_FILE)
   if not os.path.exists(path):
+    if not write:
+      raise UserInputError(f'{workdir}: no {MODEL_FILE}')
     write_json(path, description)
     return
   existing = read_model(workdir)

@@ -118,13 +118,19 @@ class TrainTask:
     return float(self.schedule(self.step))
 
   def _distributed_step(self, images, labels):
-    """One update; returns (cross-entropy, L2 loss, predictions of the first replica's batch)."""
+    """One update; returns (cross-entropy, L2 loss, number of non-finite logits, predictions of
+    each replica's batch).
+
+    The non-finite count is what detects divergence: TensorFlow's softmax cross-entropy of NaN
+    logits is not NaN (it came out as log(num_classes) on CPU), so the loss alone can hide it.
+    """
     self.model.set_training_progress(
         tf.cast(self.step, tf.float32) / float(self.config.total_steps), self.step)
-    cross_entropy, l2, predictions = self.strategy.run(self._replica_step, args=(images, labels))
+    cross_entropy, l2, nonfinite, predictions = self.strategy.run(self._replica_step,
+                                                                  args=(images, labels))
     self.step.assign_add(1)
     total = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
-    return total(cross_entropy), total(l2), predictions
+    return total(cross_entropy), total(l2), total(nonfinite), predictions
 
   def _replica_step(self, images, labels):
     replicas = self.strategy.num_replicas_in_sync
@@ -135,7 +141,8 @@ class TrainTask:
       l2 = tf.add_n(self.model.losses) / replicas if self.model.losses else tf.constant(0.0)
       loss = cross_entropy + l2
     self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return cross_entropy, l2, tf.argmax(logits, -1, output_type=tf.int32)
+    nonfinite = tf.reduce_sum(tf.cast(~tf.math.is_finite(logits), tf.float32))
+    return cross_entropy, l2, nonfinite, tf.argmax(logits, -1, output_type=tf.int32)
 
 
 def run_training(task: TrainTask, dataset: tf.data.Dataset, workdir: str,
@@ -176,15 +183,16 @@ def run_training(task: TrainTask, dataset: tf.data.Dataset, workdir: str,
   last_step = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
   while int(task.step.numpy()) < last_step:
     images, labels = input_pipeline.next_checked(iterator, shard_files)
-    cross_entropy_t, l2_t, predictions = task.train_step(images, labels)
+    cross_entropy_t, l2_t, nonfinite, predictions = task.train_step(images, labels)
     cross_entropy, l2 = float(cross_entropy_t), float(l2_t)
     step = int(task.step.numpy())
-    if not math.isfinite(cross_entropy + l2):
+    if not math.isfinite(cross_entropy + l2) or float(nonfinite):
       kept = manager.latest_checkpoint or 'none (no checkpoint was written yet)'
       raise NonFiniteLossError(
-          f'step {step}: the loss is {cross_entropy + l2} (cross-entropy {cross_entropy}, L2 '
-          f'{l2}); training stopped, last good checkpoint kept: {kept}. Lower '
-          'train_config.learning_rate or add warm-up (train_config.warmup_steps)')
+          f'step {step}: the loss is not finite (cross-entropy {cross_entropy}, L2 {l2}, '
+          f'{int(float(nonfinite))} NaN/inf logits); training stopped, nothing of this step '
+          f'saved, last checkpoint kept: {kept}. Lower train_config.learning_rate or add '
+          'warm-up (train_config.warmup_steps)')
     if step % config.log_every == 0 or step == last_step or step == 1:
       progress = meter.report(step)
       with writer.as_default(step=step):

@@ -63,72 +63,103 @@ def side_by_side(images, labels, predictions, palette: np.ndarray):
   return tf.concat([image, colour(labels), colour(predictions)], axis=2)
 
 
+# Face colours of the op kinds in the cell panel.
+OP_KIND_COLOURS = {'separable': '#b7e4b0', 'atrous': '#ffd19a', 'pool': '#c9d7f2',
+                   'skip': '#e3e3e3'}
+
+
+def op_kind(op: str) -> str:
+  """'separable', 'atrous', 'pool' or 'skip': how the cell panel colours an op."""
+  for kind in ('separable', 'atrous', 'pool'):
+    if kind in op:
+      return kind
+  return 'skip'
+
+
 def plot_architecture(genotype: Genotype, output_path: str,
                       transitions: np.ndarray | None = None, title: str = '') -> str:
   """Writes the PNG (atomically) and returns its path."""
   import matplotlib
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt
+  from matplotlib.lines import Line2D
+  from matplotlib.patches import Patch
 
   layers = genotype.num_layers
   fig, (net_ax, cell_ax) = plt.subplots(
-      1, 2, figsize=(max(8, 0.6 * layers + 6), 4.5), gridspec_kw={'width_ratios': [3, 2]})
-  # Network level: x = layer (-1 = stem), y = level (0 at the top).
-  levels = space.NUM_LEVELS
+      1, 2, figsize=(max(12, 0.6 * layers + 9), 5.6), gridspec_kw={'width_ratios': [3, 2.6]})
+  _plot_path(net_ax, genotype, transitions)
+  _plot_cell(cell_ax, genotype)
+  handles = [Line2D([], [], color='tab:blue', lw=3, marker='o', label='decoded path')]
+  if transitions is not None:
+    handles.append(Line2D([], [], color='0.55', lw=2,
+                          label='trellis edge (width: transition probability)'))
+  handles += [Patch(facecolor=colour, edgecolor='0.4', label=f'{kind} op')
+              for kind, colour in OP_KIND_COLOURS.items()]
+  fig.legend(handles=handles, loc='lower center', ncol=len(handles), fontsize=8, frameon=False)
+  if title:
+    fig.suptitle(title, fontsize=11)
+  fig.tight_layout(rect=(0, 0.07, 1, 0.95 if title else 1))
+  tmp = f'{output_path}.tmp-{os.getpid()}.png'
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, output_path)
+  return output_path
+
+
+def _plot_path(ax, genotype: Genotype, transitions: np.ndarray | None) -> None:
+  """The trellis: x = layer (-1 = stem), y = level (stride 4 at the top)."""
+  layers, levels = genotype.num_layers, space.NUM_LEVELS
   if transitions is not None:
     for layer in range(layers):
       for source in range(levels):
         for d in range(3):
           p = float(transitions[layer, source, d])
           if p > 0:
-            net_ax.plot([layer - 1, layer], [source, source + d - 1], color='0.55',
-                        lw=0.5 + 3 * p, alpha=0.25 + 0.6 * p, zorder=1)
+            ax.plot([layer - 1, layer], [source, source + d - 1], color='0.55',
+                    lw=0.5 + 3 * p, alpha=0.25 + 0.6 * p, zorder=1)
   for layer in range(-1, layers):
     for level in (space.levels_at_layer(layer) if layer >= 0 else (0,)):
-      net_ax.scatter(layer, level, s=30, color='0.8', zorder=2)
-  path = [0] + list(genotype.path)
-  net_ax.plot(range(-1, layers), path, color='tab:blue', lw=3, marker='o', zorder=3)
-  net_ax.set_xticks(range(-1, layers), ['stem'] + [str(i) for i in range(layers)])
-  net_ax.set_yticks(range(levels), [f'1/{space.level_stride(k)}' for k in range(levels)])
-  net_ax.set_ylim(levels - 0.5, -0.5)
-  net_ax.set_xlabel('layer')
-  net_ax.set_ylabel('output stride')
-  net_ax.set_title('network path' + (' (edge width: transition probability)'
-                                     if transitions is not None else ''))
-  # Cell level: inputs on the left, blocks stacked, concat on the right.
-  names = ['$H^{l-1}$', '$H^{l-2}$'] + [f'block {b}' for b in range(genotype.num_blocks)]
-  position = {0: (0.0, 0.75), 1: (0.0, 0.25)}
-  for b in range(genotype.num_blocks):  # staggered, so block -> block edges stay visible
-    position[b + 2] = (0.3 + 0.55 * b / max(1, genotype.num_blocks - 1),
-                       1 - (b + 0.5) / genotype.num_blocks)
+      ax.scatter(layer, level, s=30, color='0.8', zorder=2)
+  ax.plot(range(-1, layers), [0] + list(genotype.path), color='tab:blue', lw=3, marker='o',
+          zorder=3)
+  ax.set_xticks(range(-1, layers), ['stem'] + [str(i) for i in range(layers)])
+  ax.set_yticks(range(levels), [f'1/{space.level_stride(k)}' for k in range(levels)])
+  ax.set_ylim(levels - 0.5, -0.5)
+  ax.set_xlabel('layer')
+  ax.set_ylabel('output stride')
+  ax.set_title('network: path over the trellis', fontsize=10)
+
+
+def _plot_cell(ax, genotype: Genotype) -> None:
+  """Top to bottom: the inputs H^{l-1}, H^{l-2}, then one row per block, [op] -> block <- [op];
+  every edge points down, from the state an op reads into the op's box. The cell's output is the
+  concatenation of all blocks."""
+  blocks = genotype.num_blocks
+  top, bottom = 0.93, 0.05
+  row = lambda b: top - (b + 1) * (top - bottom) / blocks
+  box = lambda colour: dict(boxstyle='round,pad=0.3', fc=colour, ec='0.4', lw=0.8)
+  label = lambda xy, text, colour, size=8: ax.text(*xy, text, ha='center', va='center',
+                                                   fontsize=size, bbox=box(colour), zorder=4)
+  nodes = {0: label((0.3, top), '$H^{l-1}$', 'white'), 1: label((0.7, top), '$H^{l-2}$', 'white')}
+
+  def arrow(source, target, source_at, target_at, colour='0.45', rad=0.0):
+    ax.annotate('', xy=target_at, xycoords=target, xytext=source_at, textcoords=source,
+                arrowprops=dict(arrowstyle='->', color=colour, lw=0.8, shrinkA=1, shrinkB=1,
+                                connectionstyle=f'arc3,rad={rad}'), zorder=2)
+
   for b, block in enumerate(genotype.cell):
-    x1, y1 = position[b + 2]
+    nodes[b + 2] = label((0.5, row(b)), f'block {b}', 'white')
     for k, (index, op) in enumerate(block):
-      x0, y0 = position[index]
-      color = 'tab:orange' if op.startswith('atrous') else 'tab:green' if op.startswith(
-          'separable') else 'tab:purple'
-      cell_ax.annotate('', xy=(x1 - 0.06, y1), xytext=(x0 + 0.06, y0),
-                       arrowprops=dict(arrowstyle='->', color=color,
-                                       connectionstyle=f'arc3,rad={0.15 if k else -0.15}'))
-      cell_ax.text((x0 + x1) / 2, (y0 + y1) / 2 + (0.03 if k else -0.03), op, fontsize=6,
-                   color=color, ha='center')
-    cell_ax.annotate('', xy=(1.02, 0.5), xytext=(x1 + 0.06, y1),
-                     arrowprops=dict(arrowstyle='->', color='0.7'))
-  for i, name in enumerate(names):
-    x, y = position[i]
-    cell_ax.text(x, y, name, ha='center', va='center', fontsize=7,
-                 bbox=dict(boxstyle='round', fc='white', ec='0.4'))
-  cell_ax.text(1.1, 0.5, 'concat', ha='center', va='center', fontsize=7,
-               bbox=dict(boxstyle='round', fc='0.9', ec='0.4'))
-  cell_ax.set_xlim(-0.15, 1.2)
-  cell_ax.set_ylim(0, 1)
-  cell_ax.axis('off')
-  cell_ax.set_title('cell (sep: green, atrous: orange, other: purple)')
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  tmp = f'{output_path}.tmp-{os.getpid()}.png'
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  os.replace(tmp, output_path)
-  return output_path
+      x = 0.17 if k == 0 else 0.83
+      node = label((x, row(b)), op, OP_KIND_COLOURS[op_kind(op)], size=7)
+      source_x = nodes[index].get_position()[0]
+      bend = 0.0 if index < 2 else (-0.2 if x < source_x else 0.2)
+      arrow(nodes[index], node, (0.5, 0.0), (0.5, 1.0), rad=bend)
+      arrow(node, nodes[b + 2], (1.0 if k == 0 else 0.0, 0.5), (0.0 if k == 0 else 1.0, 0.5),
+            colour='0.6')
+  ax.set_xlim(-0.02, 1.02)
+  ax.set_ylim(0.0, 1.0)
+  ax.axis('off')
+  ax.set_title('cell (shared by every layer): block = op + op; output = concat of the blocks',
+               fontsize=10)

@@ -1,0 +1,54 @@
+"""The quickstart pipeline end to end on its smallest configuration: every artefact it lists
+exists and is valid, the output is free of TensorFlow's start-up noise, a rerun skips every stage.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.autodeeplab.data import example
+from official.autodeeplab.search.genotype import Genotype
+from tests.conftest import run_tool
+
+
+@pytest.fixture(scope='module')
+def quickstart(tmp_path_factory):
+  work = tmp_path_factory.mktemp('quickstart')
+  result = run_tool('pipeline', f'--workdir={work}', '--fast')
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return work, result
+
+
+def test_every_artefact_exists_and_is_valid(quickstart):
+  work, result = quickstart
+  genotype = Genotype.from_json(work / 'search' / 'genotype.json')  # validates
+  assert genotype.num_layers == 3 and genotype.num_blocks == 5
+  assert (work / 'search' / 'arch.npz').exists() and os.listdir(work / 'search' / 'tensorboard')
+  assert (work / 'search' / 'architecture.png').stat().st_size > 0
+  with open(work / 'train' / 'eval.json') as f:
+    report = json.load(f)
+  assert 0 <= report['miou'] <= 1 and report['num_images'] == 8
+  assert len(os.listdir(work / 'predictions')) == 3 * 8
+  served = tf.saved_model.load(str(work / 'serving' / 'autodeeplab' / '1'))
+  image = np.random.default_rng(0).integers(0, 256, [40, 50, 3], dtype=np.uint8)
+  out = served.signatures['serving_default'](image_bytes=tf.constant([example.png_bytes(image)]))
+  assert out['semantic'].shape == (1, 40, 50)
+  assert (work / 'predicted' / 'new_image_overlay.png').exists()
+  assert '[done]' in result.stdout and 'tensorboard --logdir' in result.stdout
+
+
+def test_output_is_free_of_start_up_noise(quickstart):
+  _, result = quickstart
+  for noise in ('cuInit', 'cuda drivers', 'absl::InitializeLog', 'oneDNN custom', 'deprecat'):
+    assert noise not in result.stdout + result.stderr
+
+
+def test_rerun_skips_every_completed_stage(quickstart):
+  work, _ = quickstart
+  result = run_tool('pipeline', f'--workdir={work}', '--fast')
+  assert result.returncode == 0, result.stderr[-2000:]
+  for stage in ('convert train', 'convert val', 'search', 'export', 'predict'):
+    assert f'[{stage}] ' in result.stdout and 'skipped' in result.stdout
+  assert 'nothing to do' in result.stdout and 'up to date: skipped' in result.stdout

@@ -1,0 +1,68 @@
+"""The search binary and the search under a distribution strategy: bad input, corrupt shards,
+two MirroredStrategy replicas. (The binary's end-to-end run on TFRecords is in test_pipeline.)"""
+import pytest
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--gin_file=nope.gin'], '--gin_file=nope.gin: no such file'),
+    (['--gin_bindings=build_supernet.no_such_arg = 1'], '--gin_file/--gin_bindings'),
+    (['--crop_size=0'], '--crop_size=0: must be positive'),
+    (['--strategy=gpu_farm'], '--strategy=gpu_farm: expected one of'),
+])
+def test_search_binary_bad_input(tool, tmp_path, args, message):
+  result = tool('search', f'--workdir={tmp_path}', '--num_steps=1', *args)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [l for l in result.stderr.strip().splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+
+
+def test_search_on_two_replicas(tmp_path):
+  """MirroredStrategy over two logical CPUs: per-replica steps, all-reduced updates, resume data.
+
+  In a fresh process: logical devices must be set before TensorFlow initialises, and a second
+  MirroredStrategy in the test process could break its collectives."""
+  import subprocess
+  import sys
+  from tests.conftest import ROOT
+  code = f'''
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from official.autodeeplab.data import convert, input_pipeline
+from official.autodeeplab.training import distribute, search_task
+distribute.disable_graph_optimizer()
+convert.convert("synthetic", "{tmp_path}/data", "train", 2, num_examples=6, image_size=40,
+                num_classes=3, progress=False)
+files = input_pipeline.split_files("{tmp_path}/data", "train")
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+config = search_task.SearchConfig(total_steps=2, arch_start_step=1)
+task = search_task.SearchTask(
+    lambda: search_task.build_supernet(3, num_layers=3, filter_multiplier=2), config, strategy)
+a, b = (input_pipeline.from_tfrecords(files, 2, 33, half=h) for h in ("trainA", "trainB"))
+result = search_task.run_search(task, a, b, 2, "{tmp_path}/run", log=lambda *_: None)
+print("replicas", strategy.num_replicas_in_sync, "step", result["step"])
+'''
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'replicas 2 step 2' in result.stdout
+  assert (tmp_path / 'run' / 'genotype.json').exists()
+
+
+def test_search_binary_names_a_corrupt_shard(tool, tmp_path):
+  from official.autodeeplab.data import convert
+  from official.autodeeplab.data import input_pipeline
+  convert.convert('synthetic', str(tmp_path / 'data'), 'train', 2, num_examples=6,
+                  image_size=40, num_classes=3, progress=False)
+  files = input_pipeline.split_files(str(tmp_path / 'data'), 'train')
+  for path in files:
+    with open(path, 'r+b') as f:
+      f.seek(40)
+      f.write(b'\x00garbage\x00')
+  result = tool('search', f'--workdir={tmp_path / "run"}', f'--tfrecord_dir={tmp_path / "data"}',
+                '--gin_file=experiments/search/synthetic_quickstart.gin', '--num_steps=1',
+                '--crop_size=33')
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {files[0]}: corrupt TFRecord shard; convert it again')
