@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: quickstart test venv benchmark-search benchmark-input clean
+.PHONY: quickstart test venv benchmark-search benchmark-input benchmark-train benchmarks clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,13 @@ benchmark-search: $(STAMP)
 
 benchmark-input: $(STAMP)
 	$(PY) benchmarks/input_pipeline.py --consumers
+
+benchmark-train: $(STAMP)
+	$(PY) benchmarks/train_step.py --model_size=S --crop_size=513 --batch_size=2 --steps=3
+
+# Every benchmark, the PyTorch yardstick beside it: writes benchmarks/results.json.
+benchmarks: $(STAMP)
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs

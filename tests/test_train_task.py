@@ -130,3 +130,44 @@ def test_bad_config_values():
     train_task.TrainConfig(crop_size=0).validate()
   with pytest.raises(UserInputError, match='train_config'):
     train_task.train_config(nonsense=1)
+
+
+def test_train_and_evaluate_on_two_replicas(tmp_path):
+  """MirroredStrategy over two logical CPUs: sync BN, all-reduced updates, per-replica confusion
+  matrices summed. In a fresh process: logical devices must be set before TensorFlow starts."""
+  import subprocess
+  import sys
+  from tests.conftest import ROOT
+  code = f'''
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from official.autodeeplab.data import input_pipeline
+from official.autodeeplab.data.converters import synthetic
+from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
+from official.autodeeplab.training import distribute, evaluation, train_task
+distribute.disable_graph_optimizer()
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+genotype = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(1, 0, 1))
+config = train_task.TrainConfig(total_steps=2, batch_size=4, crop_size=33, log_every=1)
+task = train_task.TrainTask(lambda: train_task.retrain_model(genotype, 3, filter_multiplier=2,
+                                                             drop_path_keep_prob=0.5),
+                            config, strategy)
+bns = [l for l in task.model._flatten_layers() if hasattr(l, "synchronized")]
+images, labels = synthetic.arrays(6, 40, 40, 3, seed=1)
+data = input_pipeline.from_arrays(images, labels, 4, 33)
+result = train_task.run_training(task, data, "{tmp_path}/run", log=lambda _: None)
+evaluator = evaluation.Evaluator(task.model, 3, (1.0, 0.75), True, strategy)
+batches = tf.data.Dataset.from_tensor_slices(dict(
+    image=images.astype(np.float32) / 127.5 - 1, label=labels.astype(np.int32),
+    filename=[str(i) for i in range(6)], height=[40] * 6, width=[40] * 6)).batch(2)
+scores = evaluator.run(batches)
+total = int(evaluator.metrics.confusion_matrix().sum())
+print("replicas", strategy.num_replicas_in_sync, "step", result["step"],
+      "sync", all(l.synchronized for l in bns), "images", scores["num_images"], "pixels", total)
+'''
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'replicas 2 step 2 sync True images 6 pixels {6 * 40 * 40}' in result.stdout
