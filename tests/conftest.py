@@ -1,5 +1,7 @@
 """Shared test set-up: quiet TensorFlow, the repository root on sys.path, a CLI runner."""
+import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -21,3 +23,13 @@ def run_tool(module: str, *args: str, timeout: float = 600) -> subprocess.Comple
 @pytest.fixture
 def tool():
   return run_tool
+
+
+def copy_checkpoint(source_dir: str, number: int, target_dir: str) -> None:
+  """Makes checkpoint `ckpt-{number}` of source_dir the only (latest) one of target_dir: a run
+  "interrupted" at that step, without training a second model up to it."""
+  os.makedirs(target_dir)
+  for path in glob.glob(os.path.join(source_dir, f'ckpt-{number}.*')):
+    shutil.copy(path, target_dir)
+  with open(os.path.join(target_dir, 'checkpoint'), 'w') as f:
+    f.write(f'model_checkpoint_path: "ckpt-{number}"\nall_model_checkpoint_paths: "ckpt-{number}"\n')

@@ -10,6 +10,7 @@ from official.autodeeplab.data.converters import synthetic
 from official.autodeeplab.search.genotype import Genotype
 from official.autodeeplab.training import distribute
 from official.autodeeplab.training import search_task
+from tests.conftest import copy_checkpoint
 
 
 def tiny_task(total_steps=4, arch_start_step=1):
@@ -55,20 +56,19 @@ def test_weight_step_moves_only_weights_and_arch_step_only_arch(task):
 
 
 def test_resume_is_exact(tmp_path):
-  """3 steps, stop, 1 more step after a restart == 4 steps straight."""
+  """4 steps straight == a fresh process that resumes from that run's step-3 checkpoint."""
   distribute.disable_graph_optimizer()
   straight = tiny_task()
   a, b = datasets()
-  search_task.run_search(straight, a, b, 4, str(tmp_path / 'straight'), log=lambda *_: None)
-  first = tiny_task()
-  a, b = datasets()
-  search_task.run_search(first, a, b, 3, str(tmp_path / 'resumed'), checkpoint_every=1,
+  search_task.run_search(straight, a, b, 4, str(tmp_path / 'straight'), checkpoint_every=3,
                          log=lambda *_: None)
+  copy_checkpoint(str(tmp_path / 'straight' / 'checkpoints'), 3,
+                  str(tmp_path / 'resumed' / 'checkpoints'))
   second = tiny_task()
   a, b = datasets()
   logs = []
   result = search_task.run_search(second, a, b, 4, str(tmp_path / 'resumed'), log=logs.append)
-  assert any('resumed from' in line for line in logs)
+  assert any('resumed from' in line and 'at step 3' in line for line in logs)
   assert result['step'] == 4
   # The whole bilevel state: every model variable (BN moving averages too), both optimisers.
   for x, y in zip(straight.model.variables + straight.weight_optimizer.variables
