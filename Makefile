@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: quickstart test venv benchmark-search benchmark-input benchmark-train benchmarks clean
+.PHONY: quickstart test test-fast venv benchmark-search benchmark-input benchmark-train benchmarks clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ quickstart: $(STAMP)
 # Two workers (one per core; whole files per worker), the 15 slowest tests listed at the end.
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
+
+# The same without the tests marked slow (end-to-end chains, multi-replica runs): for iterating.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 benchmark-search: $(STAMP)
 	$(PY) benchmarks/search_step.py --num_layers=12 --filter_multiplier=8 --crop_size=65 --batch_size=2

@@ -233,3 +233,39 @@ def test_export_refuses_an_existing_version_and_a_mismatched_checkpoint(exported
 
 def test_next_version():
   assert export.next_version('/nonexistent') == 1
+
+
+def test_predict_tool_grpc_client(served, tmp_path):
+  """TF Serving's gRPC PredictionService, answered by the SavedModel through the real protos."""
+  from concurrent import futures
+  import grpc
+  from tensorflow_serving.apis import predict_pb2
+  from tensorflow_serving.apis import prediction_service_pb2_grpc
+  seen = []
+
+  class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def Predict(self, request, context):  # noqa: N802 (the service's naming)
+      seen.append((request.model_spec.name, request.model_spec.signature_name))
+      batch = tf.make_ndarray(request.inputs['image_bytes'])
+      out = served(image_bytes=tf.constant(batch))
+      response = predict_pb2.PredictResponse()
+      for key, value in out.items():
+        response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+      return response
+
+  server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Service(), server)
+  port = server.add_insecure_port('127.0.0.1:0')
+  server.start()
+  try:
+    image = tmp_path / 'd.png'
+    image.write_bytes(example.png_bytes(IMAGE))
+    result = run_tool('predict', f'--server=127.0.0.1:{port}', '--protocol=grpc',
+                      '--model_name=tiny', f'--input={image}', f'--output_dir={tmp_path / "out"}')
+  finally:
+    server.stop(0)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert seen == [('tiny', 'serving_default')]
+  from PIL import Image
+  local = served(image_bytes=tf.constant([example.png_bytes(IMAGE)]))['semantic'].numpy()[0]
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'out' / 'd.png')), local)

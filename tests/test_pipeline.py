@@ -12,6 +12,8 @@ from official.autodeeplab.data import example
 from official.autodeeplab.search.genotype import Genotype
 from tests.conftest import run_tool
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def quickstart(tmp_path_factory):

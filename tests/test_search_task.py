@@ -55,6 +55,7 @@ def test_weight_step_moves_only_weights_and_arch_step_only_arch(task):
   assert task._gradients.experimental_get_tracing_count() == 1  # one traced graph for both
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path):
   """4 steps straight == a fresh process that resumes from that run's step-3 checkpoint."""
   distribute.disable_graph_optimizer()

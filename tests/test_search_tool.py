@@ -17,6 +17,7 @@ def test_search_binary_bad_input(tool, tmp_path, args, message):
   assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.slow
 def test_search_on_two_replicas(tmp_path):
   """MirroredStrategy over two logical CPUs: per-replica steps, all-reduced updates, resume data.
 

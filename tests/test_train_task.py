@@ -132,6 +132,7 @@ def test_bad_config_values():
     train_task.train_config(nonsense=1)
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_on_two_replicas(tmp_path):
   """MirroredStrategy over two logical CPUs: sync BN, all-reduced updates, per-replica confusion
   matrices summed. In a fresh process: logical devices must be set before TensorFlow starts."""

@@ -11,6 +11,8 @@ from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
 from tests.conftest import run_tool
 
 # A small found-like genotype (4 layers, the quickstart's search depth) keeps tracing short.
+pytestmark = pytest.mark.slow  # trains through the binary (about a minute)
+
 SMALL = Genotype(cell=PAPER_GENOTYPE.cell[:3], path=(0, 0, 1, 1))
 
 
@@ -79,6 +81,15 @@ def test_workdir_of_another_model_is_refused(trained):
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and 'in the checkpoint, (6,) in this model' in lines[0], lines
+
+
+def test_train_refuses_an_invalid_genotype(trained, tmp_path):
+  bad = tmp_path / 'genotype.json'
+  bad.write_text(json.dumps({**SMALL.to_dict(), 'path': [2, 2]}))
+  result = run_tool('train', f'--workdir={tmp_path / "run"}', f'--tfrecord_dir={trained["data"]}',
+                    f'--genotype={bad}')
+  assert result.returncode == 2 and 'path[0]' in result.stderr and str(bad) in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize('args,message', [
