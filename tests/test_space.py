@@ -53,3 +53,22 @@ def test_levels_at_layer():
   assert space.levels_at_layer(0) == (0, 1)
   assert space.levels_at_layer(1) == (0, 1, 2)
   assert space.levels_at_layer(5) == (0, 1, 2, 3)
+
+
+def test_every_list_of_ops_agrees_with_the_primitives():
+  # The op table, the fused cell's split into weighted / weight-free ops and the plot's colours
+  # all derive from or are checked against space.PRIMITIVES.
+  from official.autodeeplab.modeling import fused_cell
+  from official.autodeeplab.modeling import ops
+  from official.autodeeplab.utils import visualize
+  assert tuple(ops.OPS) == space.PRIMITIVES
+  assert sorted([*fused_cell._CONV_OPS, *fused_cell._FREE_OPS, 'zero']) == sorted(space.PRIMITIVES)
+  kinds = {op: visualize.op_kind(op) for op in space.PRIMITIVES if op != 'zero'}
+  assert set(kinds.values()) == set(visualize.OP_KIND_COLOURS)
+  assert kinds['max_pool_3x3'] == 'pool' and kinds['separable_5x5_2'] == 'separable'
+
+
+def test_transition_names():
+  assert space.TRANSITIONS[space.FINER] == 'finer' and space.TRANSITIONS[space.COARSER] == 'coarser'
+  mask = space.transition_mask(3)
+  assert not mask[1, 0, space.FINER] and not mask[2, space.NUM_LEVELS - 1, space.COARSER]

@@ -1,9 +1,9 @@
 """A discrete cell built from a genotype's cell, as in Google's released 'hnasnet' code.
 
-Inputs: H^{l-1} (already resized x2 by the backbone when the path goes up a level) gets ReLU,
-1x1 conv to `filters` (= F * 2**level), BN; H^{l-2} is bilinearly resized to H^{l-1}'s resolution
-and, if its channel count differs, gets ReLU, 1x1 conv, BN. When the path goes down a level, the
-ops reading those two inputs run with stride 2 (an atrous op halves its input bilinearly and uses
+Inputs: H^{l-1} (already resized x2 by the backbone when the path moves to a finer level) gets
+ReLU, 1x1 conv to `filters` (= F * 2**level), BN; H^{l-2} is bilinearly resized to H^{l-1}'s
+resolution and, if its channel count differs, gets ReLU, 1x1 conv, BN. When the path moves to a
+coarser level, the ops reading those two inputs run with stride 2 (an atrous op halves its input bilinearly and uses
 rate 1); ops reading earlier blocks run with stride 1. Block = sum of its two ops; cell output =
 concat of all blocks.
 
@@ -70,7 +70,7 @@ class DiscreteCell(tracking.CheckpointLists, keras.layers.Layer):
   Args:
     cell: the genotype's cell, ((input, op), (input, op)) per block, as JSON-ready lists.
     filters: channels per block (F * 2**level); the output has len(cell) * filters.
-    stride: 2 when the path goes down a level into this cell, else 1.
+    stride: 2 when the path moves to a coarser level into this cell, else 1.
     layer_ratio: (cell_index + 1) / num_cells, for drop path.
     drop_path_keep_prob: keep probability at the end of training.
     settings: conv/BN settings (dict form of `ops.LayerSettings` for serialisation).

@@ -34,6 +34,8 @@ _CONV_OPS = {
     'atrous_5x5': (5, 2, 1),
 }
 _FREE_OPS = ('max_pool_3x3', 'avg_pool_3x3', 'skip')
+assert sorted((*_CONV_OPS, *_FREE_OPS, 'zero')) == sorted(space.PRIMITIVES), (
+    'the fused cell must cover exactly the primitives of search/space.py')
 _CONV_INDEX = [space.PRIMITIVES.index(name) for name in _CONV_OPS]
 _FREE_INDEX = [space.PRIMITIVES.index(name) for name in _FREE_OPS]
 

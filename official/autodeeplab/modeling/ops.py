@@ -1,8 +1,8 @@
 """The 8 candidate operations as one table, and the conv / BN settings every layer receives.
 
 `OPS[name](channels, stride, settings)` builds the op as a Keras layer taking one NHWC tensor with
-`channels` channels (stride 1) or halving its resolution (stride 2, retrain cells going down a
-level). The same table defines the search's MixedOp (`search_cell.py`) and the retrain cell
+`channels` channels (stride 1) or halving its resolution (stride 2, retrain cells moving to a
+coarser level). The same table defines the search's MixedOp (`search_cell.py`) and the retrain cell
 (`cell.py`); the two uses differ only in `LayerSettings`:
 
 * search (`SEARCH_SETTINGS`): BN without scale/offset, always normalising with the batch moments
@@ -82,7 +82,7 @@ SEARCH_SETTINGS = LayerSettings(batch_norm_momentum=0.9, batch_norm_epsilon=1e-5
 
 @keras.saving.register_keras_serializable('autodeeplab')
 class HalfResize(keras.layers.Layer):
-  """Bilinear resize to ceil(size / 2): how an atrous op reads an input that goes down a level."""
+  """Bilinear resize to ceil(size / 2): how an atrous op reads an input one level finer."""
 
   def call(self, x):
     shape = tf.shape(x)
@@ -121,7 +121,7 @@ def separable(kernel_size: int) -> Callable[..., keras.layers.Layer]:
 
 
 def atrous(kernel_size: int) -> Callable[..., keras.layers.Layer]:
-  """ReLU, KxK conv with rate 2, BN; going down, the input is halved and the rate becomes 1."""
+  """ReLU, KxK conv with rate 2, BN; into a coarser level, the input is halved and the rate is 1."""
 
   def build(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
     rate = 2 if stride == 1 else 1
@@ -147,7 +147,7 @@ def pool(kind: str) -> Callable[..., keras.layers.Layer]:
 
 
 def skip(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
-  """Identity; going down a level it becomes ReLU, 1x1 conv with stride 2, BN."""
+  """Identity; into a coarser level it becomes ReLU, 1x1 conv with stride 2, BN."""
   if stride == 1:
     return keras.layers.Identity()
   return keras.Sequential([keras.layers.ReLU(), settings.conv(channels, 1, strides=2),

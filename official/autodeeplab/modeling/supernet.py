@@ -39,8 +39,6 @@ from official.autodeeplab.modeling import tracking
 from official.autodeeplab.search import space
 
 _EPSILON = ops.SEARCH_SETTINGS.batch_norm_epsilon
-DOWN, SAME, UP = 0, 1, 2  # beta's last axis: edge to level - 1, same level, level + 1
-# (see space.transition_mask)
 
 
 def normalize_beta(beta: tf.Tensor, mask: np.ndarray) -> tf.Tensor:
@@ -53,11 +51,11 @@ def level_layout(level: int, filter_multiplier: int, num_blocks: int,
                  num_levels: int = space.NUM_LEVELS) -> fused_cell.KernelLayout:
   """Kernels of one node of `level` (preprocessing + cell), flattened in one vector."""
   c = filter_multiplier * 2**level
-  shapes = {'pre/prev_prev': (1, 1, num_blocks * c, c), 'pre/same': (1, 1, num_blocks * c, c)}
+  shapes = {'pre/prev_prev': (1, 1, num_blocks * c, c), 'pre/from_same': (1, 1, num_blocks * c, c)}
   if level > 0:
-    shapes['pre/down'] = (3, 3, num_blocks * c // 2, c)
+    shapes['pre/from_finer'] = (3, 3, num_blocks * c // 2, c)
   if level < num_levels - 1:
-    shapes['pre/up'] = (1, 1, num_blocks * c * 2, c)
+    shapes['pre/from_coarser'] = (1, 1, num_blocks * c * 2, c)
   return fused_cell.KernelLayout({**shapes, **fused_cell.cell_layout(c, num_blocks).shapes})
 
 
@@ -195,15 +193,15 @@ class Supernet(tracking.CheckpointLists, keras.Model):
       kernels = self.layouts[k].unpack(weights[k])
       size = tf.shape(prev[k])[1:3]
       paths, path_betas = [], []
-      if k > 0:
-        paths.append(_relu_conv(prev[k - 1], kernels['pre/down'], 2))
-        path_betas.append(betas[k - 1, UP])
-      paths.append(_relu_conv(prev[k], kernels['pre/same']))
-      path_betas.append(betas[k, SAME])
-      if k < levels - 1:
-        up = _relu_conv(prev[k + 1], kernels['pre/up'])
-        paths.append(tf.image.resize(up, size, method='bilinear'))
-        path_betas.append(betas[k + 1, DOWN])
+      if k > 0:  # from the finer level k - 1: its COARSER transition, a stride-2 conv
+        paths.append(_relu_conv(prev[k - 1], kernels['pre/from_finer'], 2))
+        path_betas.append(betas[k - 1, space.COARSER])
+      paths.append(_relu_conv(prev[k], kernels['pre/from_same']))
+      path_betas.append(betas[k, space.SAME])
+      if k < levels - 1:  # from the coarser level k + 1: its FINER transition, 1x1 conv + x2
+        from_coarser = _relu_conv(prev[k + 1], kernels['pre/from_coarser'])
+        paths.append(tf.image.resize(from_coarser, size, method='bilinear'))
+        path_betas.append(betas[k + 1, space.FINER])
       h_prev = tf.concat([fused_cell.batch_norm(p, 1, _EPSILON) for p in paths], 0)
       h_prev_prev = fused_cell.batch_norm(_relu_conv(prev_prev[k], kernels['pre/prev_prev']), 1,
                                           _EPSILON)

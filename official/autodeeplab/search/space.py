@@ -30,7 +30,12 @@ ZERO = 'zero'
 NUM_BLOCKS = 5      # B: blocks per cell
 NUM_LAYERS = 12     # L: searched layers after the stem
 NUM_LEVELS = 4      # resolutions: strides 4, 8, 16, 32
-FIRST_LEVELS = (0, 1)  # the first layer after the stride-4 stem may stay or go down once
+FIRST_LEVELS = (0, 1)  # the first layer after the stride-4 stem: same level, or one coarser
+# The three transitions between consecutive layers, one name each across the project: to the
+# finer level (level - 1, stride / 2), the same level, the coarser level (level + 1, stride x 2).
+# Also the index of beta's last axis.
+FINER, SAME, COARSER = 0, 1, 2
+TRANSITIONS = ('finer', 'same', 'coarser')
 SEARCH_FILTER_MULTIPLIER = 8  # F during the search
 
 
@@ -89,8 +94,8 @@ def levels_at_layer(layer: int, num_levels: int = NUM_LEVELS) -> tuple[int, ...]
 def transition_mask(num_layers: int = NUM_LAYERS, num_levels: int = NUM_LEVELS):
   """[L, levels, 3] bool NumPy array: which network-level edges (betas) exist.
 
-  Entry [l, k, d] is the edge from node (l - 1, k) to node (l, k + d - 1), d = 0 (up in resolution,
-  to level k - 1), 1 (same), 2 (down, to k + 1); layer -1 is the stem, which is only at level 0.
+  Entry [l, k, d] is the edge from node (l - 1, k) to node (l, k + d - 1), d = FINER (to level
+  k - 1), SAME, COARSER (to level k + 1); layer -1 is the stem, which is only at level 0.
   Border levels have two outgoing edges; nodes that do not exist yet have none.
   """
   mask = np.zeros([num_layers, num_levels, 3], bool)
