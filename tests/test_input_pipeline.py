@@ -47,21 +47,27 @@ def test_deterministic_runs_repeat(files):
   assert any(not np.array_equal(x, u) for (x, _), (u, _) in zip(a, c))
 
 
-def names(files, half):
-  ds = tf.data.TFRecordDataset(files).map(input_pipeline.example.parse_features)
-  if half:
-    ds = ds.filter(lambda f: tf.equal(tf.strings.to_hash_bucket_fast(f['image/filename'], 2),
-                                      input_pipeline.HALVES[half]))
-  return {f['image/filename'].numpy() for f in ds}
-
-
-def test_search_halves_are_disjoint_and_complete(files):
-  a, b = names(files, 'trainA'), names(files, 'trainB')
-  assert a and b and not a & b and a | b == names(files, None)
-  # the half a training batch comes from: every label map of trainA's batches is from trainA
-  batch = input_pipeline.from_tfrecords(files, 1, 40, half='trainA', min_scale=1.0,
-                                        max_scale=1.0)
-  assert sum(1 for _ in batch.take(5)) == 5
+def test_search_halves_are_exact_disjoint_and_complete(files):
+  names = input_pipeline.example_names(files)
+  assert len(names) == 12
+  halves = input_pipeline.split_in_halves(names)
+  a = {n for n, h in halves.items() if h == 0}
+  b = {n for n, h in halves.items() if h == 1}
+  assert len(a) == len(b) == 6 and a | b == set(names)
+  # independent of the order the shards are listed in
+  assert input_pipeline.split_in_halves(names[::-1]) == halves
+  assert list(input_pipeline.split_in_halves(names[:7]).values()).count(1) == 4  # odd: B + 1
+  # trainA's training batches hold trainA examples only (at scale 1 and crop = image size an
+  # example comes back as itself or its mirror image)
+  labels_of = {0: set(), 1: set()}
+  for features in tf.data.TFRecordDataset(files).map(input_pipeline.example.parse):
+    label = features['label'].numpy().astype(np.int32)
+    half = halves[features['filename'].numpy().decode()]
+    labels_of[half] |= {label.tobytes(), label[:, ::-1].copy().tobytes()}
+  batches = input_pipeline.from_tfrecords(files, 1, 40, half='trainA', min_scale=1.0,
+                                          max_scale=1.0, halves=halves)
+  for _, labels in batches.take(8):
+    assert labels.numpy()[0].astype(np.int32).tobytes() in labels_of[0]
 
 
 def test_eval_mode_pads_to_fixed_size(files):

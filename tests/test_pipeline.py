@@ -41,6 +41,15 @@ def test_every_artefact_exists_and_is_valid(quickstart):
   assert '[done]' in result.stdout and 'tensorboard --logdir' in result.stdout
 
 
+def test_describe_decodes_the_search_workdir(quickstart):
+  work, _ = quickstart
+  result = run_tool('describe', f'--workdir={work / "search"}', '--json')
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads(result.stdout)
+  assert report['genotype'] == Genotype.from_json(work / 'search' / 'genotype.json').to_dict()
+  assert report['step'] == 4
+
+
 def test_output_is_free_of_start_up_noise(quickstart):
   _, result = quickstart
   for noise in ('cuInit', 'cuda drivers', 'absl::InitializeLog', 'oneDNN custom', 'deprecat'):

@@ -1,16 +1,23 @@
-"""The bilevel search: which variables each step moves, exact resume."""
+"""The bilevel search: which variables each step moves, exact resume, periodic exports and
+TensorBoard images, SIGTERM, divergence, workdirs of another supernet, decoding a workdir."""
 import os
+import signal
 
 import numpy as np
 import keras
 import pytest
+import tensorflow as tf
 
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.data.converters import synthetic
 from official.autodeeplab.search.genotype import Genotype
+from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.training import distribute
+from official.autodeeplab.training import run_state
 from official.autodeeplab.training import search_task
 from tests.conftest import copy_checkpoint
+
+distribute.disable_graph_optimizer()  # as the tools run
 
 
 def tiny_task(total_steps=4, arch_start_step=1):
@@ -43,8 +50,9 @@ def test_weight_step_moves_only_weights_and_arch_step_only_arch(task):
   images, labels = next(iter(datasets()[0]))
   model = task.model
   weights, arch = snapshot(model.weight_variables), snapshot(model.arch_variables)
-  loss = task.weight_step(images, labels)
-  assert np.isfinite(loss)
+  out = task.weight_step(images, labels)
+  assert np.isfinite(out.loss) and out.nonfinite == 0
+  assert out.predictions.shape == (2, 33, 33)
   assert all(changed(weights, model.weight_variables)) and not any(changed(arch,
                                                                            model.arch_variables))
   weights, arch = snapshot(model.weight_variables), snapshot(model.arch_variables)
@@ -58,11 +66,10 @@ def test_weight_step_moves_only_weights_and_arch_step_only_arch(task):
 @pytest.mark.slow
 def test_resume_is_exact(tmp_path):
   """4 steps straight == a fresh process that resumes from that run's step-3 checkpoint."""
-  distribute.disable_graph_optimizer()
   straight = tiny_task()
   a, b = datasets()
-  search_task.run_search(straight, a, b, 4, str(tmp_path / 'straight'), checkpoint_every=3,
-                         log=lambda *_: None)
+  search_task.run_search(straight, a, b, 4, str(tmp_path / 'straight'),
+                         search_task.LoopSettings(checkpoint_every=3), log=lambda *_: None)
   copy_checkpoint(str(tmp_path / 'straight' / 'checkpoints'), 3,
                   str(tmp_path / 'resumed' / 'checkpoints'))
   second = tiny_task()
@@ -83,3 +90,93 @@ def test_resume_is_exact(tmp_path):
   np.testing.assert_allclose(arch['alpha'], second.model.alpha.numpy())
   assert os.listdir(tmp_path / 'resumed' / 'tensorboard')
   assert (tmp_path / 'resumed' / 'architecture.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+
+def events(directory):
+  """{tag: [steps]} of every summary written under `directory`."""
+  tags = {}
+  for path in tf.io.gfile.glob(os.path.join(directory, 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append(event.step)
+  return tags
+
+
+def test_periodic_exports_summaries_and_progress_line(task, tmp_path):
+  start = int(task.step.numpy())
+  a, b = datasets()
+  lines = []
+  settings = search_task.LoopSettings(log_every=1, checkpoint_every=2, export_every=2)
+  result = search_task.run_search(task, a, b, start + 4, str(tmp_path), settings, log=lines.append,
+                                  steps_per_epoch=2, description={
+                                      'num_classes': 3, 'num_layers': 3, 'num_blocks': 5,
+                                      'filter_multiplier': 2})
+  step_lines = [line for line in lines if line.startswith('[search] step')]
+  assert len(step_lines) == 4
+  assert f'step {start + 4}/{start + 4} epoch {(start + 4) / 2:.2f}' in step_lines[-1]
+  assert 'loss(trainA)' in step_lines[-1] and 'mIoU(trainB)' in step_lines[-1]
+  assert 'img/s ETA' in step_lines[-1]
+  tags = events(tmp_path / 'tensorboard')
+  exported = [start + 2, start + 4] if start % 2 == 0 else [start + 1, start + 3, start + 4]
+  for tag in ('architecture/softmax_alpha', 'architecture/transition_probabilities',
+              'architecture/decoded'):
+    assert sorted(tags[tag]) == exported, tag
+  assert len(tags['miou/trainB']) == 4 and len(tags['loss/trainB']) == 4
+  assert int(np.load(tmp_path / 'arch.npz')['step']) == start + 4
+  saved = Genotype.from_json(tmp_path / 'genotype.json')
+  assert saved == result['genotype']
+  # Decoding the workdir's latest checkpoint without training gives the same architecture.
+  decoded, transitions, step = search_task.decode_checkpoint(str(tmp_path))
+  assert decoded == saved and step == start + 4 and transitions.shape == (3, 4, 3)
+
+
+def test_sigterm_checkpoints_then_the_rerun_resumes(task, tmp_path):
+  start = int(task.step.numpy())
+  a, b = datasets()
+
+  def log(line):  # a scheduler's SIGTERM arrives during step start + 2
+    if f'step {start + 2}/' in line:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  settings = search_task.LoopSettings(log_every=1, checkpoint_every=100, export_every=100)
+  with pytest.raises(run_state.Preempted, match=f'SIGTERM at step {start + 2}'):
+    search_task.run_search(task, a, b, start + 6, str(tmp_path), settings, log=log)
+  assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith(f'ckpt-{start + 2}')
+  assert Genotype.from_json(tmp_path / 'genotype.json').num_layers == 3
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler was only for the loop
+  lines = []
+  result = search_task.run_search(task, a, b, start + 3, str(tmp_path), settings,
+                                  log=lines.append)
+  assert any('resumed from' in line and f'at step {start + 2}' in line for line in lines)
+  assert result['step'] == start + 3
+
+
+def test_workdir_of_another_supernet_is_refused(tmp_path):
+  keras.utils.set_random_seed(0)
+  small = search_task.SearchTask(lambda: search_task.build_supernet(3, num_layers=3,
+                                                                    filter_multiplier=2))
+  tf.train.CheckpointManager(small.checkpoint(), str(tmp_path / 'checkpoints'), 3).save(0)
+  before = sorted(os.listdir(tmp_path / 'checkpoints'))
+  wider = search_task.SearchTask(lambda: search_task.build_supernet(3, num_layers=3,
+                                                                    filter_multiplier=3))
+  a, b = datasets()
+  with pytest.raises(UserInputError, match=r'does not match this model \(variable \S+ has shape'):
+    search_task.run_search(wider, a, b, 1, str(tmp_path), log=lambda _: None)
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == before
+
+
+def test_nan_stops_the_search_naming_the_step(task, tmp_path):
+  """Last in this module: it leaves the shared task's weights NaN."""
+  start = int(task.step.numpy())
+  images, labels = synthetic.arrays(4, 40, 40, 3, 0)
+  good = input_pipeline.from_arrays(images[:2], labels[:2], 2, 33, seed=1)
+  poisoned = tf.data.Dataset.from_tensors((tf.fill([2, 33, 33, 3], np.nan),
+                                           tf.zeros([2, 33, 33], tf.int32))).repeat()
+  batches = good.take(1).concatenate(poisoned)
+  settings = search_task.LoopSettings(checkpoint_every=1)
+  with pytest.raises(search_task.DivergedError,
+                     match=rf'step {start + 2}: the trainA loss is not finite.*ckpt-{start + 1}'):
+    search_task.run_search(task, batches, good, start + 5, str(tmp_path), settings,
+                           log=lambda _: None)
+  assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith(f'ckpt-{start + 1}')

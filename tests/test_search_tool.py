@@ -1,5 +1,7 @@
 """The search binary and the search under a distribution strategy: bad input, corrupt shards,
 two MirroredStrategy replicas. (The binary's end-to-end run on TFRecords is in test_pipeline.)"""
+import os
+
 import pytest
 
 
@@ -67,3 +69,71 @@ def test_search_binary_names_a_corrupt_shard(tool, tmp_path):
   assert result.returncode == 2, result.stderr[-2000:]
   assert result.stderr.strip().splitlines()[-1] == (
       f'error: {files[0]}: corrupt TFRecord shard; convert it again')
+
+
+def test_cityscapes_gin_holds_the_papers_whole_protocol():
+  """python -m tools.search --gin_file=experiments/search/cityscapes.gin --tfrecord_dir=...
+  --workdir=... runs the paper's search with no other flag (sec. 5.1)."""
+  import gin
+  from official.autodeeplab.training import search_task
+  from tests.conftest import ROOT
+  gin.clear_config()
+  try:
+    gin.parse_config_file(os.path.join(ROOT, 'experiments/search/cityscapes.gin'))
+    config, data = search_task.search_config(), search_task.search_data()
+    supernet = gin.get_bindings('build_supernet')
+  finally:
+    gin.clear_config()
+  assert (data.crop_size, data.batch_size, data.min_scale, data.max_scale) == (321, 2, 1.0, 1.0)
+  steps_per_epoch = 1488 // 2  # 2975 train_fine images, the larger half
+  assert config.total_steps == 40 * steps_per_epoch
+  assert config.arch_start_step == 20 * steps_per_epoch  # architecture steps from epoch 20
+  assert (config.weight_lr, config.weight_lr_min, config.weight_momentum) == (0.025, 0.001, 0.9)
+  assert (config.weight_decay, config.arch_lr, config.arch_weight_decay) == (3e-4, 3e-3, 1e-3)
+  assert supernet == {'num_layers': 12, 'num_blocks': 5, 'filter_multiplier': 8,
+                      'recompute': True}
+
+
+def _free_ports(count):
+  import socket
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(('127.0.0.1', 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+@pytest.mark.slow
+def test_search_on_two_workers(tmp_path):
+  """MultiWorkerMirroredStrategy: two processes on localhost (TF_CONFIG), one replica each, run the
+  search binary to completion; the chief writes the workdir, the other worker only its own
+  checkpoints; the result has the shape of a one-worker search."""
+  import json
+  import subprocess
+  import sys
+  from official.autodeeplab.search.genotype import Genotype
+  from tests.conftest import ROOT
+  cluster = {'worker': [f'127.0.0.1:{port}' for port in _free_ports(2)]}
+  args = [sys.executable, '-m', 'tools.search', f'--workdir={tmp_path / "run"}',
+          '--strategy=multi_worker', '--gin_file=experiments/search/synthetic_quickstart.gin',
+          '--gin_bindings=build_supernet.num_layers = 3',
+          '--gin_bindings=build_supernet.filter_multiplier = 2',
+          '--gin_bindings=search_config.arch_start_step = 1', '--num_steps=2', '--crop_size=33',
+          '--num_examples=8', '--image_size=40', '--num_classes=3']
+  workers = []
+  for index in range(2):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3', TF_CONFIG=json.dumps(
+        {'cluster': cluster, 'task': {'type': 'worker', 'index': index}}))
+    workers.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True))
+  outputs = [w.communicate(timeout=600) for w in workers]
+  for worker, (out, err) in zip(workers, outputs):
+    assert worker.returncode == 0, err[-3000:]
+  assert 'on 2 replica(s)' in outputs[0][0] and 'done at step 2' in outputs[0][0]
+  genotype = Genotype.from_json(tmp_path / 'run' / 'genotype.json')
+  assert genotype.num_layers == 3 and genotype.num_blocks == 5
+  assert (tmp_path / 'run' / 'checkpoints' / 'ckpt-2.index').exists()
+  assert (tmp_path / 'run' / 'workers' / 'worker-1' / 'checkpoints' / 'ckpt-2.index').exists()
+  assert not (tmp_path / 'run' / 'workers' / 'worker-1' / 'genotype.json').exists()

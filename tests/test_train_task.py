@@ -172,3 +172,17 @@ print("replicas", strategy.num_replicas_in_sync, "step", result["step"],
                           timeout=600, env={'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '3'})
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'replicas 2 step 2 sync True images 6 pixels {6 * 40 * 40}' in result.stdout
+
+
+def test_sigterm_checkpoints_the_current_step(tmp_path):
+  import signal
+  task = make_task()
+
+  def log(line):
+    if line.startswith('[train] step 2/'):
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  with pytest.raises(run_state.Preempted, match='SIGTERM at step 2'):
+    train_task.run_training(task, dataset(), str(tmp_path), log=log)
+  assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith('ckpt-2')
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

@@ -4,8 +4,10 @@ r"""Prints the search space's size, a genotype's cell and path, and a retrain mo
   python -m tools.describe --genotype=paper|PATH.json [--plot=architecture.png] [--json]
   python -m tools.describe --genotype=paper --model_size=S|M|L [--filter_multiplier=N] \
       --num_classes=19 --image_size=1024,2048 [--json]
+  python -m tools.describe --workdir=runs/search [--plot=PNG] [--json]   # a search in progress
 
-With a model size, `params` (trainable parameters) and `multiply_adds` (convolutions, exact
+With --workdir, the architecture a search workdir's latest checkpoint holds is decoded (cell and
+Viterbi path) without training, written to `--plot` if given. With a model size, `params` (trainable parameters) and `multiply_adds` (convolutions, exact
 logical shapes; see utils/complexity.py) are printed with a per-component breakdown, and
 `multiply_adds_tf_profiler` (TensorFlow's own profiler, the convention of the paper's era).
 """
@@ -31,7 +33,9 @@ flags.DEFINE_string('model_size', None, 'S, M or L (filter multiplier 20/32/48):
 flags.DEFINE_integer('filter_multiplier', None, 'F; overrides --model_size.')
 flags.DEFINE_integer('num_classes', 19, 'Classes of the retrain model.')
 flags.DEFINE_string('image_size', '1024,2048', 'HEIGHT,WIDTH for multiply-adds.')
-flags.DEFINE_string('plot', None, 'With --genotype: write the architecture plot (PNG) here.')
+flags.DEFINE_string('plot', None, 'With --genotype or --workdir: write the architecture plot '
+                    '(PNG) here.')
+flags.DEFINE_string('workdir', None, 'A tools.search workdir: decode its latest checkpoint.')
 
 
 def _model_report(geno) -> tuple[dict, list[str]]:
@@ -64,8 +68,11 @@ def _model_report(geno) -> tuple[dict, list[str]]:
 
 def main(argv):
   del argv
-  if not FLAGS.space and not FLAGS.genotype:
-    raise common.UserInputError('nothing to describe: pass --space and/or --genotype=paper|PATH')
+  if not FLAGS.space and not FLAGS.genotype and not FLAGS.workdir:
+    raise common.UserInputError('nothing to describe: pass --space, --genotype=paper|PATH or '
+                                '--workdir=SEARCH_WORKDIR')
+  if FLAGS.genotype and FLAGS.workdir:
+    raise common.UserInputError('pass --genotype or --workdir, not both')
   if FLAGS.num_layers < 1 or FLAGS.num_blocks < 1:
     raise common.UserInputError('--num_layers and --num_blocks must be positive')
   report = {}
@@ -82,14 +89,21 @@ def main(argv):
         f'{counts["num_paths_first_stride4_or_8"]:,} at stride 4 or 8',
         f'  joint:  {counts["joint_space_first_stride4"]:.2e} (cells x paths from stride 4)',
     ]
-  if FLAGS.genotype:
-    geno = genotype_lib.load(FLAGS.genotype)
+  if FLAGS.genotype or FLAGS.workdir:
+    transitions = None
+    if FLAGS.workdir:
+      from official.autodeeplab.training import search_task
+      geno, transitions, step = search_task.decode_checkpoint(FLAGS.workdir)
+      source = f'{FLAGS.workdir} at search step {step}'
+      report['step'] = step
+    else:
+      geno, source = genotype_lib.load(FLAGS.genotype), FLAGS.genotype
     report['genotype'] = geno.to_dict()
-    text.append(f'genotype {FLAGS.genotype}:')
+    text.append(f'genotype {source}:')
     text.append(geno.describe())
     if FLAGS.plot:
       from official.autodeeplab.utils import visualize
-      report['plot'] = visualize.plot_architecture(geno, FLAGS.plot, title=FLAGS.genotype)
+      report['plot'] = visualize.plot_architecture(geno, FLAGS.plot, transitions, title=source)
       text.append(f'architecture plot written to {FLAGS.plot}')
     if FLAGS.model_size is not None or FLAGS.filter_multiplier is not None:
       model_report, model_text = _model_report(geno)

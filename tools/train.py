@@ -7,13 +7,15 @@ r"""Retrains a genotype's network from scratch on converted TFRecords (paper sec
 
 The gin file holds the protocol (`train_config.*`: steps, batch, crop, learning rate; and
 `retrain_model.*`: model size, drop path); flags, when given, override it. Rerunning with the same
---workdir resumes exactly from the latest checkpoint; a workdir of another model is refused.
+--workdir resumes exactly from the latest checkpoint (SIGTERM checkpoints and exits with code 143);
+a workdir of another model is refused.
 Writes `model.json` (what `tools.evaluate` and `tools.export` rebuild), `operative_config.gin`,
 `checkpoints/` and `tensorboard/`.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import flags
 
@@ -37,6 +39,8 @@ flags.DEFINE_string('strategy', 'default', 'tf.distribute strategy: default, one
 flags.DEFINE_string('tpu', '', 'TPU address for --strategy=tpu.')
 flags.DEFINE_integer('seed', 0, 'Initialisation and data seed.')
 flags.mark_flags_as_required(['workdir', 'tfrecord_dir'])
+
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
 
 
 def _flag_bindings() -> list[str]:
@@ -90,9 +94,13 @@ def main(argv):
         f'F={model.filter_multiplier}, {config.total_steps} steps of batch {config.batch_size} '
         f'at crop {config.crop_size} on {strategy.num_replicas_in_sync} replica(s); '
         f'workdir {FLAGS.workdir}', flush=True)
-  result = train_task.run_training(
-      task, dataset, FLAGS.workdir, description, spec.palette, shard_files=files,
-      log=lambda line: print(line, flush=True), operative_config=gin.operative_config_str())
+  try:
+    result = train_task.run_training(
+        task, dataset, FLAGS.workdir, description, spec.palette, shard_files=files,
+        log=lambda line: print(line, flush=True), operative_config=gin.operative_config_str())
+  except run_state.Preempted as e:
+    print(e, flush=True)
+    sys.exit(EXIT_PREEMPTED)
   print(f'[train] done at step {result["step"]}; checkpoint {result["checkpoint"]}\n'
         f'  evaluate: python -m tools.evaluate --workdir={FLAGS.workdir} '
         f'--tfrecord_dir={FLAGS.tfrecord_dir} --split=val')

@@ -9,6 +9,7 @@ for in-memory arrays.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -52,7 +53,8 @@ def augment(image, label, crop_size: int, min_scale: float = 0.5, max_scale: flo
 
 
 def from_arrays(images: np.ndarray, labels: np.ndarray, batch_size: int, crop_size: int,
-                seed: int = 0, training: bool = True) -> tf.data.Dataset:
+                seed: int = 0, training: bool = True, min_scale: float = 0.5,
+                max_scale: float = 2.0) -> tf.data.Dataset:
   """Batches from in-memory uint8 images [N, H, W, 3] and labels [N, H, W]; repeats if training.
 
   Deterministic: the same seed gives the same batches, and the iterator can be saved in a
@@ -63,7 +65,7 @@ def from_arrays(images: np.ndarray, labels: np.ndarray, batch_size: int, crop_si
     return ds.map(lambda i, l: (normalize(i), tf.cast(l, tf.int32))).batch(batch_size)
   ds = ds.repeat().shuffle(len(images), seed=seed)
   ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
-  ds = ds.map(lambda pair, s: augment(pair[0], pair[1], crop_size, seed=s),
+  ds = ds.map(lambda pair, s: augment(pair[0], pair[1], crop_size, min_scale, max_scale, seed=s),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
@@ -76,6 +78,37 @@ def search_halves(num_examples: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
 
 
 HALVES = {'trainA': 0, 'trainB': 1}
+
+
+def example_names(files: list[str]) -> list[str]:
+  """`image/filename` of every example of the shards, in file order (one pass, no decoding)."""
+  names = tf.data.TFRecordDataset(files).map(
+      lambda s: tf.io.parse_single_example(s, {'image/filename': tf.io.FixedLenFeature(
+          [], tf.string, default_value='')})['image/filename'],
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  iterator = iter(names)
+  found = []
+  while True:
+    try:
+      found.append(next_checked(iterator, files).numpy().decode())
+    except StopIteration:
+      return found
+
+
+def split_in_halves(names: list[str]) -> dict[str, int]:
+  """The search's trainA / trainB: exactly half of the examples each (trainB gets the odd one).
+
+  Examples are ranked by the SHA-1 of their filename and the first half of the ranking is trainA:
+  a fixed, random-looking split that depends neither on shard order nor on the number of shards,
+  so every run (and a resumed one) sees the same halves. Returns {filename: HALVES[half]}.
+  """
+  if len(set(names)) != len(names):
+    raise UserInputError('the split has examples with the same image/filename; trainA/trainB '
+                         'are chosen by filename: convert it again')
+  ranked = sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+  half = len(ranked) // 2
+  return {name: HALVES['trainA'] if i < half else HALVES['trainB']
+          for i, name in enumerate(ranked)}
 
 
 def split_files(directory: str, split: str) -> list[str]:
@@ -134,7 +167,8 @@ def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
                    training: bool = True, half: str | None = None, seed: int = 0,
                    deterministic: bool = True, min_scale: float = 0.5, max_scale: float = 2.0,
                    shuffle_buffer: int = 256, eval_size: tuple[int, int] | None = None,
-                   cycle_length: int = 8) -> tf.data.Dataset:
+                   cycle_length: int = 8,
+                   halves: dict[str, int] | None = None) -> tf.data.Dataset:
   """Batches of (images float32 [B, H, W, 3] in [-1, 1], labels int32 [B, H, W], 255 ignored).
 
   Args:
@@ -143,8 +177,10 @@ def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
     crop_size: training crop side.
     training: augment, shuffle and repeat; otherwise one pass in file order, no augmentation,
       images padded (with the mean; labels with 255) to the batch's largest or `eval_size`.
-    half: 'trainA' or 'trainB': the search's fixed halves of the set (by a hash of the example's
-      filename, so independent of shard order and shuffling); None for all examples.
+    half: 'trainA' or 'trainB': the search's fixed halves of the set (`split_in_halves`: exactly
+      half each, by filename, independent of shard order and shuffling); None for all examples.
+    halves: `split_in_halves(example_names(files))`, when already computed (it reads every
+      record once).
     seed: shuffling and augmentation seed.
     deterministic: reproducible order of parallel reads and maps.
     min_scale: random scale range.
@@ -167,8 +203,10 @@ def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
     ds = ds.flat_map(tf.data.TFRecordDataset)
   ds = ds.map(example.parse_features, num_parallel_calls=tf.data.AUTOTUNE)
   if half is not None:
-    ds = ds.filter(lambda f: tf.equal(
-        tf.strings.to_hash_bucket_fast(f['image/filename'], 2), HALVES[half]))
+    halves = halves if halves is not None else split_in_halves(example_names(files))
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        list(halves), list(halves.values()), tf.string, tf.int64), default_value=-1)
+    ds = ds.filter(lambda f: tf.equal(table.lookup(f['image/filename']), HALVES[half]))
   if training:
     ds = ds.shuffle(shuffle_buffer, seed=seed).repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))

@@ -5,9 +5,9 @@
   lr = base * (1 - step / total) ** 0.9 from 0.05, optionally after a linear warm-up.
 
 Weight decay in the paper (and in the PyTorch/TF-slim code it came from) is an L2 penalty whose
-gradient is added to the loss gradient, not Keras 3's decoupled `weight_decay`: the search adds it to
-the gradients (`add_weight_decay`), the retrain model carries it as kernel regularisers whose
-`model.losses` join the loss.
+gradient is added to the loss gradient, not Keras 3's decoupled `weight_decay`: the search adds
+it to the gradients (`add_weight_decay`), the retrain model carries it as kernel regularisers
+whose `model.losses` join the loss.
 """
 from __future__ import annotations
 

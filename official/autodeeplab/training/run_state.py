@@ -1,4 +1,4 @@
-"""What a long run keeps in its workdir besides checkpoints, and how it resumes.
+"""What a long run keeps in its workdir besides checkpoints, how it resumes, how it stops.
 
 * `model.json`: what the retrain model is (genotype, filter multiplier, classes, dataset), written
   when a run starts and compared when it resumes, so a workdir is never silently reused for another
@@ -7,12 +7,18 @@
   TensorFlow's shape-mismatch traceback into one line that names the workdir, the variable and
   both shapes.
 * `ProgressMeter`: images/s and ETA for the progress line.
+* `StopOnSigterm` / `Preempted`: a SIGTERM (a preempted VM, `kill`, a cluster scheduler) ends the
+  current step, the loop checkpoints and raises `Preempted`; rerunning resumes.
+* `worker_workdir`: under MultiWorkerMirroredStrategy only the chief writes to the workdir; the
+  other workers save their (required, identical) checkpoints to a directory of their own.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
+import threading
 import time
 
 import tensorflow as tf
@@ -63,6 +69,31 @@ def check_or_write_model(workdir: str, description: dict, write: bool = True) ->
           f'asked for {description.get(key)}); use another --workdir or the same settings')
 
 
+def check_or_write_json(workdir: str, name: str, description: dict) -> None:
+  """Writes `workdir/name`, or checks that the one there holds the same description."""
+  path = os.path.join(workdir, name)
+  if not os.path.exists(path):
+    write_json(path, description)
+    return
+  existing = read_json(workdir, name)
+  for key in sorted(set(existing) | set(description)):
+    if existing.get(key) != description.get(key):
+      raise UserInputError(
+          f'{workdir}: holds a run of another configuration ({key} {existing.get(key)} in '
+          f'{path}, asked for {description.get(key)}); use another --workdir or the same settings')
+
+
+def read_json(workdir: str, name: str, hint: str = '') -> dict:
+  path = os.path.join(workdir, name)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise UserInputError(f'{workdir}: no {name}' + (f'; {hint}' if hint else '')) from None
+  except ValueError as e:
+    raise UserInputError(f'{path}: not valid JSON ({e})') from None
+
+
 def read_model(workdir: str) -> dict:
   """`workdir/model.json`, validated (its genotype included)."""
   path = os.path.join(workdir, MODEL_FILE)
@@ -76,7 +107,8 @@ def read_model(workdir: str) -> dict:
   except (ValueError, KeyError, TypeError) as e:
     if isinstance(e, UserInputError):
       raise
-    raise UserInputError(f'{path}: unreadable model description ({type(e).__name__}: {e})') from None
+    raise UserInputError(
+        f'{path}: unreadable model description ({type(e).__name__}: {e})') from None
   return data
 
 
@@ -136,15 +168,15 @@ class ProgressMeter:
     self.steps_per_s = None
 
   def report(self, step: int) -> str:
-    """'step S/T[ X img/s ETA D]' with the rate since the previous report."""
+    """' X img/s ETA D' with the rate since the previous report ('' at the first report)."""
     now = time.perf_counter()
     if self._last is not None and step > self._last[0] and now > self._last[1]:
       self.steps_per_s = (step - self._last[0]) / (now - self._last[1])
     self._last = (step, now)
     if self.steps_per_s is None:
-      return f'step {step}/{self.total_steps}'
+      return ''
     eta = format_duration((self.total_steps - step) / self.steps_per_s)
-    return f'step {step}/{self.total_steps} {self.images_per_s():.2f} img/s ETA {eta}'
+    return f' {self.images_per_s():.2f} img/s ETA {eta}'
 
   def images_per_s(self) -> float | None:
     return None if self.steps_per_s is None else self.steps_per_s * self.images_per_step
@@ -173,3 +205,51 @@ def load_trained_model(workdir: str, checkpoint: str | None = None):
                                     filter_multiplier=description['filter_multiplier'])
   restore(tf.train.Checkpoint(model=model), path, workdir, partial=True)
   return model, description, path
+
+
+class Preempted(Exception):
+  """The run was asked to stop (SIGTERM) and has checkpointed; the message says where."""
+
+
+class StopOnSigterm:
+  """Within the context, SIGTERM sets `requested` instead of killing the process, so the loop can
+  finish its step, checkpoint and stop. (Only in the main thread, where Python runs handlers.)"""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False
+
+
+def is_chief(strategy) -> bool:
+  """Whether this process writes the run's files: always, except the non-chief workers of a
+  multi-worker strategy."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not getattr(resolver, 'task_type', None):
+    return True
+  cluster = resolver.cluster_spec().as_dict()
+  if 'chief' in cluster:
+    return resolver.task_type == 'chief'
+  return resolver.task_type == 'worker' and resolver.task_id == 0
+
+
+def worker_workdir(strategy, workdir: str) -> str:
+  """`workdir` for the chief; `workdir/workers/{type}-{id}` for the other workers (their
+  checkpoint saves take part in the collective but must not overwrite the chief's)."""
+  if is_chief(strategy):
+    return workdir
+  resolver = strategy.cluster_resolver
+  return os.path.join(workdir, 'workers', f'{resolver.task_type}-{resolver.task_id}')

@@ -1,20 +1,30 @@
 """First-order bilevel architecture search (paper sec. 4.2 and 5.1).
 
-The train set is split into trainA (weights w) and trainB (architecture alpha, beta); steps
-alternate: w <- SGD(grad_w L_trainA), then alpha, beta <- Adam(grad_{alpha,beta} L_trainB), the
-latter only after `arch_start_step` (the paper starts at epoch 20 of 40). Weight decay is L2 added
-to the gradient, as in the paper (Keras optimizers' own weight decay is decoupled).
+The train set is split into trainA (weights w) and trainB (architecture alpha, beta), exactly half
+each (`input_pipeline.split_in_halves`); steps alternate: w <- SGD(grad_w L_trainA), then
+alpha, beta <- Adam(grad_{alpha,beta} L_trainB), the latter only after `arch_start_step` (the paper
+starts at epoch 20 of 40). Weight decay is L2 added to the gradient, as in the paper (Keras
+optimizers' own weight decay is decoupled).
 
 Start-up matters more than anything for a supernet on TensorFlow, so the step is split in two
 kinds of `tf.function`: `_gradients` (forward + backward for all trainable variables, one graph,
 traced and instantiated once and used by both steps) and two small update functions. The arch
 step thereby also computes weight gradients it does not use; measured, that costs less than
 building and instantiating a second large graph.
+
+`run_search` is the loop (checkpoints, progress, TensorBoard, SIGTERM, divergence);
+`export_architecture` writes what the search has found so far (arch.npz, genotype.json,
+architecture.png), every `export_every` steps and at the end; `decode_checkpoint` does the same
+from any workdir's latest checkpoint without training.
 """
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import math
 import os
+import typing
 
 import gin
 import keras
@@ -22,11 +32,18 @@ import numpy as np
 import tensorflow as tf
 
 from official.autodeeplab.data import input_pipeline
+from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import supernet
 from official.autodeeplab.search import decode
+from official.autodeeplab.search import genotype as genotype_lib
+from official.autodeeplab.search import space
+from official.autodeeplab.training import evaluation
 from official.autodeeplab.training import losses
 from official.autodeeplab.training import optimization
+from official.autodeeplab.training import run_state
 from official.autodeeplab.utils import visualize
+
+SUPERNET_FILE = 'supernet.json'  # what the supernet of a search workdir is (to rebuild it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +59,11 @@ class SearchConfig:
     weight_decay: L2 on the weights, added to the gradient.
     arch_lr: Adam learning rate of alpha and beta.
     arch_weight_decay: L2 on alpha and beta, added to the gradient.
+    arch_beta_1: Adam's first-moment decay for alpha and beta. The paper names Adam with its
+      learning rate and weight decay only; the PyTorch reimplementation keeps PyTorch's defaults
+      (0.9, 0.999), which are also TensorFlow's, so those are used here. DARTS uses 0.5: faster
+      reacting architecture updates; set it here to follow DARTS.
+    arch_beta_2: Adam's second-moment decay.
   """
   total_steps: int = 1000
   arch_start_step: int = 500
@@ -51,6 +73,52 @@ class SearchConfig:
   weight_decay: float = 3e-4
   arch_lr: float = 3e-3
   arch_weight_decay: float = 1e-3
+  arch_beta_1: float = 0.9
+  arch_beta_2: float = 0.999
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchData:
+  """The search's input (paper sec. 5.1: 321x321 random crops of half-resolution images, batch 2).
+
+  Attributes:
+    crop_size: square random crop.
+    batch_size: global batch of each step (trainA for the weights, trainB for the architecture).
+    min_scale: random scale range before cropping; 1.0 / 1.0 (none) is the paper's protocol, any
+      other range an explicit extra augmentation.
+    max_scale: see min_scale.
+  """
+  crop_size: int = 321
+  batch_size: int = 2
+  min_scale: float = 1.0
+  max_scale: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+  """How often the loop reports, saves and exports (steps).
+
+  Attributes:
+    log_every: progress line and TensorBoard scalars (losses, trainB mIoU, images/s).
+    checkpoint_every: checkpoints (the last step is always saved).
+    export_every: genotype.json, architecture.png, arch.npz and TensorBoard images of softmax(alpha)
+      and the transition probabilities, plus the decoded architecture as text.
+  """
+  log_every: int = 10
+  checkpoint_every: int = 100
+  export_every: int = 500
+
+
+class StepOutput(typing.NamedTuple):
+  """What one search step reports: the batch loss, how many logits were not finite, and the
+  predicted classes of each replica's batch."""
+  loss: float
+  nonfinite: int
+  predictions: typing.Any
+
+
+class DivergedError(UserInputError):
+  """The loss or the logits stopped being finite; the message names the step."""
 
 
 class SearchTask:
@@ -75,7 +143,8 @@ class SearchTask:
       schedule = optimization.cosine_schedule(config.weight_lr, config.total_steps,
                                               config.weight_lr_min)
       self.weight_optimizer = optimization.sgd(schedule, config.weight_momentum)
-      self.arch_optimizer = keras.optimizers.Adam(config.arch_lr)
+      self.arch_optimizer = keras.optimizers.Adam(config.arch_lr, beta_1=config.arch_beta_1,
+                                                  beta_2=config.arch_beta_2)
       # Slots before any trace: creating them inside a traced step is slow and retraces.
       self.weight_optimizer.build(self.model.weight_variables)
       self.arch_optimizer.build(self.model.arch_variables)
@@ -98,7 +167,10 @@ class SearchTask:
       with tf.GradientTape() as tape:
         logits = self.model(images, training=True)
         loss = losses.segmentation_loss(labels, logits, self.strategy.num_replicas_in_sync)
-      return loss, tape.gradient(loss, self._variables)
+      # TensorFlow's cross-entropy of NaN logits can come out finite: count them as well.
+      nonfinite = tf.reduce_sum(tf.cast(~tf.math.is_finite(logits), tf.float32))
+      predictions = tf.argmax(logits, -1, output_type=tf.int32)
+      return loss, nonfinite, predictions, tape.gradient(loss, self._variables)
     return self.strategy.run(fn, args=(images, labels))
 
   def _update_fn(self, optimizer, variables, weight_decay):
@@ -112,80 +184,199 @@ class SearchTask:
       self.strategy.run(replica_update, args=(grads,))
     return update
 
-  def _loss(self, loss):
-    return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None))
+  def _output(self, loss, nonfinite, predictions) -> StepOutput:
+    total = lambda x: float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None))
+    return StepOutput(total(loss), int(total(nonfinite)), predictions)
 
-  def weight_step(self, images, labels) -> float:
-    """One SGD step on the weights with a trainA batch; returns the batch loss."""
-    loss, grads = self._gradients(images, labels)
+  def weight_step(self, images, labels) -> StepOutput:
+    """One SGD step on the weights with a trainA batch."""
+    loss, nonfinite, predictions, grads = self._gradients(images, labels)
     self._apply_weights(grads[:self._num_weights])
     self.step.assign_add(1)
-    return self._loss(loss)
+    return self._output(loss, nonfinite, predictions)
 
-  def arch_step(self, images, labels) -> float:
-    """One Adam step on alpha and beta with a trainB batch; returns the batch loss."""
-    loss, grads = self._gradients(images, labels)
+  def arch_step(self, images, labels) -> StepOutput:
+    """One Adam step on alpha and beta with a trainB batch."""
+    loss, nonfinite, predictions, grads = self._gradients(images, labels)
     self._apply_arch(grads[self._num_weights:])
-    return self._loss(loss)
+    return self._output(loss, nonfinite, predictions)
 
   def arch_active(self) -> bool:
     return int(self.step.numpy()) >= self.config.arch_start_step
 
 
+def export_architecture(model: supernet.Supernet, workdir: str,
+                        step: int) -> genotype_lib.Genotype:
+  """Writes what the search has found at `step`, each file atomically: `arch.npz` (raw alpha,
+  beta and the transition probabilities), `genotype.json` (cell + Viterbi path) and
+  `architecture.png`. Returns the genotype."""
+  alpha, beta = (v.numpy() for v in model.arch_variables)
+  transitions = decode.transition_probabilities(beta)
+  arch_path = os.path.join(workdir, 'arch.npz')
+  tmp = f'{arch_path}.tmp-{os.getpid()}.npz'
+  np.savez(tmp, alpha=alpha, beta=beta, transition_probabilities=transitions, step=step)
+  os.replace(tmp, arch_path)
+  found = decode.decode(alpha, beta, model.num_blocks)
+  found.to_json(os.path.join(workdir, 'genotype.json'))
+  visualize.plot_architecture(found, os.path.join(workdir, 'architecture.png'), transitions,
+                              f'search step {step}')
+  return found
+
+
+def _heatmap_png(values: np.ndarray, title: str, xlabels, ylabel: str) -> bytes:
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+  fig, ax = plt.subplots(figsize=(max(4, 0.6 * values.shape[1] + 2), max(3, 0.3 * len(values))))
+  image = ax.imshow(values, cmap='viridis', vmin=0, vmax=1, aspect='auto')
+  ax.set_xticks(range(values.shape[1]), xlabels, rotation=45, ha='right', fontsize=7)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=9)
+  fig.colorbar(image, ax=ax)
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=90)
+  plt.close(fig)
+  return buffer.getvalue()
+
+
+def architecture_summaries(model: supernet.Supernet, found: genotype_lib.Genotype,
+                           step: int) -> None:
+  """TensorBoard: softmax(alpha) [edges x ops] and the transition probabilities [layers x (level,
+  transition)] as heatmaps, and the decoded architecture as text (in the default writer)."""
+  alpha = tf.nn.softmax(model.alpha).numpy()
+  transitions = model.transition_probabilities().numpy().reshape(model.num_layers, -1)
+  columns = [f'{k}:{t}' for k in range(model.num_levels) for t in space.TRANSITIONS]
+  for name, values, xlabels, ylabel in (
+      ('architecture/softmax_alpha', alpha, space.PRIMITIVES, 'edge'),
+      ('architecture/transition_probabilities', transitions, columns, 'layer')):
+    png = _heatmap_png(values, f'{name.split("/")[1]} at step {step}', xlabels, ylabel)
+    tf.summary.image(name, tf.io.decode_png(png, channels=3)[tf.newaxis], step=step)
+  tf.summary.text('architecture/decoded', '    ' + found.describe().replace('\n', '\n    '),
+                  step=step)
+
+
+def _local(strategy, value) -> np.ndarray:
+  return np.concatenate([v.numpy().reshape(-1) for v in strategy.experimental_local_results(value)])
+
+
 def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Dataset,
-               num_steps: int, workdir: str, log_every: int = 10,
-               checkpoint_every: int = 100, log=print,
-               shard_files: list[str] | None = None) -> dict:
-  """The search loop: alternate weight / arch steps, checkpoint, log, decode at the end.
+               num_steps: int, workdir: str, settings: LoopSettings = LoopSettings(),
+               log=print, shard_files: list[str] | None = None, images_per_step: int = 2,
+               steps_per_epoch: int | None = None, description: dict | None = None,
+               operative_config: str | None = None) -> dict:
+  """The search loop: alternate weight / arch steps until `num_steps`.
 
   Resumes from the latest checkpoint in `workdir/checkpoints` (weights, alpha/beta, both
-  optimisers, the step and both data iterators), writes TensorBoard scalars to
-  `workdir/tensorboard`, and at the end `workdir/arch.npz` (raw alpha, beta and the normalised
-  transition probabilities), `workdir/genotype.json` and `workdir/architecture.png`. Given `shard_files`, a corrupt shard
-  is named in a UserInputError instead of TensorFlow's "corrupted record at N".
+  optimisers, the step and, on one replica, both data iterators); a checkpoint of another
+  supernet is refused with one line (run_state.restore). Writes TensorBoard events to
+  `workdir/tensorboard` and a progress line every `log_every` steps (step, epoch, both losses,
+  trainB mIoU of the arch steps' predictions since the last line, images/s, ETA), checkpoints every
+  `checkpoint_every` steps, and `export_architecture` + architecture summaries every
+  `export_every` steps and at the end. On SIGTERM it checkpoints and raises
+  `run_state.Preempted`; a non-finite loss or logits raise `DivergedError` before anything of that
+  step is saved. `description` goes to `workdir/supernet.json` (checked on resume), the operative
+  gin config to `workdir/operative_config.gin`. Given `shard_files`, a corrupt shard is named.
   """
-
   iter_a, iter_b = iter(task.strategy.experimental_distribute_dataset(train_a)), iter(
       task.strategy.experimental_distribute_dataset(train_b))
   checkpoint = task.checkpoint()
   if task.strategy.num_replicas_in_sync == 1:  # distributed iterators cannot be checkpointed
     checkpoint.iterator_a, checkpoint.iterator_b = iter_a, iter_b
-  manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, 'checkpoints'), 3)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  workdir_here = run_state.worker_workdir(task.strategy, workdir)
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir_here,
+                                                                run_state.CHECKPOINT_DIR), 3)
+  if run_state.restore(checkpoint, manager.latest_checkpoint, workdir):
     log(f'[search] resumed from {manager.latest_checkpoint} at step {int(task.step.numpy())}')
-  writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
-  weight_loss, arch_loss = float('nan'), None  # no arch step before arch_start_step
-  while int(task.step.numpy()) < num_steps:
-    images, labels = input_pipeline.next_checked(iter_a, shard_files)
-    weight_loss = task.weight_step(images, labels)
-    if task.arch_active():
-      images, labels = input_pipeline.next_checked(iter_b, shard_files)
-      arch_loss = task.arch_step(images, labels)
-    step = int(task.step.numpy())
-    if step % log_every == 0 or step == num_steps:
-      with writer.as_default(step=step):
-        tf.summary.scalar('loss/trainA', weight_loss)
+  chief = workdir_here == workdir
+  if chief and description is not None:
+    run_state.check_or_write_json(workdir, SUPERNET_FILE, description)
+  if chief and operative_config is not None:
+    run_state.write_text(os.path.join(workdir, 'operative_config.gin'), operative_config)
+  writer = tf.summary.create_file_writer(os.path.join(workdir_here, 'tensorboard'))
+  meter = run_state.ProgressMeter(num_steps, images_per_step)
+  confusion = np.zeros([task.model.num_classes] * 2, np.int64)
+  weight_loss, arch_loss, step = math.nan, None, int(task.step.numpy())
+  found = None
+  with run_state.StopOnSigterm() as stop, writer.as_default():
+    while step < num_steps:
+      images, labels = input_pipeline.next_checked(iter_a, shard_files)
+      out_a = task.weight_step(images, labels)
+      weight_loss, step = out_a.loss, int(task.step.numpy())
+      _check_finite(out_a, step, 'trainA', manager)
+      if task.arch_active():
+        images, labels = input_pipeline.next_checked(iter_b, shard_files)
+        out_b = task.arch_step(images, labels)
+        arch_loss = out_b.loss
+        _check_finite(out_b, step, 'trainB', manager)
+        confusion += _confusion(_local(task.strategy, labels),
+                                _local(task.strategy, out_b.predictions), confusion.shape[0])
+      if step % settings.log_every == 0 or step == num_steps:
+        speed = meter.report(step)
+        miou = evaluation.scores(confusion)['miou'] if confusion.any() else None
+        confusion[:] = 0
+        tf.summary.scalar('loss/trainA', weight_loss, step=step)
         if arch_loss is not None:
-          tf.summary.scalar('loss/trainB', arch_loss)
-        tf.summary.scalar('learning_rate', task.weight_optimizer.learning_rate)
-      arch_text = 'not started' if arch_loss is None else f'{arch_loss:.4f}'
-      log(f'[search] step {step}/{num_steps} loss(trainA) {weight_loss:.4f} '
-          f'loss(trainB) {arch_text}')
-    if step % checkpoint_every == 0 or step == num_steps:
-      manager.save(checkpoint_number=step)
-  alpha, beta = (v.numpy() for v in task.model.arch_variables)
-  arch_path = os.path.join(workdir, 'arch.npz')
-  np.savez(arch_path + '.tmp.npz', alpha=alpha, beta=beta,
-           transition_probabilities=decode.transition_probabilities(beta))
-  os.replace(arch_path + '.tmp.npz', arch_path)
-  genotype = decode.decode(alpha, beta, task.model.num_blocks)
-  genotype.to_json(os.path.join(workdir, 'genotype.json'))
-  visualize.plot_architecture(genotype, os.path.join(workdir, 'architecture.png'),
-                              decode.transition_probabilities(beta),
-                              f'search step {int(task.step.numpy())}')
-  return {'step': int(task.step.numpy()), 'loss_trainA': weight_loss, 'loss_trainB': arch_loss,
-          'genotype': genotype}
+          tf.summary.scalar('loss/trainB', arch_loss, step=step)
+        if miou is not None:
+          tf.summary.scalar('miou/trainB', miou, step=step)
+        tf.summary.scalar('learning_rate', task.weight_optimizer.learning_rate, step=step)
+        if meter.images_per_s():
+          tf.summary.scalar('images_per_s', meter.images_per_s(), step=step)
+        epoch = f' epoch {step / steps_per_epoch:.2f}' if steps_per_epoch else ''
+        arch_text = 'not started' if arch_loss is None else f'{arch_loss:.4f}'
+        miou_text = '' if miou is None else f' mIoU(trainB) {100 * miou:.1f}'
+        log(f'[search] step {step}/{num_steps}{epoch} loss(trainA) {weight_loss:.4f} '
+            f'loss(trainB) {arch_text}{miou_text}{speed}')
+      if step % settings.checkpoint_every == 0 or step == num_steps or stop.requested:
+        manager.save(checkpoint_number=step)
+      if chief and (step % settings.export_every == 0 or step == num_steps or stop.requested):
+        found = export_architecture(task.model, workdir, step)
+        architecture_summaries(task.model, found, step)
+        writer.flush()
+      if stop.requested:
+        raise run_state.Preempted(
+            f'[search] SIGTERM at step {step}: checkpoint {manager.latest_checkpoint} written; '
+            'rerun the same command to resume')
+    if found is None and chief:  # resumed at the end, or nothing left to do
+      found = export_architecture(task.model, workdir, step)
+      architecture_summaries(task.model, found, step)
+  writer.flush()
+  return {'step': step, 'loss_trainA': weight_loss, 'loss_trainB': arch_loss, 'genotype': found}
+
+
+def _check_finite(out: StepOutput, step: int, half: str, manager) -> None:
+  if math.isfinite(out.loss) and not out.nonfinite:
+    return
+  kept = manager.latest_checkpoint or 'none (no checkpoint was written yet)'
+  raise DivergedError(
+      f'step {step}: the {half} loss is not finite ({out.loss}, {out.nonfinite} NaN/inf logits); '
+      f'search stopped, nothing of this step saved, last checkpoint kept: {kept}. Lower '
+      'search_config.weight_lr / arch_lr')
+
+
+def _confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+  valid = labels != input_pipeline.IGNORE_LABEL
+  index = labels[valid].astype(np.int64) * num_classes + predictions[valid]
+  return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def decode_checkpoint(workdir: str) -> tuple[genotype_lib.Genotype, np.ndarray, int]:
+  """(genotype, transition probabilities, step) of a search workdir's latest checkpoint, without
+  training: the supernet is rebuilt from `supernet.json` and only restored."""
+  description = run_state.read_json(workdir, SUPERNET_FILE, 'is it a tools.search workdir?')
+  path = run_state.latest_checkpoint(workdir)
+  try:
+    model = supernet.Supernet(**{k: int(description[k]) for k in (
+        'num_classes', 'num_layers', 'num_blocks', 'filter_multiplier')})
+  except (KeyError, TypeError, ValueError) as e:
+    raise UserInputError(f'{os.path.join(workdir, SUPERNET_FILE)}: unreadable ({e})') from None
+  model.build((None, None, None, 3))
+  step = tf.Variable(0, dtype=tf.int64)
+  run_state.restore(tf.train.Checkpoint(model=model, step=step), path, workdir, partial=True)
+  alpha, beta = (v.numpy() for v in model.arch_variables)
+  return (decode.decode(alpha, beta, model.num_blocks), decode.transition_probabilities(beta),
+          int(step.numpy()))
 
 
 # gin configures these factories (not the Keras classes: gin on a Keras 3 Layer subclass breaks).
@@ -201,3 +392,16 @@ def build_supernet(num_classes: int, num_layers: int = 12, num_blocks: int = 5,
 def search_config(**overrides) -> SearchConfig:
   """SearchConfig with the paper's defaults, overridden by gin bindings."""
   return dataclasses.replace(SearchConfig(), **overrides)
+
+
+@gin.configurable
+def search_data(**overrides) -> SearchData:
+  """SearchData with the paper's protocol (crop 321, batch 2, no scale jitter), overridden by gin
+  bindings."""
+  return dataclasses.replace(SearchData(), **overrides)
+
+
+@gin.configurable
+def loop_settings(**overrides) -> LoopSettings:
+  """How often the search loop logs, checkpoints and exports, overridden by gin bindings."""
+  return dataclasses.replace(LoopSettings(), **overrides)

@@ -161,55 +161,64 @@ def run_training(task: TrainTask, dataset: tf.data.Dataset, workdir: str,
   continues exactly where it stopped) and TensorBoard events to `workdir/tensorboard`: the loss,
   L2 loss, learning rate and images/s every `log_every` steps, and every `image_summary_every`
   steps a few training crops beside their ground truth and prediction. A NaN or infinite loss
-  stops the run with `NonFiniteLossError` before anything of that step is saved.
+  stops the run with `NonFiniteLossError` before anything of that step is saved; SIGTERM
+  checkpoints the current step and raises `run_state.Preempted`. Under a multi-worker strategy only
+  the chief writes the workdir (`run_state.worker_workdir`).
   """
   config = task.config
   iterator = iter(task.strategy.experimental_distribute_dataset(dataset))
   checkpoint = task.checkpoint()
   if task.strategy.num_replicas_in_sync == 1:  # distributed iterators cannot be checkpointed
     checkpoint.iterator = iterator
-  manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, run_state.CHECKPOINT_DIR),
-                                       config.max_checkpoints)
+  workdir_here = run_state.worker_workdir(task.strategy, workdir)
+  manager = tf.train.CheckpointManager(
+      checkpoint, os.path.join(workdir_here, run_state.CHECKPOINT_DIR), config.max_checkpoints)
   if run_state.restore(checkpoint, manager.latest_checkpoint, workdir):
     log(f'[train] resumed from {manager.latest_checkpoint} at step {int(task.step.numpy())}')
-  if description is not None:
+  if description is not None and workdir_here == workdir:
     run_state.check_or_write_model(workdir, description)
-  if operative_config is not None:
+  if operative_config is not None and workdir_here == workdir:
     run_state.write_text(os.path.join(workdir, 'operative_config.gin'), operative_config)
-  writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+  writer = tf.summary.create_file_writer(os.path.join(workdir_here, 'tensorboard'))
   palette = visualize.label_palette(palette)
   meter = run_state.ProgressMeter(config.total_steps, config.batch_size)
   cross_entropy = l2 = math.nan
   last_step = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
-  while int(task.step.numpy()) < last_step:
-    images, labels = input_pipeline.next_checked(iterator, shard_files)
-    cross_entropy_t, l2_t, nonfinite, predictions = task.train_step(images, labels)
-    cross_entropy, l2 = float(cross_entropy_t), float(l2_t)
-    step = int(task.step.numpy())
-    if not math.isfinite(cross_entropy + l2) or float(nonfinite):
-      kept = manager.latest_checkpoint or 'none (no checkpoint was written yet)'
-      raise NonFiniteLossError(
-          f'step {step}: the loss is not finite (cross-entropy {cross_entropy}, L2 {l2}, '
-          f'{int(float(nonfinite))} NaN/inf logits); training stopped, nothing of this step '
-          f'saved, last checkpoint kept: {kept}. Lower train_config.learning_rate or add '
-          'warm-up (train_config.warmup_steps)')
-    if step % config.log_every == 0 or step == last_step or step == 1:
-      progress = meter.report(step)
-      with writer.as_default(step=step):
-        tf.summary.scalar('loss/cross_entropy', cross_entropy)
-        tf.summary.scalar('loss/l2', l2)
-        tf.summary.scalar('learning_rate', task.learning_rate())
-        if meter.images_per_s():
-          tf.summary.scalar('images_per_s', meter.images_per_s())
-      log(f'[train] {progress} loss {cross_entropy + l2:.4f} (cross-entropy '
-          f'{cross_entropy:.4f}, L2 {l2:.4f}) lr {task.learning_rate():.5f}')
-    if step % config.image_summary_every == 0 or step == 1:
-      local = task.strategy.experimental_local_results
-      with writer.as_default(step=step):
-        tf.summary.image('train/image | ground truth | prediction', visualize.side_by_side(
-            local(images)[0], local(labels)[0], local(predictions)[0], palette), max_outputs=3)
-    if step % config.checkpoint_every == 0 or step == last_step:
-      manager.save(checkpoint_number=step)
+  with run_state.StopOnSigterm() as stop:
+    while int(task.step.numpy()) < last_step:
+      images, labels = input_pipeline.next_checked(iterator, shard_files)
+      cross_entropy_t, l2_t, nonfinite, predictions = task.train_step(images, labels)
+      cross_entropy, l2 = float(cross_entropy_t), float(l2_t)
+      step = int(task.step.numpy())
+      if not math.isfinite(cross_entropy + l2) or float(nonfinite):
+        kept = manager.latest_checkpoint or 'none (no checkpoint was written yet)'
+        raise NonFiniteLossError(
+            f'step {step}: the loss is not finite (cross-entropy {cross_entropy}, L2 {l2}, '
+            f'{int(float(nonfinite))} NaN/inf logits); training stopped, nothing of this step '
+            f'saved, last checkpoint kept: {kept}. Lower train_config.learning_rate or add '
+            'warm-up (train_config.warmup_steps)')
+      if step % config.log_every == 0 or step == last_step or step == 1:
+        speed = meter.report(step)
+        with writer.as_default(step=step):
+          tf.summary.scalar('loss/cross_entropy', cross_entropy)
+          tf.summary.scalar('loss/l2', l2)
+          tf.summary.scalar('learning_rate', task.learning_rate())
+          if meter.images_per_s():
+            tf.summary.scalar('images_per_s', meter.images_per_s())
+        log(f'[train] step {step}/{config.total_steps} loss {cross_entropy + l2:.4f} '
+            f'(cross-entropy {cross_entropy:.4f}, L2 {l2:.4f}) lr '
+            f'{task.learning_rate():.5f}{speed}')
+      if step % config.image_summary_every == 0 or step == 1:
+        local = task.strategy.experimental_local_results
+        with writer.as_default(step=step):
+          tf.summary.image('train/image | ground truth | prediction', visualize.side_by_side(
+              local(images)[0], local(labels)[0], local(predictions)[0], palette), max_outputs=3)
+      if step % config.checkpoint_every == 0 or step == last_step or stop.requested:
+        manager.save(checkpoint_number=step)
+      if stop.requested:
+        raise run_state.Preempted(
+            f'[train] SIGTERM at step {step}: checkpoint {manager.latest_checkpoint} written; '
+            'rerun the same command to resume')
   writer.flush()
   return {'step': int(task.step.numpy()), 'cross_entropy': cross_entropy, 'l2': l2,
           'checkpoint': manager.latest_checkpoint}
