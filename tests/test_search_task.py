@@ -15,22 +15,10 @@ from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.training import distribute
 from official.autodeeplab.training import run_state
 from official.autodeeplab.training import search_task
-from tests.conftest import copy_checkpoint
+from tests.search_helpers import datasets
+from tests.search_helpers import tiny_task
 
 distribute.disable_graph_optimizer()  # as the tools run
-
-
-def tiny_task(total_steps=4, arch_start_step=1):
-  keras.utils.set_random_seed(0)  # the Keras-initialised stem and heads
-  config = search_task.SearchConfig(total_steps=total_steps, arch_start_step=arch_start_step)
-  return search_task.SearchTask(
-      lambda: search_task.build_supernet(3, num_layers=3, filter_multiplier=2), config)
-
-
-def datasets(seed=0):
-  images, labels = synthetic.arrays(4, 40, 40, 3, seed)
-  return (input_pipeline.from_arrays(images[:2], labels[:2], 2, 33, seed=1),
-          input_pipeline.from_arrays(images[2:], labels[2:], 2, 33, seed=2))
 
 
 @pytest.fixture(scope='module')
@@ -61,36 +49,6 @@ def test_weight_step_moves_only_weights_and_arch_step_only_arch(task):
   # BN moving averages are not trainable; trainable weights stay put in an arch step.
   assert not any(changed(weights, model.weight_variables))
   assert task._gradients.experimental_get_tracing_count() == 1  # one traced graph for both
-
-
-@pytest.mark.slow
-def test_resume_is_exact(tmp_path):
-  """4 steps straight == a fresh process that resumes from that run's step-3 checkpoint."""
-  straight = tiny_task()
-  a, b = datasets()
-  search_task.run_search(straight, a, b, 4, str(tmp_path / 'straight'),
-                         search_task.LoopSettings(checkpoint_every=3), log=lambda *_: None)
-  copy_checkpoint(str(tmp_path / 'straight' / 'checkpoints'), 3,
-                  str(tmp_path / 'resumed' / 'checkpoints'))
-  second = tiny_task()
-  a, b = datasets()
-  logs = []
-  result = search_task.run_search(second, a, b, 4, str(tmp_path / 'resumed'), log=logs.append)
-  assert any('resumed from' in line and 'at step 3' in line for line in logs)
-  assert result['step'] == 4
-  # The whole bilevel state: every model variable (BN moving averages too), both optimisers.
-  for x, y in zip(straight.model.variables + straight.weight_optimizer.variables
-                  + straight.arch_optimizer.variables,
-                  second.model.variables + second.weight_optimizer.variables
-                  + second.arch_optimizer.variables):
-    np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-5, atol=1e-6, err_msg=x.path)
-  saved = Genotype.from_json(tmp_path / 'resumed' / 'genotype.json')
-  assert saved.num_layers == 3
-  arch = np.load(tmp_path / 'resumed' / 'arch.npz')
-  np.testing.assert_allclose(arch['alpha'], second.model.alpha.numpy())
-  assert os.listdir(tmp_path / 'resumed' / 'tensorboard')
-  assert (tmp_path / 'resumed' / 'architecture.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-
 
 
 def events(directory):
