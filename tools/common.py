@@ -22,14 +22,29 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from official.autodeeplab.errors import Preempted  # noqa: E402
 from official.autodeeplab.errors import UserInputError  # noqa: E402
 
 EXIT_BAD_INPUT = 2
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
 
 
 def define_gin_flags() -> None:
   flags.DEFINE_multi_string('gin_file', [], 'Gin config file(s), applied in order.')
   flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings, e.g. "search.num_layers = 4".')
+
+
+def positive_flag_bindings(flag_values, flag_to_binding: dict[str, str]) -> list[str]:
+  """The flags given on the command line as gin bindings (applied after the gin files, so flags
+  override them); each must be a positive integer."""
+  bindings = []
+  for flag, binding in flag_to_binding.items():
+    value = getattr(flag_values, flag)
+    if value is not None:
+      if value < 1:
+        raise UserInputError(f'--{flag}={value}: must be positive')
+      bindings.append(f'{binding} = {value}')
+  return bindings
 
 
 def parse_gin(gin_files, gin_bindings) -> None:
@@ -88,7 +103,8 @@ class _DropDeprecations(logging.Filter):
 
 def run(main: Callable[[list[str]], None]) -> None:
   """absl.app.run with quiet TensorFlow start-up, turning UserInputError into `error: ...` on
-  stderr and exit code 2."""
+  stderr and exit code 2, and a preempted run (SIGTERM, checkpointed) into its message and exit
+  code 143."""
   filter_native_stderr()
 
   def wrapped(argv):
@@ -97,6 +113,9 @@ def run(main: Callable[[list[str]], None]) -> None:
     absl_logging.get_absl_handler().addFilter(_DropDeprecations())
     try:
       main(argv)
+    except Preempted as e:
+      print(e, flush=True)
+      sys.exit(EXIT_PREEMPTED)
     except UserInputError as e:
       print(f'error: {e}', file=sys.stderr)
       # Nothing after the one line: no warnings from objects torn down on the way out.

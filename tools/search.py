@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 
 from absl import flags
 
@@ -45,22 +44,10 @@ flags.DEFINE_integer('export_every', None, 'Steps between genotype/plot/TensorBo
 flags.DEFINE_integer('seed', 0, 'Data seed.')
 flags.mark_flag_as_required('workdir')
 
-EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
-
-
-def _flag_bindings() -> list[str]:
-  bindings = []
-  for flag, binding in (('crop_size', 'search_data.crop_size'),
-                        ('batch_size', 'search_data.batch_size'),
-                        ('log_every', 'loop_settings.log_every'),
-                        ('checkpoint_every', 'loop_settings.checkpoint_every'),
-                        ('export_every', 'loop_settings.export_every')):
-    value = getattr(FLAGS, flag)
-    if value is not None:
-      if value < 1:
-        raise common.UserInputError(f'--{flag}={value}: must be positive')
-      bindings.append(f'{binding} = {value}')
-  return bindings
+FLAG_BINDINGS = {'crop_size': 'search_data.crop_size', 'batch_size': 'search_data.batch_size',
+                 'log_every': 'loop_settings.log_every',
+                 'checkpoint_every': 'loop_settings.checkpoint_every',
+                 'export_every': 'loop_settings.export_every'}
 
 
 def main(argv):
@@ -70,11 +57,10 @@ def main(argv):
       raise common.UserInputError(f'--{name}={getattr(FLAGS, name)}: must be at least 2')
   if FLAGS.num_steps is not None and FLAGS.num_steps < 1:
     raise common.UserInputError(f'--num_steps={FLAGS.num_steps}: must be positive')
-  bindings = _flag_bindings()
+  bindings = common.positive_flag_bindings(FLAGS, FLAG_BINDINGS)
   from official.autodeeplab.data import input_pipeline
   from official.autodeeplab.data.converters import synthetic
   from official.autodeeplab.training import distribute
-  from official.autodeeplab.training import run_state
   from official.autodeeplab.training import search_task  # registers the gin configurables
   common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + bindings)
   config, data, settings = (search_task.search_config(), search_task.search_data(),
@@ -122,16 +108,12 @@ def main(argv):
         f'{half_sizes[0]}/{half_sizes[1]} images, on {strategy.num_replicas_in_sync} replica(s); '
         f'workdir {FLAGS.workdir}', flush=True)
   os.makedirs(FLAGS.workdir, exist_ok=True)
-  try:
-    result = search_task.run_search(
-        task, train_a, train_b, num_steps, FLAGS.workdir, settings,
-        log=lambda line: print(line, flush=True), shard_files=files,
-        images_per_step=data.batch_size * (2 if config.arch_start_step < num_steps else 1),
-        steps_per_epoch=math.ceil(half_sizes[0] / data.batch_size), description=description,
-        operative_config=gin.operative_config_str())
-  except run_state.Preempted as e:
-    print(e, flush=True)
-    sys.exit(EXIT_PREEMPTED)
+  result = search_task.run_search(
+      task, train_a, train_b, num_steps, FLAGS.workdir, settings,
+      log=lambda line: print(line, flush=True), shard_files=files,
+      images_per_step=data.batch_size * (2 if config.arch_start_step < num_steps else 1),
+      steps_per_epoch=math.ceil(half_sizes[0] / data.batch_size), description=description,
+      operative_config=gin.operative_config_str())
   if result['genotype'] is not None:  # the chief's
     print(f'[search] done at step {result["step"]}; genotype written to '
           f'{os.path.join(FLAGS.workdir, "genotype.json")}:')

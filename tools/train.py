@@ -15,7 +15,6 @@ Writes `model.json` (what `tools.evaluate` and `tools.export` rebuild), `operati
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import flags
 
@@ -40,21 +39,14 @@ flags.DEFINE_string('tpu', '', 'TPU address for --strategy=tpu.')
 flags.DEFINE_integer('seed', 0, 'Initialisation and data seed.')
 flags.mark_flags_as_required(['workdir', 'tfrecord_dir'])
 
-EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+FLAG_BINDINGS = {'num_steps': 'train_config.total_steps', 'batch_size': 'train_config.batch_size',
+                 'crop_size': 'train_config.crop_size',
+                 'filter_multiplier': 'retrain_model.filter_multiplier'}
 
 
 def _flag_bindings() -> list[str]:
   """Flags given on the command line, as gin bindings applied after the gin files."""
-  bindings = []
-  for flag, binding in (('num_steps', 'train_config.total_steps'),
-                        ('batch_size', 'train_config.batch_size'),
-                        ('crop_size', 'train_config.crop_size'),
-                        ('filter_multiplier', 'retrain_model.filter_multiplier')):
-    value = getattr(FLAGS, flag)
-    if value is not None:
-      if value < 1:
-        raise common.UserInputError(f'--{flag}={value}: must be positive')
-      bindings.append(f'{binding} = {value}')
+  bindings = common.positive_flag_bindings(FLAGS, FLAG_BINDINGS)
   if FLAGS.model_size is not None:
     sizes.resolve_filter_multiplier(FLAGS.model_size)
     bindings.append(f'retrain_model.model_size = "{FLAGS.model_size}"')
@@ -94,13 +86,9 @@ def main(argv):
         f'F={model.filter_multiplier}, {config.total_steps} steps of batch {config.batch_size} '
         f'at crop {config.crop_size} on {strategy.num_replicas_in_sync} replica(s); '
         f'workdir {FLAGS.workdir}', flush=True)
-  try:
-    result = train_task.run_training(
-        task, dataset, FLAGS.workdir, description, spec.palette, shard_files=files,
-        log=lambda line: print(line, flush=True), operative_config=gin.operative_config_str())
-  except run_state.Preempted as e:
-    print(e, flush=True)
-    sys.exit(EXIT_PREEMPTED)
+  result = train_task.run_training(
+      task, dataset, FLAGS.workdir, description, spec.palette, shard_files=files,
+      log=lambda line: print(line, flush=True), operative_config=gin.operative_config_str())
   print(f'[train] done at step {result["step"]}; checkpoint {result["checkpoint"]}\n'
         f'  evaluate: python -m tools.evaluate --workdir={FLAGS.workdir} '
         f'--tfrecord_dir={FLAGS.tfrecord_dir} --split=val')

@@ -7,3 +7,8 @@ one-line `error: ...` message and exit code 2 instead of a traceback.
 
 class UserInputError(ValueError):
   """Input that a user can fix: the message names the file or flag and what was expected."""
+
+
+class Preempted(Exception):
+  """A run asked to stop (SIGTERM) that has checkpointed; the message says where. The binaries
+  exit with code 143 (128 + SIGTERM), and rerunning them resumes."""

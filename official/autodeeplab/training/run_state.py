@@ -23,6 +23,7 @@ import time
 
 import tensorflow as tf
 
+from official.autodeeplab.errors import Preempted  # noqa: F401 (raised by the loops)
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.search import genotype as genotype_lib
@@ -205,10 +206,6 @@ def load_trained_model(workdir: str, checkpoint: str | None = None):
                                     filter_multiplier=description['filter_multiplier'])
   restore(tf.train.Checkpoint(model=model), path, workdir, partial=True)
   return model, description, path
-
-
-class Preempted(Exception):
-  """The run was asked to stop (SIGTERM) and has checkpointed; the message says where."""
 
 
 class StopOnSigterm:
