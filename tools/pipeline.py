@@ -97,7 +97,7 @@ def main(argv):
         f'(predicting the majority class: {100 * chance:.1f}), pixel accuracy '
         f'{100 * report["pixel_accuracy"]:.1f}\n'
         f'  predictions/               val masks and overlays\n'
-        f'  serving/{MODEL_NAME}/1/       the SavedModel (TF Serving layout)\n'
+        f'  {f"serving/{MODEL_NAME}/1/":<27}the SavedModel (TF Serving layout)\n'
         f'  predicted/                 new_image.png segmented by the exported model\n'
         f'Next:\n'
         f'  tensorboard --logdir {work}            (search and retrain curves, predicted masks)\n'
