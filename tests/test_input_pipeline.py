@@ -115,3 +115,12 @@ def test_evaluation_batches_keep_sizes_and_names(files):
   assert all(name.startswith(b'synthetic_') for name in batch['filename'].numpy())
   spec = input_pipeline.dataset_spec(os.path.dirname(files[0]), 'train')
   assert spec.name == 'synthetic' and spec.num_classes == 4
+
+
+def test_max_side_shrinks_before_the_random_scale():
+  image = tf.zeros([40, 80, 3], tf.uint8)
+  label = tf.ones([40, 80], tf.uint8)
+  images, labels = input_pipeline.augment(image, label, crop_size=48, min_scale=1.0,
+                                          max_scale=1.0, seed=[1, 2], max_side=40)
+  # 40x80 -> 20x40, padded to the 48 crop: labels 1 inside, 255 in the padding
+  assert (labels.numpy() == 1).sum() == 20 * 40

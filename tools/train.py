@@ -81,7 +81,8 @@ def main(argv):
                                             spec.name)
   dataset = input_pipeline.from_tfrecords(files, config.batch_size, config.crop_size,
                                           seed=FLAGS.seed, min_scale=config.min_scale,
-                                          max_scale=config.max_scale)
+                                          max_scale=config.max_scale,
+                                          max_side=config.max_image_side)
   print(f'[train] {spec.name} {FLAGS.split} ({len(files)} shards, {spec.num_classes} classes), '
         f'F={model.filter_multiplier}, {config.total_steps} steps of batch {config.batch_size} '
         f'at crop {config.crop_size} on {strategy.num_replicas_in_sync} replica(s); '

@@ -30,11 +30,17 @@ def normalize(image: tf.Tensor) -> tf.Tensor:
 
 
 def augment(image, label, crop_size: int, min_scale: float = 0.5, max_scale: float = 2.0,
-            seed=None):
+            seed=None, max_side: int | None = None):
   """Random scale (0.5-2.0), random crop to crop_size with padding (image: mean, label: 255),
-  random horizontal flip: the paper's training augmentation. Stateless given `seed` [2]."""
+  random horizontal flip: the paper's training augmentation. Stateless given `seed` [2].
+
+  `max_side`: first shrink the image so its longer side is at most this (ADE20K's 513, as the
+  paper and Google's DeepLab do for its images of varied sizes); the random scale applies after.
+  """
   seeds = tf.random.experimental.stateless_split(seed, 4)
   size = tf.cast(tf.shape(image)[:2], tf.float32)
+  if max_side:
+    size = size * tf.minimum(1.0, float(max_side) / tf.reduce_max(size))
   scale = tf.random.stateless_uniform([], seeds[0], min_scale, max_scale)
   new_size = tf.cast(tf.round(size * scale), tf.int32)
   image = tf.image.resize(tf.cast(image, tf.float32), new_size, method='bilinear')
@@ -168,7 +174,8 @@ def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
                    deterministic: bool = True, min_scale: float = 0.5, max_scale: float = 2.0,
                    shuffle_buffer: int = 256, eval_size: tuple[int, int] | None = None,
                    cycle_length: int = 8,
-                   halves: dict[str, int] | None = None) -> tf.data.Dataset:
+                   halves: dict[str, int] | None = None,
+                   max_side: int | None = None) -> tf.data.Dataset:
   """Batches of (images float32 [B, H, W, 3] in [-1, 1], labels int32 [B, H, W], 255 ignored).
 
   Args:
@@ -181,6 +188,7 @@ def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
       half each, by filename, independent of shard order and shuffling); None for all examples.
     halves: `split_in_halves(example_names(files))`, when already computed (it reads every
       record once).
+    max_side: training images are first shrunk so their longer side is at most this (`augment`).
     seed: shuffling and augmentation seed.
     deterministic: reproducible order of parallel reads and maps.
     min_scale: random scale range.
@@ -214,7 +222,7 @@ def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
     def train_map(features, pair_seed):
       decoded = example.decode(features)
       return augment(decoded['image'], decoded['label'], crop_size, min_scale, max_scale,
-                     seed=pair_seed)
+                     seed=pair_seed, max_side=max_side)
 
     ds = ds.map(train_map, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)

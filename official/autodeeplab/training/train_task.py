@@ -43,6 +43,8 @@ class TrainConfig:
     crop_size: square training crop (769 Cityscapes, 513 VOC / ADE20K).
     min_scale: random scale augmentation range.
     max_scale: see min_scale.
+    max_image_side: shrink training images so their longer side is at most this before the
+      random scale (513 for ADE20K in the paper; None: keep their size).
     learning_rate: poly schedule's initial learning rate.
     end_learning_rate: the rate at total_steps.
     lr_power: poly schedule's power.
@@ -58,6 +60,7 @@ class TrainConfig:
   crop_size: int = 769
   min_scale: float = 0.5
   max_scale: float = 2.0
+  max_image_side: int | None = None
   learning_rate: float = 0.05
   end_learning_rate: float = 0.0
   lr_power: float = 0.9
