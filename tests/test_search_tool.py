@@ -1,5 +1,6 @@
-"""The search binary and the search under a distribution strategy: bad input, corrupt shards,
-two MirroredStrategy replicas. (The binary's end-to-end run on TFRecords is in test_pipeline.)"""
+"""The search binary: bad input, corrupt shards, the paper's protocol in one gin file. (Its
+end-to-end run on TFRecords is in test_pipeline, under a multi-worker strategy in
+test_search_workers.)"""
 import os
 
 import pytest
@@ -17,40 +18,6 @@ def test_search_binary_bad_input(tool, tmp_path, args, message):
   lines = [l for l in result.stderr.strip().splitlines() if l.startswith('error:')]
   assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
-
-
-@pytest.mark.slow
-def test_search_on_two_replicas(tmp_path):
-  """MirroredStrategy over two logical CPUs: per-replica steps, all-reduced updates, resume data.
-
-  In a fresh process: logical devices must be set before TensorFlow initialises, and a second
-  MirroredStrategy in the test process could break its collectives."""
-  import subprocess
-  import sys
-  from tests.conftest import ROOT
-  code = f'''
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from official.autodeeplab.data import convert, input_pipeline
-from official.autodeeplab.training import distribute, search_task
-distribute.disable_graph_optimizer()
-convert.convert("synthetic", "{tmp_path}/data", "train", 2, num_examples=6, image_size=40,
-                num_classes=3, progress=False)
-files = input_pipeline.split_files("{tmp_path}/data", "train")
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-config = search_task.SearchConfig(total_steps=2, arch_start_step=1)
-task = search_task.SearchTask(
-    lambda: search_task.build_supernet(3, num_layers=3, filter_multiplier=2), config, strategy)
-a, b = (input_pipeline.from_tfrecords(files, 2, 33, half=h) for h in ("trainA", "trainB"))
-result = search_task.run_search(task, a, b, 2, "{tmp_path}/run", log=lambda *_: None)
-print("replicas", strategy.num_replicas_in_sync, "step", result["step"])
-'''
-  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '3'})
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'replicas 2 step 2' in result.stdout
-  assert (tmp_path / 'run' / 'genotype.json').exists()
 
 
 def test_search_binary_names_a_corrupt_shard(tool, tmp_path):
