@@ -29,8 +29,9 @@ def test_fused_cell_matches_reference(channels, num_blocks, num_paths):
   assert flat.shape == (layout.size,)
   with tf.GradientTape(persistent=True) as tape:
     tape.watch([h_prev, h_prev_prev])
-    fast = fused_cell.fused_cell(h_prev, h_prev_prev, tf.nn.softmax(alpha), layout.unpack(flat),
-                                 num_paths, num_blocks)
+    mixing = fused_cell.mixing_weights(tf.nn.softmax(alpha), num_blocks)
+    fast = fused_cell.fused_cell(h_prev, h_prev_prev, mixing, layout.unpack(flat), num_paths,
+                                 num_blocks)
     slow = reference()
     cotangent = tf.constant(rng.normal(size=fast.shape), tf.float32)
     fast_loss, slow_loss = tf.reduce_sum(fast * cotangent), tf.reduce_sum(slow * cotangent)

@@ -102,4 +102,4 @@ def test_recompute_gives_the_same_gradients(model_and_grads):
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, twin(images)))
   twin_grads = tape.gradient(loss, twin.trainable_variables)
   for v, a, b in zip(model.trainable_variables, twin_grads, model_grads):
-    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-3, err_msg=v.path)
+    np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-3, err_msg=v.path)

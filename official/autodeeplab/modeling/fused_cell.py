@@ -103,13 +103,45 @@ def cell_layout(channels: int, num_blocks: int = space.NUM_BLOCKS) -> KernelLayo
   return KernelLayout(_kernel_shapes(channels, num_blocks))
 
 
+def static_shape(x: tf.Tensor) -> list:
+  """x's shape as Python ints where they are known, else scalar tensors.
+
+  Reshapes to a known shape cost one constant in the graph instead of a Shape/StridedSlice/Concat
+  chain (and the while loop's gradient then needs no accumulator for the shape): during a search
+  the crop size is fixed, so every shape in the trellis is known when the step is traced.
+  """
+  static = x.shape.as_list()
+  if None not in static:
+    return static
+  dynamic = tf.shape(x)
+  return [dim if dim is not None else dynamic[i] for i, dim in enumerate(static)]
+
+
 def batch_norm(x: tf.Tensor, groups: int, epsilon: float) -> tf.Tensor:
-  """Non-affine BN with the batch moments of each of `groups` equal slices of the batch axis."""
-  shape = tf.shape(x)
-  grouped = tf.reshape(x, tf.concat([[groups, -1], shape[1:]], 0))
+  """Non-affine BN with the batch moments of each of `groups` equal slices of the batch axis.
+
+  The gradient is written out (dx = (dy - mean(dy) - y * mean(dy * y)) / std, per group and
+  channel): automatic differentiation of the moments gives ~4x the graph nodes, and the supernet
+  runs about 200 of these per layer.
+  """
+  shape = static_shape(x)
+  grouped_shape = [groups, -1, *shape[1:]]
   axes = [1, 2, 3]
-  mean, variance = tf.nn.moments(grouped, axes, keepdims=True)
-  return tf.reshape((grouped - mean) * tf.math.rsqrt(variance + epsilon), shape)
+
+  @tf.custom_gradient
+  def normalize(x):
+    grouped = tf.reshape(x, grouped_shape)
+    mean, variance = tf.nn.moments(grouped, axes, keepdims=True)
+    inv_std = tf.math.rsqrt(variance + epsilon)
+    y = (grouped - mean) * inv_std
+
+    def grad(dy):
+      dy = tf.reshape(dy, grouped_shape)
+      dx = inv_std * (dy - tf.reduce_mean(dy, axes, keepdims=True)
+                      - y * tf.reduce_mean(dy * y, axes, keepdims=True))
+      return tf.reshape(dx, shape)
+    return tf.reshape(y, shape), grad
+  return normalize(x)
 
 
 def _depthwise(x, kernel, dilation):
@@ -125,26 +157,40 @@ def _per_reader_pointwise(y, kernel, reader_major: bool):
   thirds of a search step. `reader_major`: y's channels are ordered (r, c), else (c, r).
   """
   readers, channels, outputs = kernel.shape
-  mask = tf.eye(readers)[:, tf.newaxis, :, tf.newaxis]            # [r, 1, s, 1]
-  blocks = kernel[:, :, tf.newaxis, :] * mask                       # [r, c, s, d]
+  mask = np.eye(readers, dtype=np.float32)[:, np.newaxis, :, np.newaxis]   # [r, 1, s, 1]
+  blocks = kernel[:, :, tf.newaxis, :] * mask                               # [r, c, s, d]
   if not reader_major:
-    blocks = tf.transpose(blocks, [1, 0, 2, 3])                     # [c, r, s, d]
+    blocks = tf.transpose(blocks, [1, 0, 2, 3])                             # [c, r, s, d]
   blocks = tf.reshape(blocks, [channels * readers, readers * outputs])
-  shape = tf.shape(y)
+  shape = static_shape(y)
   flat = tf.reshape(y, [-1, channels * readers])
-  return tf.reshape(tf.matmul(flat, blocks),
-                    tf.concat([shape[:3], [readers, outputs]], 0))
+  return tf.reshape(tf.matmul(flat, blocks), [*shape[:3], readers, outputs])
 
 
-def _state_edges(x, kernels, prefix, edge_weights, groups, epsilon):
+def mixing_weights(op_weights: tf.Tensor, num_blocks: int = space.NUM_BLOCKS) -> list[tf.Tensor]:
+  """softmax(alpha) [num_edges, num_ops] rearranged per source state, as the cell consumes it.
+
+  Element `state` is [7, R, 1]: the weights of the four conv ops then the three weight-free ops
+  (`_CONV_OPS`, `_FREE_OPS` order) for the R edges reading that state. The supernet computes this
+  once per step, outside its loop over layers.
+  """
+  order = _CONV_INDEX + _FREE_INDEX
+  per_state = []
+  for state in range(num_blocks + 1):
+    rows = [space.edge_index(b, state) for b in readers(state, num_blocks)]
+    weights = tf.gather(tf.gather(op_weights, rows), order, axis=1)          # [R, 7]
+    per_state.append(tf.transpose(weights)[:, :, tf.newaxis])
+  return per_state
+
+
+def _state_edges(x, kernels, prefix, mixing, groups, epsilon):
   """All MixedOps reading state x: [G*N, H, W, C] -> [G*N, H, W, R, C] (one slice per reader).
 
-  edge_weights: [R, num_ops] softmax(alpha) rows of those edges.
+  mixing: [7, R, 1], this state's `mixing_weights`.
   """
-  shape = tf.shape(x)
-  n, h, w = shape[0], shape[1], shape[2]
-  channels = x.shape[-1]
-  num_readers = edge_weights.shape[0]
+  n, h, w, channels = static_shape(x)
+  num_readers = mixing.shape[1]
+  weights = tf.unstack(mixing)
   relu = tf.nn.relu(x)
   mixed = []
   for op, (_, dilation, stages) in _CONV_OPS.items():
@@ -157,21 +203,18 @@ def _state_edges(x, kernels, prefix, edge_weights, groups, epsilon):
       y = _per_reader_pointwise(y, kernels[f'{prefix}/{op}/pw1'], reader_major=True)
       y = batch_norm(y, groups, epsilon)
     mixed.append(y)
-  # sum over ops of softmax(alpha)[edge, op] * op output, per reader (the einsum form of these
-  # weighted sums ran slower on oneDNN than the broadcast multiply-adds).
-  conv_weights = tf.gather(edge_weights, _CONV_INDEX, axis=1)               # [r, ops]
-  free_weights = tf.gather(edge_weights, _FREE_INDEX, axis=1)
   free = [
       batch_norm(tf.nn.max_pool2d(x, 3, 1, 'SAME'), groups, epsilon),
       batch_norm(tf.nn.avg_pool2d(x, 3, 1, 'SAME'), groups, epsilon),
       x,
   ]
-  return tf.add_n([y * conv_weights[:, k, tf.newaxis] for k, y in enumerate(mixed)] +
-                  [y[:, :, :, tf.newaxis, :] * free_weights[:, k, tf.newaxis]
-                   for k, y in enumerate(free)])
+  mixed += [tf.expand_dims(y, 3) for y in free]
+  # sum over ops of softmax(alpha)[edge, op] * op output, per reader (the einsum form of these
+  # weighted sums ran slower on oneDNN than the broadcast multiply-adds).
+  return tf.add_n([y * weight for y, weight in zip(mixed, weights)])
 
 
-def fused_cell(h_prev: tf.Tensor, h_prev_prev: tf.Tensor, op_weights: tf.Tensor,
+def fused_cell(h_prev: tf.Tensor, h_prev_prev: tf.Tensor, mixing: list[tf.Tensor],
                kernels: dict[str, tf.Tensor], num_paths: int, num_blocks: int = space.NUM_BLOCKS,
                epsilon: float = 1e-5) -> tf.Tensor:
   """The relaxed cell on `num_paths` stacked H^{l-1} inputs sharing one H^{l-2}.
@@ -179,7 +222,7 @@ def fused_cell(h_prev: tf.Tensor, h_prev_prev: tf.Tensor, op_weights: tf.Tensor,
   Args:
     h_prev: [num_paths * N, H, W, C], the paths stacked on the batch axis (path-major).
     h_prev_prev: [N, H, W, C].
-    op_weights: [num_edges, num_ops], softmax(alpha).
+    mixing: `mixing_weights(softmax(alpha), num_blocks)`.
     kernels: `cell_layout(C, num_blocks).unpack(flat)`.
     num_paths: P; BN moments are computed per path.
     num_blocks: B.
@@ -188,22 +231,20 @@ def fused_cell(h_prev: tf.Tensor, h_prev_prev: tf.Tensor, op_weights: tf.Tensor,
   Returns:
     [num_paths * N, H, W, B * C]: for each path, exactly `search_cell.Cell(h_prev[p], h_prev_prev)`.
   """
-  def rows(state):
-    return tf.gather(op_weights, [space.edge_index(b, state) for b in readers(state, num_blocks)])
-
   # Edges of H^{l-2}: identical for every path, computed once and broadcast over the paths.
-  from_prev_prev = _state_edges(h_prev_prev, kernels, 's1', rows(1), 1, epsilon)
-  pending = _state_edges(h_prev, kernels, 's0', rows(0), num_paths, epsilon)
-  shape = tf.shape(pending)
-  pending = tf.reshape(tf.reshape(pending, tf.concat([[num_paths, -1], shape[1:]], 0))
-                       + from_prev_prev[tf.newaxis], shape)
+  from_prev_prev = _state_edges(h_prev_prev, kernels, 's1', mixing[1], 1, epsilon)
+  from_prev = _state_edges(h_prev, kernels, 's0', mixing[0], num_paths, epsilon)
+  shape = static_shape(from_prev)                                            # [P*N, H, W, B, C]
+  first = tf.reshape(tf.reshape(from_prev, [num_paths, -1, *shape[1:]]) + from_prev_prev, shape)
+  incoming = [[edge] for edge in tf.unstack(first, axis=3)]                  # per block
   blocks = []
   for b in range(num_blocks):
-    block = pending[:, :, :, 0, :]
+    block = tf.add_n(incoming[b]) if len(incoming[b]) > 1 else incoming[b][0]
     blocks.append(block)
     if b + 1 < num_blocks:
-      pending = pending[:, :, :, 1:, :] + _state_edges(block, kernels, f's{b + 2}', rows(b + 2),
-                                                       num_paths, epsilon)
+      edges = _state_edges(block, kernels, f's{b + 2}', mixing[b + 2], num_paths, epsilon)
+      for reader, edge in zip(readers(b + 2, num_blocks), tf.unstack(edges, axis=3)):
+        incoming[reader].append(edge)
   return tf.concat(blocks, axis=-1)
 
 

@@ -184,14 +184,16 @@ class Supernet(tracking.CheckpointLists, keras.Model):
     return normalize_beta(self.beta, self._beta_mask)
 
   def _layer(self, *args):
-    """One trellis layer: (prev x4, prev_prev x4, betas [levels, 3], weights x4, alpha) -> prev x4."""
+    """One trellis layer: (prev x4, prev_prev x4, betas [levels, 3], weights x4, mixing weights)
+    -> prev x4 (mixing weights: `fused_cell.mixing_weights`, one tensor per source state)."""
     levels = self.num_levels
     prev, prev_prev = args[:levels], args[levels:2 * levels]
-    betas, weights, op_weights = args[2 * levels], args[2 * levels + 1:3 * levels + 1], args[-1]
+    betas, weights = args[2 * levels], args[2 * levels + 1:3 * levels + 1]
+    mixing = args[3 * levels + 1:]
     nodes = []
     for k in range(levels):
       kernels = self.layouts[k].unpack(weights[k])
-      size = tf.shape(prev[k])[1:3]
+      size = fused_cell.static_shape(prev[k])[1:3]
       paths, path_betas = [], []
       if k > 0:  # from the finer level k - 1: its COARSER transition, a stride-2 conv
         paths.append(_relu_conv(prev[k - 1], kernels['pre/from_finer'], 2))
@@ -205,9 +207,9 @@ class Supernet(tracking.CheckpointLists, keras.Model):
       h_prev = tf.concat([fused_cell.batch_norm(p, 1, _EPSILON) for p in paths], 0)
       h_prev_prev = fused_cell.batch_norm(_relu_conv(prev_prev[k], kernels['pre/prev_prev']), 1,
                                           _EPSILON)
-      cells = fused_cell.fused_cell(h_prev, h_prev_prev, op_weights, kernels, len(paths),
+      cells = fused_cell.fused_cell(h_prev, h_prev_prev, mixing, kernels, len(paths),
                                     self.num_blocks, _EPSILON)
-      cells = tf.reshape(cells, tf.concat([[len(paths), -1], tf.shape(cells)[1:]], 0))
+      cells = tf.reshape(cells, [len(paths), -1, *fused_cell.static_shape(cells)[1:]])
       nodes.append(tf.tensordot(tf.stack(path_betas), cells, 1))
     return tuple(nodes)
 
@@ -227,13 +229,13 @@ class Supernet(tracking.CheckpointLists, keras.Model):
                                                      * 2**k]], 0)) for k in range(self.num_levels)]
     prev = (stem,) + tuple(zeros[1:])
     prev_prev = tuple(zeros)
-    op_weights = self.op_weights()
+    mixing = fused_cell.mixing_weights(self.op_weights(), self.num_blocks)
     layer_fn = tf.recompute_grad(self._layer) if self.recompute else self._layer
 
     def body(carry, elems):
       prev, prev_prev = carry
       betas, *weights = elems
-      nodes = layer_fn(*prev, *prev_prev, betas, *weights, op_weights)
+      nodes = layer_fn(*prev, *prev_prev, betas, *weights, *mixing)
       for node, z in zip(nodes, zeros):
         node.set_shape(z.shape)
       return tuple(nodes), prev
