@@ -54,3 +54,24 @@ def test_readers_are_suffixes_of_blocks():
   assert list(fused_cell.readers(1, 5)) == [0, 1, 2, 3, 4]
   assert list(fused_cell.readers(2, 5)) == [1, 2, 3, 4]
   assert list(fused_cell.readers(6, 5)) == []
+
+
+@pytest.mark.parametrize('groups', [1, 3])
+def test_batch_norm_gradient_matches_automatic_differentiation(groups):
+  rng = np.random.default_rng(groups)
+  x = tf.constant(rng.normal(2.0, 3.0, size=[groups * 2, 5, 4, 3, 6]), tf.float32)
+  cotangent = tf.constant(rng.normal(size=x.shape), tf.float32)
+
+  def plain(x):
+    grouped = tf.reshape(x, [groups, -1, *x.shape[1:]])
+    mean, variance = tf.nn.moments(grouped, [1, 2, 3], keepdims=True)
+    return tf.reshape((grouped - mean) * tf.math.rsqrt(variance + 1e-5), x.shape)
+
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(x)
+    fast = fused_cell.batch_norm(x, groups, 1e-5)
+    slow = plain(x)
+    fast_loss, slow_loss = tf.reduce_sum(fast * cotangent), tf.reduce_sum(slow * cotangent)
+  np.testing.assert_allclose(fast, slow, atol=1e-5)
+  np.testing.assert_allclose(tape.gradient(fast_loss, x), tape.gradient(slow_loss, x), atol=1e-4,
+                             rtol=1e-4)
