@@ -37,6 +37,9 @@ def runs(quick: bool, peer: bool) -> dict[str, list[str]]:
                           '--steps=3', '--infer_size=', '--noconv_rate'),
       'search_L12_F8_65': ours('search_step', '--num_layers=12', '--filter_multiplier=8',
                                '--crop_size=65', '--batch_size=2', '--steps=3'),
+      'search_L12_F8_65_recompute': ours('search_step', '--num_layers=12',
+                                         '--filter_multiplier=8', '--crop_size=65',
+                                         '--batch_size=2', '--steps=3', '--recompute'),
       'search_L4_F8_65': ours('search_step', '--num_layers=4', '--filter_multiplier=8',
                               '--crop_size=65', '--batch_size=2', '--steps=3'),
       'input_pipeline': ours('input_pipeline'),
@@ -83,6 +86,8 @@ def ratios(results: dict) -> dict:
     if a_key in results.get(a, {}) and b_key in results.get(b, {}):
       out[name] = round(results[a][a_key] / results[b][b_key], 3)
   for name, a, b in (('search_step_L12_65', 'search_L12_F8_65', 'peer_search_L12_F8_65'),
+                     ('search_step_L12_65_recompute', 'search_L12_F8_65_recompute',
+                      'peer_search_L12_F8_65'),
                      ('search_step_L12_321', 'search_L12_F8_321_recompute',
                       'peer_search_L12_F8_321')):
     ours_search, peer_search = results.get(a, {}), results.get(b, {})

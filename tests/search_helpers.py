@@ -3,12 +3,13 @@ import keras
 
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.data.converters import synthetic
+from official.autodeeplab.training import search_settings
 from official.autodeeplab.training import search_task
 
 
 def tiny_task(total_steps=4, arch_start_step=1):
   keras.utils.set_random_seed(0)  # the Keras-initialised stem and heads
-  config = search_task.SearchConfig(total_steps=total_steps, arch_start_step=arch_start_step)
+  config = search_settings.SearchConfig(total_steps=total_steps, arch_start_step=arch_start_step)
   return search_task.SearchTask(
       lambda: search_task.build_supernet(3, num_layers=3, filter_multiplier=2), config)
 

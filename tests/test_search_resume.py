@@ -7,6 +7,7 @@ import pytest
 
 from official.autodeeplab.search.genotype import Genotype
 from official.autodeeplab.training import run_state
+from official.autodeeplab.training import search_settings
 from official.autodeeplab.training import search_task
 from tests.conftest import copy_checkpoint
 from tests.search_helpers import datasets
@@ -30,7 +31,7 @@ def test_resume_is_exact(tmp_path):
   task = tiny_task()
   a, b = datasets()
   search_task.run_search(task, a, b, 4, str(tmp_path / 'straight'),
-                         search_task.LoopSettings(checkpoint_every=3), log=lambda *_: None)
+                         search_settings.LoopSettings(checkpoint_every=3), log=lambda *_: None)
   straight = state(task)
   copy_checkpoint(str(tmp_path / 'straight' / 'checkpoints'), 3,
                   str(tmp_path / 'resumed' / 'checkpoints'))

@@ -12,6 +12,7 @@ from official.autodeeplab.search.genotype import Genotype
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.training import distribute
 from official.autodeeplab.training import run_state
+from official.autodeeplab.training import search_settings
 from official.autodeeplab.training import search_task
 from tests.search_helpers import datasets
 from tests.search_helpers import tiny_task
@@ -63,7 +64,7 @@ def test_periodic_exports_summaries_and_progress_line(task, tmp_path):
   start = int(task.step.numpy())
   a, b = datasets()
   lines = []
-  settings = search_task.LoopSettings(log_every=1, checkpoint_every=2, export_every=2)
+  settings = search_settings.LoopSettings(log_every=1, checkpoint_every=2, export_every=2)
   result = search_task.run_search(task, a, b, start + 4, str(tmp_path), settings, log=lines.append,
                                   steps_per_epoch=2, description={
                                       'num_classes': 3, 'num_layers': 3, 'num_blocks': 5,
@@ -95,7 +96,7 @@ def test_sigterm_checkpoints_then_the_rerun_resumes(task, tmp_path):
     if f'step {start + 2}/' in line:
       os.kill(os.getpid(), signal.SIGTERM)
 
-  settings = search_task.LoopSettings(log_every=1, checkpoint_every=100, export_every=100)
+  settings = search_settings.LoopSettings(log_every=1, checkpoint_every=100, export_every=100)
   with pytest.raises(run_state.Preempted, match=f'SIGTERM at step {start + 2}'):
     search_task.run_search(task, a, b, start + 6, str(tmp_path), settings, log=log)
   assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith(f'ckpt-{start + 2}')
@@ -131,7 +132,7 @@ def test_nan_stops_the_search_naming_the_step(task, tmp_path):
     if f'step {start + 1}/' in line:
       task.model.level_weights[0].assign(tf.fill(task.model.level_weights[0].shape, np.nan))
 
-  settings = search_task.LoopSettings(log_every=1, checkpoint_every=1)
+  settings = search_settings.LoopSettings(log_every=1, checkpoint_every=1)
   with pytest.raises(search_task.DivergedError,
                      match=rf'step {start + 2}: the trainA loss is not finite.*ckpt-{start + 1}'):
     search_task.run_search(task, a, b, start + 5, str(tmp_path), settings, log=log)

@@ -58,13 +58,18 @@ def main(argv):
   if FLAGS.num_steps is not None and FLAGS.num_steps < 1:
     raise common.UserInputError(f'--num_steps={FLAGS.num_steps}: must be positive')
   bindings = common.positive_flag_bindings(FLAGS, FLAG_BINDINGS)
+  # Before TensorFlow is imported: small crops run faster without oneDNN (utils/onednn.py).
+  from official.autodeeplab.training import search_settings
+  from official.autodeeplab.utils import onednn
+  onednn.choose_for_crop(search_settings.configured_crop_size(
+      FLAGS.gin_file, list(FLAGS.gin_bindings) + bindings))
   from official.autodeeplab.data import input_pipeline
   from official.autodeeplab.data.converters import synthetic
   from official.autodeeplab.training import distribute
   from official.autodeeplab.training import search_task  # registers the gin configurables
   common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + bindings)
-  config, data, settings = (search_task.search_config(), search_task.search_data(),
-                            search_task.loop_settings())
+  config, data, settings = (search_settings.search_config(), search_settings.search_data(),
+                            search_settings.loop_settings())
   if data.crop_size < 1 or data.batch_size < 1 or not 0 < data.min_scale <= data.max_scale:
     raise common.UserInputError(f'search_data: {data}: crop and batch must be positive, '
                                 '0 < min_scale <= max_scale')
@@ -105,8 +110,9 @@ def main(argv):
   print(f'[search] L={model.num_layers} B={model.num_blocks} F={model.filter_multiplier}, '
         f'{num_classes} classes, {num_steps} steps (arch from {config.arch_start_step}) of batch '
         f'{data.batch_size} at crop {data.crop_size}, trainA/trainB '
-        f'{half_sizes[0]}/{half_sizes[1]} images, on {strategy.num_replicas_in_sync} replica(s); '
-        f'workdir {FLAGS.workdir}', flush=True)
+        f'{half_sizes[0]}/{half_sizes[1]} images, on {strategy.num_replicas_in_sync} replica(s) '
+        f'(oneDNN kernels {"on" if onednn.enabled() else "off"}); workdir {FLAGS.workdir}',
+        flush=True)
   os.makedirs(FLAGS.workdir, exist_ok=True)
   result = search_task.run_search(
       task, train_a, train_b, num_steps, FLAGS.workdir, settings,
