@@ -30,7 +30,8 @@ flags.DEFINE_integer('batch_size', 2, 'Batch size.')
 flags.DEFINE_integer('num_classes', 19, 'Classes.')
 flags.DEFINE_integer('steps', 5, 'Timed (weight + arch) steps after the first.')
 flags.DEFINE_bool('recompute', False, 'Recompute layer activations in the backward pass.')
-flags.DEFINE_bool('grappler', False, 'Keep TensorFlow\'s graph optimiser on.')
+flags.DEFINE_bool('grappler', False, 'Keep all of TensorFlow\'s graph optimiser on (default: '
+                  'its arithmetic optimizer alone, as tools.search runs).')
 FLAGS = flags.FLAGS
 
 
@@ -45,7 +46,7 @@ def main(argv):
   from official.autodeeplab.training import search_task
 
   if not FLAGS.grappler:
-    distribute.disable_graph_optimizer()
+    distribute.deduplicating_graph_optimizer()  # as tools.search runs
   rng = np.random.default_rng(0)
   shape = [FLAGS.batch_size, FLAGS.crop_size, FLAGS.crop_size]
   images = tf.constant(rng.standard_normal(shape + [3]), tf.float32)

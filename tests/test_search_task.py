@@ -17,7 +17,7 @@ from official.autodeeplab.training import search_task
 from tests.search_helpers import datasets
 from tests.search_helpers import tiny_task
 
-distribute.disable_graph_optimizer()  # as the tools run
+distribute.disable_graph_optimizer()  # start-up; the binaries, tested end to end, dedupe first
 
 
 @pytest.fixture(scope='module')

@@ -74,7 +74,7 @@ def main(argv):
     raise common.UserInputError(f'search_data: {data}: crop and batch must be positive, '
                                 '0 < min_scale <= max_scale')
 
-  distribute.disable_graph_optimizer()
+  distribute.deduplicating_graph_optimizer()
   import gin
   import keras
   keras.utils.set_random_seed(FLAGS.seed)  # deterministic initialisation of every layer
