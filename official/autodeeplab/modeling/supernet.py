@@ -25,6 +25,9 @@ layers 0-2 (about a tenth of the total at L=12). Each level's
 weights for all layers are one variable [L, n] (`level_layouts`), sliced per layer by the loop;
 the cell itself is `fused_cell.fused_cell`. With `recompute=True` each layer's activations are
 recomputed in the backward pass (tf.recompute_grad): memory then grows with one layer, not L.
+Graph size is what start-up time and memory follow on CPU (about 20 KB per node), so shapes are
+passed as Python ints wherever the input size is static (a search trains on a fixed crop) and the
+per-state mixing weights are arranged once per step, outside the loop.
 BN in the search always normalises with batch moments, per incoming path.
 """
 from __future__ import annotations
