@@ -47,7 +47,7 @@ def runs(quick: bool, peer: bool) -> dict[str, list[str]]:
   if not quick:
     jobs['search_L12_F8_321_recompute'] = ours(
         'search_step', '--num_layers=12', '--filter_multiplier=8', '--crop_size=321',
-        '--batch_size=2', '--steps=2', '--recompute')
+        '--batch_size=2', '--steps=2', '--recompute', '--arch_only_gradients')
   if peer and not quick:  # 13.8 GB and a minute per step
     jobs['peer_search_L12_F8_321'] = [PEER, 'search', '--layers', '12', '--filter', '8',
                                       '--crop', '321', '--batch', '2', '--steps', '2']

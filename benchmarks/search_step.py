@@ -30,6 +30,8 @@ flags.DEFINE_integer('batch_size', 2, 'Batch size.')
 flags.DEFINE_integer('num_classes', 19, 'Classes.')
 flags.DEFINE_integer('steps', 5, 'Timed (weight + arch) steps after the first.')
 flags.DEFINE_bool('recompute', False, 'Recompute layer activations in the backward pass.')
+flags.DEFINE_bool('arch_only_gradients', False, 'Architecture steps in their own graph without '
+                  'weight gradients (search_config.arch_only_gradients).')
 flags.DEFINE_bool('grappler', False, 'Keep all of TensorFlow\'s graph optimiser on (default: '
                   'its arithmetic optimizer alone, as tools.search runs).')
 FLAGS = flags.FLAGS
@@ -43,6 +45,7 @@ def main(argv):
   import tensorflow as tf
   from official.autodeeplab.modeling import supernet
   from official.autodeeplab.training import distribute
+  from official.autodeeplab.training import search_settings
   from official.autodeeplab.training import search_task
 
   if not FLAGS.grappler:
@@ -53,7 +56,8 @@ def main(argv):
   labels = tf.constant(rng.integers(0, FLAGS.num_classes, shape), tf.int32)
   task = search_task.SearchTask(lambda: supernet.Supernet(
       FLAGS.num_classes, num_layers=FLAGS.num_layers, filter_multiplier=FLAGS.filter_multiplier,
-      recompute=FLAGS.recompute))
+      recompute=FLAGS.recompute), search_settings.SearchConfig(
+          arch_only_gradients=FLAGS.arch_only_gradients))
   t = time.time()
   task._gradients.get_concrete_function(images, labels)
   trace_s = time.time() - t
@@ -71,7 +75,7 @@ def main(argv):
   print(json.dumps({
       'num_layers': FLAGS.num_layers, 'filter_multiplier': FLAGS.filter_multiplier,
       'crop_size': FLAGS.crop_size, 'batch_size': FLAGS.batch_size,
-      'recompute': FLAGS.recompute, 'grappler': FLAGS.grappler, 'onednn': onednn.enabled(),
+      'recompute': FLAGS.recompute, 'arch_only_gradients': FLAGS.arch_only_gradients, 'grappler': FLAGS.grappler, 'onednn': onednn.enabled(),
       'trace_s': round(trace_s, 2), 'first_step_s': round(first_step_s, 2),
       'weight_step_s': round(statistics.median(weight), 3),
       'arch_step_s': round(statistics.median(arch), 3),

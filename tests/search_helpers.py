@@ -7,9 +7,10 @@ from official.autodeeplab.training import search_settings
 from official.autodeeplab.training import search_task
 
 
-def tiny_task(total_steps=4, arch_start_step=1):
+def tiny_task(total_steps=4, arch_start_step=1, **config):
   keras.utils.set_random_seed(0)  # the Keras-initialised stem and heads
-  config = search_settings.SearchConfig(total_steps=total_steps, arch_start_step=arch_start_step)
+  config = search_settings.SearchConfig(total_steps=total_steps, arch_start_step=arch_start_step,
+                                        **config)
   return search_task.SearchTask(
       lambda: search_task.build_supernet(3, num_layers=3, filter_multiplier=2), config)
 

@@ -48,6 +48,24 @@ def test_weight_step_moves_only_weights_and_arch_step_only_arch(task):
   # BN moving averages are not trainable; trainable weights stay put in an arch step.
   assert not any(changed(weights, model.weight_variables))
   assert task._gradients.experimental_get_tracing_count() == 1  # one traced graph for both
+  assert task._arch_gradients.experimental_get_tracing_count() == 0
+
+
+def test_arch_only_gradients_give_the_same_architecture_step(task):
+  """search_config.arch_only_gradients: a second graph without weight gradients, same gradients."""
+  images, labels = next(iter(datasets()[1]))
+  lean = tiny_task(arch_only_gradients=True)
+  for a, b in zip(lean.model.variables, task.model.variables):
+    a.assign(b)
+  shared = task._gradients(images, labels)
+  only = lean._arch_gradients(images, labels)
+  np.testing.assert_allclose(only[0], shared[0], rtol=1e-5)
+  for a, b in zip(only[3], shared[3][len(task.model.weight_variables):]):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
+  arch = snapshot(lean.model.arch_variables)
+  lean.arch_step(images, labels)
+  assert all(changed(arch, lean.model.arch_variables))
+  assert lean._gradients.experimental_get_tracing_count() == 0
 
 
 def events(directory):

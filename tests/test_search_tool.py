@@ -58,5 +58,6 @@ def test_cityscapes_gin_holds_the_papers_whole_protocol():
   assert config.arch_start_step == 20 * steps_per_epoch  # architecture steps from epoch 20
   assert (config.weight_lr, config.weight_lr_min, config.weight_momentum) == (0.025, 0.001, 0.9)
   assert (config.weight_decay, config.arch_lr, config.arch_weight_decay) == (3e-4, 3e-3, 1e-3)
+  assert config.arch_only_gradients  # a long run: the arch step's own, leaner graph
   assert supernet == {'num_layers': 12, 'num_blocks': 5, 'filter_multiplier': 8,
                       'recompute': True}

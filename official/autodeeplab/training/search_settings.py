@@ -30,6 +30,10 @@ class SearchConfig:
       (0.9, 0.999), which are also TensorFlow's, so those are used here. DARTS uses 0.5: faster
       reacting architecture updates; set it here to follow DARTS.
     arch_beta_2: Adam's second-moment decay.
+    arch_only_gradients: architecture steps run their own graph that differentiates alpha and
+      beta only (no weight gradients). Costs a second trace and instantiation (~19 s and ~0.5 GB
+      on 2 CPU cores); saves ~19% of each architecture step at 321 px (6.28 -> 5.10 s), hours over
+      the paper's 14,880 architecture steps. Off: both steps share one graph (quick runs).
   """
   total_steps: int = 1000
   arch_start_step: int = 500
@@ -41,6 +45,7 @@ class SearchConfig:
   arch_weight_decay: float = 1e-3
   arch_beta_1: float = 0.9
   arch_beta_2: float = 0.999
+  arch_only_gradients: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
