@@ -23,7 +23,7 @@ import time
 
 import tensorflow as tf
 
-from official.autodeeplab.errors import Preempted  # noqa: F401 (raised by the loops)
+from official.autodeeplab.errors import Preempted
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.search import genotype as genotype_lib
@@ -56,32 +56,26 @@ def write_json(path: str, data) -> None:
 def check_or_write_model(workdir: str, description: dict, write: bool = True) -> None:
   """Writes `workdir/model.json` (unless `write` is False), or checks that the one there
   describes the same model."""
-  path = os.path.join(workdir, MODEL_FILE)
-  if not os.path.exists(path):
-    if not write:
-      raise UserInputError(f'{workdir}: no {MODEL_FILE}')
-    write_json(path, description)
-    return
-  existing = read_model(workdir)
-  for key in ('genotype', 'filter_multiplier', 'num_classes'):
-    if existing.get(key) != description.get(key):
-      raise UserInputError(
-          f'{workdir}: holds a run of another model ({key} {existing.get(key)} in {path}, '
-          f'asked for {description.get(key)}); use another --workdir or the same settings')
+  check_or_write_json(workdir, MODEL_FILE, description, write=write, what='model',
+                      keys=('genotype', 'filter_multiplier', 'num_classes'), read=read_model)
 
 
-def check_or_write_json(workdir: str, name: str, description: dict) -> None:
-  """Writes `workdir/name`, or checks that the one there holds the same description."""
+def check_or_write_json(workdir: str, name: str, description: dict, write: bool = True,
+                        what: str = 'configuration', keys=None, read=None) -> None:
+  """Writes `workdir/name` (unless `write` is False), or checks that the one there holds the same
+  description: every key, or `keys`; `read(workdir)` reads (and validates) the existing one."""
   path = os.path.join(workdir, name)
   if not os.path.exists(path):
+    if not write:
+      raise UserInputError(f'{workdir}: no {name}')
     write_json(path, description)
     return
-  existing = read_json(workdir, name)
-  for key in sorted(set(existing) | set(description)):
+  existing = read(workdir) if read is not None else read_json(workdir, name)
+  for key in keys or sorted(set(existing) | set(description)):
     if existing.get(key) != description.get(key):
       raise UserInputError(
-          f'{workdir}: holds a run of another configuration ({key} {existing.get(key)} in '
-          f'{path}, asked for {description.get(key)}); use another --workdir or the same settings')
+          f'{workdir}: holds a run of another {what} ({key} {existing.get(key)} in {path}, '
+          f'asked for {description.get(key)}); use another --workdir or the same settings')
 
 
 def read_json(workdir: str, name: str, hint: str = '') -> dict:
@@ -206,6 +200,17 @@ def load_trained_model(workdir: str, checkpoint: str | None = None):
                                     filter_multiplier=description['filter_multiplier'])
   restore(tf.train.Checkpoint(model=model), path, workdir, partial=True)
   return model, description, path
+
+
+def kept_checkpoint(manager: tf.train.CheckpointManager) -> str:
+  """What a stopped run leaves to resume from, for its message."""
+  return manager.latest_checkpoint or 'none (no checkpoint was written yet)'
+
+
+def preempted(tool: str, step: int, manager: tf.train.CheckpointManager) -> Preempted:
+  """The error a loop raises after checkpointing on SIGTERM."""
+  return Preempted(f'[{tool}] SIGTERM at step {step}: checkpoint {manager.latest_checkpoint} '
+                   'written; rerun the same command to resume')
 
 
 class StopOnSigterm:

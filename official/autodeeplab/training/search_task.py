@@ -284,9 +284,7 @@ def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Data
         architecture_summaries(task.model, found, step)
         writer.flush()
       if stop.requested:
-        raise run_state.Preempted(
-            f'[search] SIGTERM at step {step}: checkpoint {manager.latest_checkpoint} written; '
-            'rerun the same command to resume')
+        raise run_state.preempted('search', step, manager)
     if found is None and chief:  # resumed at the end, or nothing left to do
       found = export_architecture(task.model, workdir, step)
       architecture_summaries(task.model, found, step)
@@ -297,7 +295,7 @@ def run_search(task: SearchTask, train_a: tf.data.Dataset, train_b: tf.data.Data
 def _check_finite(out: StepOutput, step: int, half: str, manager) -> None:
   if math.isfinite(out.loss) and not out.nonfinite:
     return
-  kept = manager.latest_checkpoint or 'none (no checkpoint was written yet)'
+  kept = run_state.kept_checkpoint(manager)
   raise DivergedError(
       f'step {step}: the {half} loss is not finite ({out.loss}, {out.nonfinite} NaN/inf logits); '
       f'search stopped, nothing of this step saved, last checkpoint kept: {kept}. Lower '

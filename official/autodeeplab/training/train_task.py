@@ -194,7 +194,7 @@ def run_training(task: TrainTask, dataset: tf.data.Dataset, workdir: str,
       cross_entropy, l2 = float(cross_entropy_t), float(l2_t)
       step = int(task.step.numpy())
       if not math.isfinite(cross_entropy + l2) or float(nonfinite):
-        kept = manager.latest_checkpoint or 'none (no checkpoint was written yet)'
+        kept = run_state.kept_checkpoint(manager)
         raise NonFiniteLossError(
             f'step {step}: the loss is not finite (cross-entropy {cross_entropy}, L2 {l2}, '
             f'{int(float(nonfinite))} NaN/inf logits); training stopped, nothing of this step '
@@ -219,9 +219,7 @@ def run_training(task: TrainTask, dataset: tf.data.Dataset, workdir: str,
       if step % config.checkpoint_every == 0 or step == last_step or stop.requested:
         manager.save(checkpoint_number=step)
       if stop.requested:
-        raise run_state.Preempted(
-            f'[train] SIGTERM at step {step}: checkpoint {manager.latest_checkpoint} written; '
-            'rerun the same command to resume')
+        raise run_state.preempted('train', step, manager)
   writer.flush()
   return {'step': int(task.step.numpy()), 'cross_entropy': cross_entropy, 'l2': l2,
           'checkpoint': manager.latest_checkpoint}
