@@ -68,6 +68,21 @@ def test_arch_only_gradients_give_the_same_architecture_step(task):
   assert lean._gradients.experimental_get_tracing_count() == 0
 
 
+def test_trellis_loop_and_its_gradient_stay_functional_while_ops(task):
+  """distribute.functional_while_loops: the search step's loops are not lowered (start-up memory);
+  this also notices when TensorFlow changes the internal switch it relies on."""
+  images, labels = next(iter(datasets()[1]))
+  graph = task._gradients.get_concrete_function(images, labels).graph.as_graph_def()
+  nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+  loops = [n for n in nodes if n.op in ('While', 'StatelessWhile')]
+  assert len(loops) == 2  # the trellis and its gradient
+  assert all(not n.attr['_lower_using_switch_merge'].b for n in loops)
+  plain = tf.function(lambda: tf.foldl(lambda a, x: a + x, tf.range(3)))
+  lowered = [n for n in plain.get_concrete_function().graph.as_graph_def().node
+             if n.op in ('While', 'StatelessWhile')]
+  assert lowered and lowered[0].attr['_lower_using_switch_merge'].b  # outside: TF's default
+
+
 def events(directory):
   """{tag: [steps]} of every summary written under `directory`."""
   tags = {}

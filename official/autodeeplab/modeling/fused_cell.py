@@ -117,30 +117,27 @@ def static_shape(x: tf.Tensor) -> list:
   return [dim if dim is not None else dynamic[i] for i, dim in enumerate(static)]
 
 
-def batch_norm(x: tf.Tensor, groups: int, epsilon: float) -> tf.Tensor:
-  """Non-affine BN with the batch moments of each of `groups` equal slices of the batch axis.
+def batch_norm(x: tf.Tensor, axes: list[int], epsilon: float) -> tf.Tensor:
+  """Non-affine BN: x normalised by its mean and variance over `axes` (the other axes keep
+  separate moments: channels, and in the cell the incoming path and the reader).
 
-  The gradient is written out (dx = (dy - mean(dy) - y * mean(dy * y)) / std, per group and
-  channel): automatic differentiation of the moments gives ~4x the graph nodes, and the supernet
-  runs about 200 of these per layer.
+  The gradient is written out (dx = (dy - mean(dy) - y * mean(dy * y)) / std over `axes`):
+  automatic differentiation of the moments gives ~4x the graph nodes, and the supernet runs about
+  200 of these per layer. The cell keeps its tensors as [paths, pixels, readers, channels]
+  (`_state_edges`), so per-path moments need no reshapes here.
   """
-  shape = static_shape(x)
-  grouped_shape = [groups, -1, *shape[1:]]
-  axes = [1, 2, 3]
-
   @tf.custom_gradient
   def normalize(x):
-    grouped = tf.reshape(x, grouped_shape)
-    mean, variance = tf.nn.moments(grouped, axes, keepdims=True)
-    inv_std = tf.math.rsqrt(variance + epsilon)
-    y = (grouped - mean) * inv_std
+    reduced = tf.constant(axes, tf.int32)  # one constant for both reductions
+    centered = x - tf.reduce_mean(x, reduced, keepdims=True)
+    inv_std = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), reduced, keepdims=True) + epsilon)
+    y = centered * inv_std
 
     def grad(dy):
-      dy = tf.reshape(dy, grouped_shape)
-      dx = inv_std * (dy - tf.reduce_mean(dy, axes, keepdims=True)
-                      - y * tf.reduce_mean(dy * y, axes, keepdims=True))
-      return tf.reshape(dx, shape)
-    return tf.reshape(y, shape), grad
+      reduced = tf.constant(axes, tf.int32)
+      return inv_std * (dy - tf.reduce_mean(dy, reduced, keepdims=True)
+                        - y * tf.reduce_mean(dy * y, reduced, keepdims=True))
+    return y, grad
   return normalize(x)
 
 
@@ -148,8 +145,8 @@ def _depthwise(x, kernel, dilation):
   return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME', dilations=[dilation, dilation])
 
 
-def _per_reader_pointwise(y, kernel, reader_major: bool):
-  """Each reader's 1x1 conv: y [..., C*R channels] -> [..., R, D], kernel [R, C, D].
+def _per_reader_pointwise(y, kernel, reader_major: bool, groups: int):
+  """Each reader's 1x1 conv: y [G*N, H, W, C*R] -> [G, N*H*W, R, D], kernel [R, C, D].
 
   One dense matmul with a block-diagonal kernel [C*R, R*D] (reader r's block maps its C channels
   to its D outputs): R times the multiply-adds of R separate 1x1 convs, but on oneDNN it ran 3-4x
@@ -158,13 +155,12 @@ def _per_reader_pointwise(y, kernel, reader_major: bool):
   """
   readers, channels, outputs = kernel.shape
   mask = np.eye(readers, dtype=np.float32)[:, np.newaxis, :, np.newaxis]   # [r, 1, s, 1]
-  blocks = kernel[:, :, tf.newaxis, :] * mask                               # [r, c, s, d]
+  blocks = tf.expand_dims(kernel, 2) * mask                                 # [r, c, s, d]
   if not reader_major:
     blocks = tf.transpose(blocks, [1, 0, 2, 3])                             # [c, r, s, d]
   blocks = tf.reshape(blocks, [channels * readers, readers * outputs])
-  shape = static_shape(y)
   flat = tf.reshape(y, [-1, channels * readers])
-  return tf.reshape(tf.matmul(flat, blocks), [*shape[:3], readers, outputs])
+  return tf.reshape(tf.matmul(flat, blocks), [groups, -1, readers, outputs])
 
 
 def mixing_weights(op_weights: tf.Tensor, num_blocks: int = space.NUM_BLOCKS) -> list[tf.Tensor]:
@@ -184,8 +180,10 @@ def mixing_weights(op_weights: tf.Tensor, num_blocks: int = space.NUM_BLOCKS) ->
 
 
 def _state_edges(x, kernels, prefix, mixing, groups, epsilon):
-  """All MixedOps reading state x: [G*N, H, W, C] -> [G*N, H, W, R, C] (one slice per reader).
+  """All MixedOps reading state x: [G*N, H, W, C] -> [G, N*H*W, R, C] (one slice per reader).
 
+  Op outputs stay in the [groups, pixels, readers, channels] layout in which BN takes per-group
+  moments over one axis; only the depthwise convs and pools need images.
   mixing: [7, R, 1], this state's `mixing_weights`.
   """
   n, h, w, channels = static_shape(x)
@@ -195,20 +193,20 @@ def _state_edges(x, kernels, prefix, mixing, groups, epsilon):
   mixed = []
   for op, (_, dilation, stages) in _CONV_OPS.items():
     y = _depthwise(relu, kernels[f'{prefix}/{op}/dw0'], dilation)            # channels (c, r)
-    y = _per_reader_pointwise(y, kernels[f'{prefix}/{op}/pw0'], reader_major=False)
-    y = batch_norm(y, groups, epsilon)                                       # [n, h, w, r, c]
+    y = _per_reader_pointwise(y, kernels[f'{prefix}/{op}/pw0'], False, groups)
+    y = batch_norm(y, [1], epsilon)                                          # [g, nhw, r, c]
     if stages == 2:
       y = tf.reshape(tf.nn.relu(y), [n, h, w, num_readers * channels])        # channels (r, c)
       y = _depthwise(y, kernels[f'{prefix}/{op}/dw1'], 1)
-      y = _per_reader_pointwise(y, kernels[f'{prefix}/{op}/pw1'], reader_major=True)
-      y = batch_norm(y, groups, epsilon)
+      y = _per_reader_pointwise(y, kernels[f'{prefix}/{op}/pw1'], True, groups)
+      y = batch_norm(y, [1], epsilon)
     mixed.append(y)
-  free = [
-      batch_norm(tf.nn.max_pool2d(x, 3, 1, 'SAME'), groups, epsilon),
-      batch_norm(tf.nn.avg_pool2d(x, 3, 1, 'SAME'), groups, epsilon),
-      x,
+  as_rows = lambda image: tf.reshape(image, [groups, -1, 1, channels])
+  mixed += [
+      batch_norm(as_rows(tf.nn.max_pool2d(x, 3, 1, 'SAME')), [1], epsilon),
+      batch_norm(as_rows(tf.nn.avg_pool2d(x, 3, 1, 'SAME')), [1], epsilon),
+      as_rows(x),
   ]
-  mixed += [tf.expand_dims(y, 3) for y in free]
   # sum over ops of softmax(alpha)[edge, op] * op output, per reader (the einsum form of these
   # weighted sums ran slower on oneDNN than the broadcast multiply-adds).
   return tf.add_n([y * weight for y, weight in zip(mixed, weights)])
@@ -231,21 +229,21 @@ def fused_cell(h_prev: tf.Tensor, h_prev_prev: tf.Tensor, mixing: list[tf.Tensor
   Returns:
     [num_paths * N, H, W, B * C]: for each path, exactly `search_cell.Cell(h_prev[p], h_prev_prev)`.
   """
+  image_shape = static_shape(h_prev)                                         # [P*N, H, W, C]
   # Edges of H^{l-2}: identical for every path, computed once and broadcast over the paths.
   from_prev_prev = _state_edges(h_prev_prev, kernels, 's1', mixing[1], 1, epsilon)
   from_prev = _state_edges(h_prev, kernels, 's0', mixing[0], num_paths, epsilon)
-  shape = static_shape(from_prev)                                            # [P*N, H, W, B, C]
-  first = tf.reshape(tf.reshape(from_prev, [num_paths, -1, *shape[1:]]) + from_prev_prev, shape)
-  incoming = [[edge] for edge in tf.unstack(first, axis=3)]                  # per block
+  incoming = [[edge] for edge in tf.unstack(from_prev + from_prev_prev, axis=2)]  # per block
   blocks = []
   for b in range(num_blocks):
-    block = tf.add_n(incoming[b]) if len(incoming[b]) > 1 else incoming[b][0]
+    block = tf.add_n(incoming[b]) if len(incoming[b]) > 1 else incoming[b][0]  # [P, NHW, C]
     blocks.append(block)
     if b + 1 < num_blocks:
-      edges = _state_edges(block, kernels, f's{b + 2}', mixing[b + 2], num_paths, epsilon)
-      for reader, edge in zip(readers(b + 2, num_blocks), tf.unstack(edges, axis=3)):
+      edges = _state_edges(tf.reshape(block, image_shape), kernels, f's{b + 2}', mixing[b + 2],
+                           num_paths, epsilon)
+      for reader, edge in zip(readers(b + 2, num_blocks), tf.unstack(edges, axis=2)):
         incoming[reader].append(edge)
-  return tf.concat(blocks, axis=-1)
+  return tf.reshape(tf.concat(blocks, axis=-1), [*image_shape[:3], num_blocks * image_shape[3]])
 
 
 def pack_reference_cell(cell, layout: KernelLayout | None = None) -> np.ndarray:

@@ -207,9 +207,11 @@ class Supernet(tracking.CheckpointLists, keras.Model):
         from_coarser = _relu_conv(prev[k + 1], kernels['pre/from_coarser'])
         paths.append(tf.image.resize(from_coarser, size, method='bilinear'))
         path_betas.append(betas[k + 1, space.FINER])
-      h_prev = tf.concat([fused_cell.batch_norm(p, 1, _EPSILON) for p in paths], 0)
-      h_prev_prev = fused_cell.batch_norm(_relu_conv(prev_prev[k], kernels['pre/prev_prev']), 1,
-                                          _EPSILON)
+      # One BN for all paths (moments per path), then stacked on the batch axis for the cell.
+      h_prev = fused_cell.batch_norm(tf.stack(paths), [1, 2, 3], _EPSILON)
+      h_prev = tf.reshape(h_prev, [-1, *fused_cell.static_shape(h_prev)[2:]])
+      h_prev_prev = fused_cell.batch_norm(_relu_conv(prev_prev[k], kernels['pre/prev_prev']),
+                                          [0, 1, 2], _EPSILON)
       cells = fused_cell.fused_cell(h_prev, h_prev_prev, mixing, kernels, len(paths),
                                     self.num_blocks, _EPSILON)
       cells = tf.reshape(cells, [len(paths), -1, *fused_cell.static_shape(cells)[1:]])

@@ -37,6 +37,7 @@ from official.autodeeplab.modeling import supernet
 from official.autodeeplab.search import decode
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab.search import space
+from official.autodeeplab.training import distribute
 from official.autodeeplab.training import evaluation
 from official.autodeeplab.training import losses
 from official.autodeeplab.training import optimization
@@ -108,6 +109,7 @@ class SearchTask:
                                arch_optimizer=self.arch_optimizer, step=self.step)
 
   def _replica_gradients(self, images, labels, variables):
+    @distribute.functional_while_loops()  # the trellis loop and its gradient
     def fn(images, labels):
       with tf.GradientTape() as tape:
         logits = self.model(images, training=True)
