@@ -3,8 +3,8 @@ r"""Search supernet benchmark: start-up, step times and peak memory, as one JSON
   python benchmarks/search_step.py --num_layers=12 --filter_multiplier=8 --crop_size=65 \
       --batch_size=2 [--steps=5] [--recompute] [--grappler]
 
-oneDNN is on or off by the crop size as in tools.search (utils/onednn.py; TF_ENABLE_ONEDNN_OPTS
-overrides). first_step_s counts from process start (before importing TensorFlow) to the end of the first
+oneDNN, the CPU allocator and the loop form follow the crop size as in tools.search
+(utils/cpu_runtime.py; TF_ENABLE_ONEDNN_OPTS / TF_CPU_ALLOCATOR_USE_BFC override). first_step_s counts from process start (before importing TensorFlow) to the end of the first
 weight step + architecture step; weight_step_s / arch_step_s are medians of the following steps.
 """
 import time
@@ -39,8 +39,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from official.autodeeplab.utils import onednn
-  onednn.choose_for_crop(FLAGS.crop_size)  # as tools.search does, before TensorFlow is imported
+  from official.autodeeplab.utils import cpu_runtime
+  cpu_runtime.configure_for_crop(FLAGS.crop_size)  # as tools.search does, before importing TF
   import numpy as np
   import tensorflow as tf
   from official.autodeeplab.modeling import supernet
@@ -75,7 +75,9 @@ def main(argv):
   print(json.dumps({
       'num_layers': FLAGS.num_layers, 'filter_multiplier': FLAGS.filter_multiplier,
       'crop_size': FLAGS.crop_size, 'batch_size': FLAGS.batch_size,
-      'recompute': FLAGS.recompute, 'arch_only_gradients': FLAGS.arch_only_gradients, 'grappler': FLAGS.grappler, 'onednn': onednn.enabled(),
+      'recompute': FLAGS.recompute, 'arch_only_gradients': FLAGS.arch_only_gradients, 'grappler': FLAGS.grappler,
+      'onednn': cpu_runtime.onednn_enabled(), 'pooled_allocator': cpu_runtime.pooled_allocator(),
+      'functional_loops': cpu_runtime.functional_loops(FLAGS.crop_size),
       'trace_s': round(trace_s, 2), 'first_step_s': round(first_step_s, 2),
       'weight_step_s': round(statistics.median(weight), 3),
       'arch_step_s': round(statistics.median(arch), 3),

@@ -58,10 +58,10 @@ def main(argv):
   if FLAGS.num_steps is not None and FLAGS.num_steps < 1:
     raise common.UserInputError(f'--num_steps={FLAGS.num_steps}: must be positive')
   bindings = common.positive_flag_bindings(FLAGS, FLAG_BINDINGS)
-  # Before TensorFlow is imported: small crops run faster without oneDNN (utils/onednn.py).
+  # Before TensorFlow is imported: oneDNN and the allocator follow the crop (utils/cpu_runtime.py).
   from official.autodeeplab.training import search_settings
-  from official.autodeeplab.utils import onednn
-  onednn.choose_for_crop(search_settings.configured_crop_size(
+  from official.autodeeplab.utils import cpu_runtime
+  cpu_runtime.configure_for_crop(search_settings.configured_crop_size(
       FLAGS.gin_file, list(FLAGS.gin_bindings) + bindings))
   from official.autodeeplab.data import input_pipeline
   from official.autodeeplab.data.converters import synthetic
@@ -111,7 +111,7 @@ def main(argv):
         f'{num_classes} classes, {num_steps} steps (arch from {config.arch_start_step}) of batch '
         f'{data.batch_size} at crop {data.crop_size}, trainA/trainB '
         f'{half_sizes[0]}/{half_sizes[1]} images, on {strategy.num_replicas_in_sync} replica(s) '
-        f'(oneDNN kernels {"on" if onednn.enabled() else "off"}); workdir {FLAGS.workdir}',
+        f'({cpu_runtime.describe()}); workdir {FLAGS.workdir}',
         flush=True)
   os.makedirs(FLAGS.workdir, exist_ok=True)
   result = search_task.run_search(

@@ -142,6 +142,9 @@ def batch_norm(x: tf.Tensor, axes: list[int], epsilon: float) -> tf.Tensor:
 
 
 def _depthwise(x, kernel, dilation):
+  if dilation == 1:  # the kernel op itself: tf.nn's wrapper adds shape and rate constants
+    return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1],
+                                            padding='SAME')
   return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME', dilations=[dilation, dilation])
 
 

@@ -1,5 +1,5 @@
 """The runtime: strategy selection by name (TensorFlow's own engines for one device, many GPUs,
-many workers, TPU) and the graph optimiser switch."""
+many workers, TPU) and the graph switches (Grappler passes, while-loop lowering)."""
 from __future__ import annotations
 
 import contextlib
@@ -66,19 +66,20 @@ def deduplicating_graph_optimizer() -> None:
 
 
 @contextlib.contextmanager
-def functional_while_loops():
+def functional_while_loops(enabled: bool = True):
   """While loops (and their gradients) traced in this context stay functional `While` ops.
 
   TensorFlow normally lowers a tf.function's while loops to Switch/Merge/Enter/Exit and inlines
   their bodies into the caller, so the supernet's forward body, backward body and outer step are
-  placed, optimised and turned into kernels as one graph of ~20k nodes at once. Kept functional,
-  each body is instantiated on its own at its first iteration: measured on 2 CPU cores (L=12, F=8,
-  65 px, recompute) the first step's peak RSS fell 1.49 -> 1.31 GB and its time 16.7 -> 12.9 s,
-  with the same step time. (XLA and the single-threaded executor keep loops functional the same
-  way.)
+  placed, optimised and turned into kernels as one graph at once; iterations can then overlap and
+  unused loop outputs are pruned. Kept functional, each body is instantiated on its own at its first
+  iteration and runs as a function call per iteration: less memory at start-up and less overhead
+  per small op, which pays for small crops only (measurements in utils/cpu_runtime.py). XLA and the
+  single-threaded executor keep loops functional the same way; the switch itself is internal to
+  TensorFlow (tests/test_search_task.py checks that it still works).
   """
   previous = control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE  # pylint: disable=protected-access
-  control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = True  # pylint: disable=protected-access
+  control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = enabled or previous  # pylint: disable=protected-access
   try:
     yield
   finally:

@@ -44,6 +44,7 @@ from official.autodeeplab.training import optimization
 from official.autodeeplab.training import run_state
 from official.autodeeplab.training.search_settings import LoopSettings
 from official.autodeeplab.training.search_settings import SearchConfig
+from official.autodeeplab.utils import cpu_runtime
 from official.autodeeplab.utils import visualize
 
 SUPERNET_FILE = 'supernet.json'  # what the supernet of a search workdir is (to rebuild it)
@@ -109,15 +110,16 @@ class SearchTask:
                                arch_optimizer=self.arch_optimizer, step=self.step)
 
   def _replica_gradients(self, images, labels, variables):
-    @distribute.functional_while_loops()  # the trellis loop and its gradient
     def fn(images, labels):
-      with tf.GradientTape() as tape:
-        logits = self.model(images, training=True)
-        loss = losses.segmentation_loss(labels, logits, self.strategy.num_replicas_in_sync)
-      # TensorFlow's cross-entropy of NaN logits can come out finite: count them as well.
-      nonfinite = tf.reduce_sum(tf.cast(~tf.math.is_finite(logits), tf.float32))
-      predictions = tf.argmax(logits, -1, output_type=tf.int32)
-      return loss, nonfinite, predictions, tape.gradient(loss, variables)
+      # Small crops: the trellis loop and its gradient stay functional (utils/cpu_runtime.py).
+      with distribute.functional_while_loops(cpu_runtime.functional_loops(images.shape[1])):
+        with tf.GradientTape() as tape:
+          logits = self.model(images, training=True)
+          loss = losses.segmentation_loss(labels, logits, self.strategy.num_replicas_in_sync)
+        # TensorFlow's cross-entropy of NaN logits can come out finite: count them as well.
+        nonfinite = tf.reduce_sum(tf.cast(~tf.math.is_finite(logits), tf.float32))
+        predictions = tf.argmax(logits, -1, output_type=tf.int32)
+        return loss, nonfinite, predictions, tape.gradient(loss, variables)
     return self.strategy.run(fn, args=(images, labels))
 
   def _update_fn(self, optimizer, variables, weight_decay):
