@@ -1,10 +1,11 @@
 r"""Search supernet benchmark: start-up, step times and peak memory, as one JSON line.
 
   python benchmarks/search_step.py --num_layers=12 --filter_multiplier=8 --crop_size=65 \
-      --batch_size=2 [--steps=5] [--recompute] [--grappler]
+      --batch_size=2 [--steps=5] [--recompute] [--arch_only_gradients] [--grappler]
 
 oneDNN, the CPU allocator and the loop form follow the crop size as in tools.search
-(utils/cpu_runtime.py; TF_ENABLE_ONEDNN_OPTS / TF_CPU_ALLOCATOR_USE_BFC override). first_step_s counts from process start (before importing TensorFlow) to the end of the first
+(utils/cpu_runtime.py; TF_ENABLE_ONEDNN_OPTS / TF_CPU_ALLOCATOR_USE_BFC override). first_step_s
+counts from process start (before importing TensorFlow) to the end of the first
 weight step + architecture step; weight_step_s / arch_step_s are medians of the following steps.
 """
 import time
@@ -75,7 +76,8 @@ def main(argv):
   print(json.dumps({
       'num_layers': FLAGS.num_layers, 'filter_multiplier': FLAGS.filter_multiplier,
       'crop_size': FLAGS.crop_size, 'batch_size': FLAGS.batch_size,
-      'recompute': FLAGS.recompute, 'arch_only_gradients': FLAGS.arch_only_gradients, 'grappler': FLAGS.grappler,
+      'recompute': FLAGS.recompute, 'arch_only_gradients': FLAGS.arch_only_gradients,
+      'grappler': FLAGS.grappler,
       'onednn': cpu_runtime.onednn_enabled(), 'pooled_allocator': cpu_runtime.pooled_allocator(),
       'functional_loops': cpu_runtime.functional_loops(FLAGS.crop_size),
       'trace_s': round(trace_s, 2), 'first_step_s': round(first_step_s, 2),

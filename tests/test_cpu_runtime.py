@@ -23,7 +23,8 @@ _CONFIGURE = (
     # the user's settings win
     (65, {cpu_runtime.ONEDNN_ENV: '1', cpu_runtime.ALLOCATOR_ENV: '0'},
      '1 0 False | oneDNN kernels on, malloc CPU allocator'),
-    (321, {cpu_runtime.ALLOCATOR_ENV: 'true'}, '1 true False | oneDNN kernels on, pooled CPU allocator'),
+    (321, {cpu_runtime.ALLOCATOR_ENV: 'true'},
+     '1 true False | oneDNN kernels on, pooled CPU allocator'),
 ])
 def test_configure_for_crop_sets_the_variables_before_tensorflow(crop, preset, expected):
   env = {k: v for k, v in os.environ.items()

@@ -78,9 +78,10 @@ def functional_while_loops(enabled: bool = True):
   single-threaded executor keep loops functional the same way; the switch itself is internal to
   TensorFlow (tests/test_search_task.py checks that it still works).
   """
-  previous = control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE  # pylint: disable=protected-access
-  control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = enabled or previous  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  previous = control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE
+  control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = enabled or previous
   try:
     yield
   finally:
-    control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = previous  # pylint: disable=protected-access
+    control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = previous

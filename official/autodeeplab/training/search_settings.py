@@ -1,7 +1,7 @@
 """What a search is configured with, apart from the supernet: optimisation, data, loop cadence.
 
 Kept free of TensorFlow so a binary can read the configured crop size from gin before it imports
-TensorFlow (which fixes, at import, whether oneDNN kernels are used: see `utils/onednn.py`).
+TensorFlow (which fixes, at import, its kernels and allocator: see `utils/cpu_runtime.py`).
 `search_task` uses these; gin binds them through the factories at the end (`search_config.*`,
 `search_data.*`, `loop_settings.*`).
 """

@@ -11,12 +11,12 @@ side on 2 CPU cores (AMD EPYC; search supernet L=12, F=8, batch 2, recomputation
 * TensorFlow's BFC allocator for CPU tensors (TF_CPU_ALLOCATOR_USE_BFC) and at most two glibc
   malloc arenas (mallopt M_ARENA_MAX): tensors then come from one pool instead of per-thread malloc
   arenas that keep what they freed. 65 px peak RSS 1.48 -> 1.30-1.42 GiB (fourteen runs), step
-  time unchanged (arenas alone slowed the step down, up to 1.6x, from contention). At 321 px peak RSS
-  was higher with them (2.27 vs 2.15 GiB) for the same step time: default malloc there.
+  time unchanged (arenas alone slowed the step down, up to 1.6x, from contention). At 321 px peak
+  RSS was higher with them (2.27 vs 2.15 GiB) for the same step time: default malloc there.
 * the search step's while loops kept functional (`functional_loops`, decided where the step is
   traced, see `training/distribute.functional_while_loops`): 65 px first step 16.6 -> 14.9 s,
-  step 1.51 -> 1.24 s, peak RSS 1.54 -> 1.42 GiB; at 321 px the step was 1.3x slower (lowered loops overlap layers and prune
-  the arch-only graph's weight gradients).
+  step 1.51 -> 1.24 s, peak RSS 1.54 -> 1.42 GiB; at 321 px the step was 1.3x slower (lowered
+  loops overlap layers and prune the arch-only graph's weight gradients).
 
 A setting already in the environment always wins; once TensorFlow is imported it is too late to
 change the first two, so binaries call `configure_for_crop` first.
