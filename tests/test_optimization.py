@@ -1,4 +1,5 @@
 """Learning-rate schedules and the L2 weight decay added to gradients."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -38,3 +39,37 @@ def test_weight_decay_is_the_l2_gradient():
   expected = tape.gradient(penalty, v)
   decayed = optimization.add_weight_decay([tf.zeros(2)], [v], 3e-4)
   np.testing.assert_allclose(decayed[0], expected, rtol=1e-6)
+
+
+def _run(optimizer, steps=3, l2_in_gradient=0.0):
+  rng = np.random.default_rng(0)
+  variables = [tf.Variable(rng.normal(size=s).astype(np.float32)) for s in ([4, 3], [5])]
+  optimizer.build(variables)
+  for step in range(steps):
+    grads = [tf.constant(rng.normal(size=v.shape), tf.float32) for v in variables]
+    grads = optimization.add_weight_decay(grads, variables, l2_in_gradient)
+    optimizer.apply_gradients(zip(grads, variables))
+  return [v.numpy() for v in variables] + [m.numpy() for m in optimizer.momentums]
+
+
+@pytest.mark.parametrize('l2', [0.0, 3e-2])
+def test_in_place_sgd_is_keras_sgd_on_the_l2_gradient(l2):
+  schedule = optimization.cosine_schedule(0.1, 10, 0.01)
+  ours = _run(optimization.sgd(schedule, 0.9, l2=l2))
+  keras_sgd = _run(keras.optimizers.SGD(schedule, momentum=0.9), l2_in_gradient=l2)
+  for a, b in zip(ours, keras_sgd):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_sgd_falls_back_to_keras_for_nesterov_and_no_momentum():
+  for kwargs in ({'momentum': 0.9, 'nesterov': True}, {'momentum': 0.0}):
+    ours = _run(optimization.SGD(0.05, l2=1e-2, **kwargs))
+    keras_sgd = _run(keras.optimizers.SGD(0.05, **kwargs), l2_in_gradient=1e-2)
+    for a, b in zip(ours, keras_sgd):
+      np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_sgd_config_round_trip():
+  optimizer = optimization.SGD(0.05, momentum=0.8, l2=4e-5)
+  restored = optimization.SGD.from_config(optimizer.get_config())
+  assert (restored.l2, restored.momentum) == (4e-5, 0.8)

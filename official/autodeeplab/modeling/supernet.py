@@ -23,8 +23,10 @@ H^{l-2}, e.g. at layer 0 or for level 3 at layer 3, thus means a cell without th
 H^{l-2}, as in the PyTorch reimplementation.) The price is compute spent on those zero nodes in
 layers 0-2 (about a tenth of the total at L=12). Each level's
 weights for all layers are one variable [L, n] (`level_layouts`), sliced per layer by the loop;
-the cell itself is `fused_cell.fused_cell`. With `recompute=True` each layer's activations are
-recomputed in the backward pass (tf.recompute_grad): memory then grows with one layer, not L.
+the cell itself is `fused_cell.fused_cell`. With `recompute=True` the layers run in
+`layer_loop.run_layers`, whose written-out backward loop recomputes each layer from its stored
+input states: memory then grows with one layer, not L, and no weight-sized copy is kept for the
+backward pass (what differentiating the foldl costs).
 Graph size is what start-up time and memory follow on CPU (about 20 KB per node), so shapes are
 passed as Python ints wherever the input size is static (a search trains on a fixed crop) and the
 per-state mixing weights are arranged once per step, outside the loop.
@@ -37,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from official.autodeeplab.modeling import fused_cell
+from official.autodeeplab.modeling import layer_loop
 from official.autodeeplab.modeling import ops
 from official.autodeeplab.modeling import tracking
 from official.autodeeplab.search import space
@@ -121,8 +124,8 @@ class Supernet(tracking.CheckpointLists, keras.Model):
     num_layers: L, layers of the trellis (paper: 12).
     num_blocks: B, blocks per cell (paper: 5).
     filter_multiplier: F; a level-k node has B * F * 2**k channels (paper: 8 in the search).
-    recompute: recompute each layer's activations in the backward pass (less memory, ~1/3 more
-      compute).
+    recompute: recompute each layer's activations in the backward pass (memory of one layer,
+      for a second forward pass per layer).
     seed: seed of the flat per-level weight initialisation.
   """
 
@@ -235,19 +238,22 @@ class Supernet(tracking.CheckpointLists, keras.Model):
     prev = (stem,) + tuple(zeros[1:])
     prev_prev = tuple(zeros)
     mixing = fused_cell.mixing_weights(self.op_weights(), self.num_blocks)
-    layer_fn = tf.recompute_grad(self._layer) if self.recompute else self._layer
-
-    def body(carry, elems):
-      prev, prev_prev = carry
-      betas, *weights = elems
-      nodes = layer_fn(*prev, *prev_prev, betas, *weights, *mixing)
-      for node, z in zip(nodes, zeros):
-        node.set_shape(z.shape)
-      return tuple(nodes), prev
-
     elems = (self.transition_probabilities(),) + tuple(
         tf.convert_to_tensor(w) for w in self.level_weights)
-    last, _ = tf.foldl(body, elems, initializer=(prev, prev_prev))
+    if self.recompute:
+      last = layer_loop.run_layers(
+          lambda prev, prev_prev, rows, shared: self._layer(*prev, *prev_prev, *rows, *shared),
+          prev, prev_prev, elems, mixing)
+    else:
+      def body(carry, elems):
+        prev, prev_prev = carry
+        betas, *weights = elems
+        nodes = self._layer(*prev, *prev_prev, betas, *weights, *mixing)
+        for node, z in zip(nodes, zeros):
+          node.set_shape(z.shape)
+        return tuple(nodes), prev
+
+      last, _ = tf.foldl(body, elems, initializer=(prev, prev_prev))
     image_size = tf.shape(images)[1:3]
     logits = [tf.image.resize(head(node, training=training), image_size, method='bilinear')
               for head, node in zip(self.heads, last)]

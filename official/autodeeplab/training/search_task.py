@@ -4,7 +4,8 @@ The train set is split into trainA (weights w) and trainB (architecture alpha, b
 each (`input_pipeline.split_in_halves`); steps alternate: w <- SGD(grad_w L_trainA), then
 alpha, beta <- Adam(grad_{alpha,beta} L_trainB), the latter only after `arch_start_step` (the paper
 starts at epoch 20 of 40). Weight decay is L2 added to the gradient, as in the paper (Keras
-optimizers' own weight decay is decoupled).
+optimizers' own weight decay is decoupled); for the weights it happens inside the in-place SGD
+update (`optimization.SGD`).
 
 Start-up matters for a supernet on TensorFlow, so the step is split in two kinds of
 `tf.function`: `_gradients` (forward + backward for all trainable variables, one graph, traced and
@@ -83,7 +84,9 @@ class SearchTask:
       self.model.build((None, None, None, 3))
       schedule = optimization.cosine_schedule(config.weight_lr, config.total_steps,
                                               config.weight_lr_min)
-      self.weight_optimizer = optimization.sgd(schedule, config.weight_momentum)
+      # The weights' L2 is applied inside the (in-place) SGD update; alpha/beta's below.
+      self.weight_optimizer = optimization.sgd(schedule, config.weight_momentum,
+                                               l2=config.weight_decay)
       self.arch_optimizer = keras.optimizers.Adam(config.arch_lr, beta_1=config.arch_beta_1,
                                                   beta_2=config.arch_beta_2)
       # Slots before any trace: creating them inside a traced step is slow and retraces.
@@ -100,7 +103,7 @@ class SearchTask:
                                                        self.model.arch_variables),
         reduce_retracing=True)
     self._apply_weights = self._update_fn(self.weight_optimizer, self.model.weight_variables,
-                                          config.weight_decay)
+                                          weight_decay=0.0)
     self._apply_arch = self._update_fn(self.arch_optimizer, self.model.arch_variables,
                                        config.arch_weight_decay)
 
@@ -125,6 +128,10 @@ class SearchTask:
   def _update_fn(self, optimizer, variables, weight_decay):
     """A compiled update: L2 added to the gradients, then the optimiser, on every replica."""
     def replica_update(grads):
+      # tf.identity puts each gradient on this replica's device (no copy): Keras all-reduces the
+      # gradients, and under MultiWorkerMirroredStrategy a bare function argument has no device
+      # ("destinations can not be empty").
+      grads = [tf.identity(g) for g in grads]
       decayed = optimization.add_weight_decay(grads, variables, weight_decay)
       optimizer.apply_gradients(zip(decayed, variables))
 
