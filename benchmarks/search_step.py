@@ -3,7 +3,7 @@ r"""Search supernet benchmark: start-up, step times and peak memory, as one JSON
   python benchmarks/search_step.py --num_layers=12 --filter_multiplier=8 --crop_size=65 \
       --batch_size=2 [--steps=5] [--recompute] [--arch_only_gradients] [--grappler]
 
-oneDNN, the CPU allocator and the loop form follow the crop size as in tools.search
+oneDNN, the CPU allocator, threads per op and the loop form follow the crop size as in tools.search
 (utils/cpu_runtime.py; TF_ENABLE_ONEDNN_OPTS / TF_CPU_ALLOCATOR_USE_BFC override). first_step_s
 counts from process start (before importing TensorFlow) to the end of the first
 weight step + architecture step; weight_step_s / arch_step_s are medians of the following steps.
@@ -80,6 +80,7 @@ def main(argv):
       'grappler': FLAGS.grappler,
       'onednn': cpu_runtime.onednn_enabled(), 'pooled_allocator': cpu_runtime.pooled_allocator(),
       'functional_loops': cpu_runtime.functional_loops(FLAGS.crop_size),
+      'threads_per_op': cpu_runtime.threads_per_op(),
       'trace_s': round(trace_s, 2), 'first_step_s': round(first_step_s, 2),
       'weight_step_s': round(statistics.median(weight), 3),
       'arch_step_s': round(statistics.median(arch), 3),

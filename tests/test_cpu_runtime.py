@@ -13,22 +13,24 @@ _CONFIGURE = (
     'import os, sys; from official.autodeeplab.utils import cpu_runtime as r; '
     'line = r.configure_for_crop(int(sys.argv[1])); '
     'print(os.environ[r.ONEDNN_ENV], os.environ.get(r.ALLOCATOR_ENV, "-"), '
+    'os.environ[r.INTRA_OP_ENV], '
     '"tensorflow" in sys.modules, "|", line)')
 
 
 @pytest.mark.parametrize('crop,preset,expected', [
-    (65, {}, '0 true False | oneDNN kernels off, pooled CPU allocator'),
-    (cpu_runtime.SMALL_CROP + 1, {}, '1 - False | oneDNN kernels on, malloc CPU allocator'),
-    (321, {}, '1 - False | oneDNN kernels on, malloc CPU allocator'),
+    (65, {}, '0 true 1 False | oneDNN kernels off, pooled CPU allocator, 1 thread per op'),
+    (cpu_runtime.SMALL_CROP + 1, {},
+     '1 - 1 False | oneDNN kernels on, malloc CPU allocator, 1 thread per op'),
+    (321, {}, '1 - 1 False | oneDNN kernels on, malloc CPU allocator, 1 thread per op'),
     # the user's settings win
     (65, {cpu_runtime.ONEDNN_ENV: '1', cpu_runtime.ALLOCATOR_ENV: '0'},
-     '1 0 False | oneDNN kernels on, malloc CPU allocator'),
-    (321, {cpu_runtime.ALLOCATOR_ENV: 'true'},
-     '1 true False | oneDNN kernels on, pooled CPU allocator'),
+     '1 0 1 False | oneDNN kernels on, malloc CPU allocator, 1 thread per op'),
+    (321, {cpu_runtime.ALLOCATOR_ENV: 'true', cpu_runtime.INTRA_OP_ENV: '2'},
+     '1 true 2 False | oneDNN kernels on, pooled CPU allocator, 2 threads per op'),
 ])
 def test_configure_for_crop_sets_the_variables_before_tensorflow(crop, preset, expected):
   env = {k: v for k, v in os.environ.items()
-         if k not in (cpu_runtime.ONEDNN_ENV, cpu_runtime.ALLOCATOR_ENV)}
+         if k not in (cpu_runtime.ONEDNN_ENV, cpu_runtime.ALLOCATOR_ENV, cpu_runtime.INTRA_OP_ENV)}
   result = subprocess.run([sys.executable, '-c', _CONFIGURE, str(crop)], cwd=ROOT, text=True,
                           env=dict(env, PYTHONPATH=ROOT, **preset), capture_output=True,
                           check=True)

@@ -42,8 +42,9 @@ def test_search_on_two_workers(tmp_path):
   for worker, (out, err) in zip(workers, outputs):
     assert worker.returncode == 0, err[-3000:]
   assert 'on 2 replica(s)' in outputs[0][0] and 'done at step 2' in outputs[0][0]
-  if not {'TF_ENABLE_ONEDNN_OPTS', 'TF_CPU_ALLOCATOR_USE_BFC'} & set(os.environ):  # 33 px: small
-    assert '(oneDNN kernels off, pooled CPU allocator)' in outputs[0][0]
+  if not {'TF_ENABLE_ONEDNN_OPTS', 'TF_CPU_ALLOCATOR_USE_BFC', 'TF_NUM_INTRAOP_THREADS'} & set(
+      os.environ):  # 33 px: small
+    assert '(oneDNN kernels off, pooled CPU allocator, 1 thread per op)' in outputs[0][0]
   genotype = Genotype.from_json(tmp_path / 'run' / 'genotype.json')
   assert genotype.num_layers == 3 and genotype.num_blocks == 5
   assert (tmp_path / 'run' / 'checkpoints' / 'ckpt-2.index').exists()
