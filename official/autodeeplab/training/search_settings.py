@@ -32,8 +32,9 @@ class SearchConfig:
     arch_beta_2: Adam's second-moment decay.
     arch_only_gradients: architecture steps run their own graph that differentiates alpha and
       beta only (no weight gradients). Costs a second trace and instantiation (~19 s and ~0.5 GB
-      on 2 CPU cores); saves ~19% of each architecture step at 321 px (6.28 -> 5.10 s), hours over
-      the paper's 14,880 architecture steps. Off: both steps share one graph (quick runs).
+      on 2 CPU cores); saves ~20% of each architecture step at 321 px (3.91 s beside a 4.87 s
+      weight step in one benchmark run), hours over the paper's 14,880 architecture steps. Off:
+      both steps share one graph (quick runs).
   """
   total_steps: int = 1000
   arch_start_step: int = 500
