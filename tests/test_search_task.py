@@ -170,3 +170,41 @@ def test_nan_stops_the_search_naming_the_step(task, tmp_path):
                      match=rf'step {start + 2}: the trainA loss is not finite.*ckpt-{start + 1}'):
     search_task.run_search(task, a, b, start + 5, str(tmp_path), settings, log=log)
   assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith(f'ckpt-{start + 1}')
+
+
+@pytest.mark.slow
+def test_recomputing_search_steps_on_two_replicas():
+  """MirroredStrategy over two logical CPUs with recompute=True: the written-out layer loop's
+  gradient is all-reduced and the in-place SGD updates each replica's copy alike. In a fresh
+  process: logical devices must be set before TensorFlow starts."""
+  import subprocess
+  import sys
+  from tests.conftest import ROOT
+  code = '''
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from official.autodeeplab.modeling import supernet
+from official.autodeeplab.training import search_settings, search_task
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+task = search_task.SearchTask(
+    lambda: supernet.Supernet(3, num_layers=3, filter_multiplier=2, recompute=True),
+    search_settings.SearchConfig(), strategy)
+rng = np.random.default_rng(0)
+batch = tf.data.Dataset.from_tensors((tf.constant(rng.normal(size=[4, 33, 33, 3]), tf.float32),
+                                      tf.constant(rng.integers(0, 3, [4, 33, 33]), tf.int32)))
+images, labels = next(iter(strategy.experimental_distribute_dataset(batch)))
+before = [v.numpy().copy() for v in task.model.trainable_variables]
+losses = [task.weight_step(images, labels).loss, task.arch_step(images, labels).loss]
+# (the stem's and heads' BN moving statistics stay per replica: the search never reads them)
+replicas_agree = all(np.array_equal(*[c.numpy() for c in v.value.values])
+                     for v in task.model.trainable_variables)
+moved = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, task.model.trainable_variables))
+print("finite", bool(np.isfinite(losses).all()), "agree", replicas_agree,
+      "moved", moved == len(task.model.trainable_variables))
+'''
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'finite True agree True moved True' in result.stdout
