@@ -200,9 +200,9 @@ losses = [task.weight_step(images, labels).loss, task.arch_step(images, labels).
 # (the stem's and heads' BN moving statistics stay per replica: the search never reads them)
 replicas_agree = all(np.array_equal(*[c.numpy() for c in v.value.values])
                      for v in task.model.trainable_variables)
-moved = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, task.model.trainable_variables))
-print("finite", bool(np.isfinite(losses).all()), "agree", replicas_agree,
-      "moved", moved == len(task.model.trainable_variables))
+moved = all(not np.array_equal(b, v.numpy())
+            for b, v in zip(before, task.model.trainable_variables))
+print("finite", bool(np.isfinite(losses).all()), "agree", replicas_agree, "moved", moved)
 '''
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '3'})
