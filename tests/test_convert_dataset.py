@@ -11,7 +11,6 @@ import tensorflow as tf
 from PIL import Image
 
 from official.autodeeplab.data import convert
-from official.autodeeplab.data import datasets
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.errors import UserInputError
 from tests import data_trees
