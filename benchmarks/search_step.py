@@ -4,9 +4,10 @@ r"""Search supernet benchmark: start-up, step times and peak memory, as one JSON
       --batch_size=2 [--steps=5] [--recompute] [--arch_only_gradients] [--grappler]
 
 oneDNN, the CPU allocator, threads per op and the loop form follow the crop size as in tools.search
-(utils/cpu_runtime.py; TF_ENABLE_ONEDNN_OPTS / TF_CPU_ALLOCATOR_USE_BFC override). first_step_s
-counts from process start (before importing TensorFlow) to the end of the first
-weight step + architecture step; weight_step_s / arch_step_s are medians of the following steps.
+(utils/cpu_runtime.py; TF_ENABLE_ONEDNN_OPTS / TF_CPU_ALLOCATOR_USE_BFC / TF_NUM_INTRAOP_THREADS
+override). first_step_s counts from process start (before importing TensorFlow) to the end of
+the first weight step + architecture step; weight_step_s / arch_step_s are medians of the
+following steps.
 """
 import time
 

@@ -58,7 +58,7 @@ def main(argv):
   if FLAGS.num_steps is not None and FLAGS.num_steps < 1:
     raise common.UserInputError(f'--num_steps={FLAGS.num_steps}: must be positive')
   bindings = common.positive_flag_bindings(FLAGS, FLAG_BINDINGS)
-  # Before TensorFlow is imported: oneDNN and the allocator follow the crop (utils/cpu_runtime.py).
+  # Before TensorFlow is imported: kernels, allocator and threads per op (utils/cpu_runtime.py).
   from official.autodeeplab.training import search_settings
   from official.autodeeplab.utils import cpu_runtime
   cpu_runtime.configure_for_crop(search_settings.configured_crop_size(

@@ -12,8 +12,8 @@ Start-up matters for a supernet on TensorFlow, so the step is split in two kinds
 instantiated once) and two small update functions. By default the arch step uses that graph too and
 computes weight gradients it does not use: for a short run that costs less than a second large
 graph. A long run (`SearchConfig.arch_only_gradients`, on in the paper's gin) gives the arch step
-its own `_arch_gradients` graph differentiating alpha and beta only: 6.28 -> 5.10 s per arch step
-at 321 px on 2 CPU cores, for ~19 s more start-up.
+its own `_arch_gradients` graph differentiating alpha and beta only (what that costs and saves:
+`SearchConfig.arch_only_gradients`).
 
 `run_search` is the loop (checkpoints, progress, TensorBoard, SIGTERM, divergence);
 `export_architecture` writes what the search has found so far (arch.npz, genotype.json,
