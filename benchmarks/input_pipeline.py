@@ -64,7 +64,7 @@ def _search_step_rate():
   from official.autodeeplab.modeling import supernet
   from official.autodeeplab.training import distribute
   from official.autodeeplab.training import search_task
-  distribute.disable_graph_optimizer()
+  distribute.configure_graph_optimizer('off')
   task = search_task.SearchTask(lambda: supernet.Supernet(19, recompute=True))
   images, labels = tf.random.normal([2, 321, 321, 3]), tf.zeros([2, 321, 321], tf.int32)
   task.weight_step(images, labels)

@@ -4,7 +4,7 @@ r"""Search supernet benchmark: start-up, step times and peak memory, as one JSON
       --batch_size=2 [--steps=5] [--recompute] [--arch_only_gradients] [--grappler]
 
 oneDNN, the CPU allocator, threads per op and the loop form follow the crop size as in tools.search
-(utils/cpu_runtime.py; TF_ENABLE_ONEDNN_OPTS / TF_CPU_ALLOCATOR_USE_BFC / TF_NUM_INTRAOP_THREADS
+(utils/runtime.py; TF_ENABLE_ONEDNN_OPTS / TF_CPU_ALLOCATOR_USE_BFC / TF_NUM_INTRAOP_THREADS
 override). first_step_s counts from process start (before importing TensorFlow) to the end of
 the first weight step + architecture step; weight_step_s / arch_step_s are medians of the
 following steps.
@@ -41,25 +41,26 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from official.autodeeplab.utils import cpu_runtime
-  cpu_runtime.configure_for_crop(FLAGS.crop_size)  # as tools.search does, before importing TF
+  from official.autodeeplab.utils import runtime as runtime_lib
+  runtime = runtime_lib.resolve('search', FLAGS.crop_size)  # as tools.search, before TF
+  runtime.apply()
   import numpy as np
   import tensorflow as tf
   from official.autodeeplab.modeling import supernet
+  from official.autodeeplab.training import configs
   from official.autodeeplab.training import distribute
-  from official.autodeeplab.training import search_settings
   from official.autodeeplab.training import search_task
 
   if not FLAGS.grappler:
-    distribute.deduplicating_graph_optimizer()  # as tools.search runs
+    distribute.configure_graph_optimizer(runtime.graph_optimizer)  # as tools.search runs
   rng = np.random.default_rng(0)
   shape = [FLAGS.batch_size, FLAGS.crop_size, FLAGS.crop_size]
   images = tf.constant(rng.standard_normal(shape + [3]), tf.float32)
   labels = tf.constant(rng.integers(0, FLAGS.num_classes, shape), tf.int32)
   task = search_task.SearchTask(lambda: supernet.Supernet(
       FLAGS.num_classes, num_layers=FLAGS.num_layers, filter_multiplier=FLAGS.filter_multiplier,
-      recompute=FLAGS.recompute), search_settings.SearchConfig(
-          arch_only_gradients=FLAGS.arch_only_gradients))
+      recompute=FLAGS.recompute), configs.SearchConfig(
+          arch_only_gradients=FLAGS.arch_only_gradients), runtime=runtime)
   t = time.time()
   task._gradients.get_concrete_function(images, labels)
   trace_s = time.time() - t
@@ -79,9 +80,9 @@ def main(argv):
       'crop_size': FLAGS.crop_size, 'batch_size': FLAGS.batch_size,
       'recompute': FLAGS.recompute, 'arch_only_gradients': FLAGS.arch_only_gradients,
       'grappler': FLAGS.grappler,
-      'onednn': cpu_runtime.onednn_enabled(), 'pooled_allocator': cpu_runtime.pooled_allocator(),
-      'functional_loops': cpu_runtime.functional_loops(FLAGS.crop_size),
-      'threads_per_op': cpu_runtime.threads_per_op(),
+      'onednn': runtime.onednn, 'pooled_allocator': runtime.pooled_allocator,
+      'functional_loops': runtime.functional_loops,
+      'threads_per_op': runtime.threads_per_op or 'cores',
       'trace_s': round(trace_s, 2), 'first_step_s': round(first_step_s, 2),
       'weight_step_s': round(statistics.median(weight), 3),
       'arch_step_s': round(statistics.median(arch), 3),

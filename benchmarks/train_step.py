@@ -58,27 +58,28 @@ def main(argv):
   import numpy as np
   import tensorflow as tf
   from official.autodeeplab.search.genotype import PAPER_GENOTYPE
+  from official.autodeeplab.training import configs
   from official.autodeeplab.training import distribute
   from official.autodeeplab.training import train_task
   from official.autodeeplab.utils import complexity
 
   if not FLAGS.grappler:
-    distribute.disable_graph_optimizer()
+    distribute.configure_graph_optimizer('off')
   rng = np.random.default_rng(0)
   shape = [FLAGS.batch_size, FLAGS.crop_size, FLAGS.crop_size]
   images = tf.constant(rng.uniform(-1, 1, shape + [3]), tf.float32)
   labels = tf.constant(rng.integers(0, FLAGS.num_classes, shape), tf.int32)
-  config = train_task.TrainConfig(total_steps=1000, batch_size=FLAGS.batch_size,
-                                  crop_size=FLAGS.crop_size)
-  task = train_task.TrainTask(lambda: train_task.retrain_model(
+  config = configs.TrainConfig(total_steps=1000, batch_size=FLAGS.batch_size,
+                               crop_size=FLAGS.crop_size)
+  task = train_task.TrainTask(lambda: configs.retrain_model(
       PAPER_GENOTYPE, FLAGS.num_classes, FLAGS.model_size, drop_path_keep_prob=0.7), config)
   built_s = time.time() - _START
-  float(task.train_step(images, labels)[0])
+  float(task.train_batch(images, labels)[0])
   first_step_s = time.time() - _START
   steps = []
   for _ in range(FLAGS.steps):
     t = time.time()
-    float(task.train_step(images, labels)[0])
+    float(task.train_batch(images, labels)[0])
     steps.append(time.time() - t)
   train_step_s = statistics.median(steps)
   report = {

@@ -36,5 +36,5 @@ def test_map_labels_rejects_values_outside_the_table():
                                 [[0, 20, 255]])
   with pytest.raises(UserInputError, match=r'x.png: label values \[30\]'):
     datasets.map_labels(np.array([[0, 30]]), spec, 'x.png')
-  with pytest.raises(UserInputError, match='--dataset=coco'):
+  with pytest.raises(UserInputError, match='dataset=coco'):
     datasets.get_spec('coco')

@@ -128,5 +128,5 @@ def test_evaluator_scores_a_dataset():
 
 
 def test_inference_options_reject_bad_scales():
-  with pytest.raises(UserInputError, match='--scales'):
+  with pytest.raises(UserInputError, match='scales='):
     evaluation.Evaluator(PointwiseModel(), 4, scales=(1.0, -0.5))

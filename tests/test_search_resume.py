@@ -7,10 +7,11 @@ import pytest
 
 from official.autodeeplab.search.genotype import Genotype
 from official.autodeeplab.training import run_state
-from official.autodeeplab.training import search_settings
+from official.autodeeplab.training import configs
 from official.autodeeplab.training import search_task
 from tests.conftest import copy_checkpoint
 from tests.search_helpers import datasets
+from tests.search_helpers import run
 from tests.search_helpers import tiny_task
 
 
@@ -30,8 +31,8 @@ def test_resume_is_exact(tmp_path):
   """
   task = tiny_task()
   a, b = datasets()
-  search_task.run_search(task, a, b, 4, str(tmp_path / 'straight'),
-                         search_settings.LoopSettings(checkpoint_every=3), log=lambda *_: None)
+  run(task, a, b, 4, str(tmp_path / 'straight'), configs.LoopSettings(checkpoint_every=3),
+      log=lambda *_: None)
   straight = state(task)
   copy_checkpoint(str(tmp_path / 'straight' / 'checkpoints'), 3,
                   str(tmp_path / 'resumed' / 'checkpoints'))
@@ -41,7 +42,7 @@ def test_resume_is_exact(tmp_path):
   at_step_3 = state(fresh)
   a, b = datasets()
   logs = []
-  result = search_task.run_search(task, a, b, 4, str(tmp_path / 'resumed'), log=logs.append)
+  result = run(task, a, b, 4, str(tmp_path / 'resumed'), log=logs.append)
   assert any('resumed from' in line and 'at step 3' in line for line in logs)
   assert result['step'] == 4
   for x, y in zip(straight, state(task)):

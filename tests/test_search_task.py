@@ -9,15 +9,17 @@ import pytest
 import tensorflow as tf
 
 from official.autodeeplab.search.genotype import Genotype
+from official.autodeeplab.errors import DivergedError
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.training import distribute
 from official.autodeeplab.training import run_state
-from official.autodeeplab.training import search_settings
+from official.autodeeplab.training import configs
 from official.autodeeplab.training import search_task
 from tests.search_helpers import datasets
+from tests.search_helpers import run
 from tests.search_helpers import tiny_task
 
-distribute.disable_graph_optimizer()  # start-up; the binaries, tested end to end, dedupe first
+distribute.configure_graph_optimizer('off')  # start-up; the binaries, tested end to end, dedupe first
 
 
 @pytest.fixture(scope='module')
@@ -97,11 +99,9 @@ def test_periodic_exports_summaries_and_progress_line(task, tmp_path):
   start = int(task.step.numpy())
   a, b = datasets()
   lines = []
-  settings = search_settings.LoopSettings(log_every=1, checkpoint_every=2, export_every=2)
-  result = search_task.run_search(task, a, b, start + 4, str(tmp_path), settings, log=lines.append,
-                                  steps_per_epoch=2, description={
-                                      'num_classes': 3, 'num_layers': 3, 'num_blocks': 5,
-                                      'filter_multiplier': 2})
+  settings = configs.LoopSettings(log_every=1, checkpoint_every=2, export_every=2)
+  result = run(task, a, b, start + 4, str(tmp_path), settings, log=lines.append,
+               half_sizes=(4, 4))
   step_lines = [line for line in lines if line.startswith('[search] step')]
   assert len(step_lines) == 4
   assert f'step {start + 4}/{start + 4} epoch {(start + 4) / 2:.2f}' in step_lines[-1]
@@ -129,14 +129,14 @@ def test_sigterm_checkpoints_then_the_rerun_resumes(task, tmp_path):
     if f'step {start + 2}/' in line:
       os.kill(os.getpid(), signal.SIGTERM)
 
-  settings = search_settings.LoopSettings(log_every=1, checkpoint_every=100, export_every=100)
+  settings = configs.LoopSettings(log_every=1, checkpoint_every=100, export_every=100)
   with pytest.raises(run_state.Preempted, match=f'SIGTERM at step {start + 2}'):
-    search_task.run_search(task, a, b, start + 6, str(tmp_path), settings, log=log)
+    run(task, a, b, start + 6, str(tmp_path), settings, log=log)
   assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith(f'ckpt-{start + 2}')
   assert Genotype.from_json(tmp_path / 'genotype.json').num_layers == 3
   assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler was only for the loop
   lines = []
-  result = search_task.run_search(task, a, b, start + 3, str(tmp_path), settings,
+  result = run(task, a, b, start + 3, str(tmp_path), settings,
                                   log=lines.append)
   assert any('resumed from' in line and f'at step {start + 2}' in line for line in lines)
   assert result['step'] == start + 3
@@ -144,15 +144,15 @@ def test_sigterm_checkpoints_then_the_rerun_resumes(task, tmp_path):
 
 def test_workdir_of_another_supernet_is_refused(tmp_path):
   keras.utils.set_random_seed(0)
-  small = search_task.SearchTask(lambda: search_task.build_supernet(3, num_layers=3,
+  small = search_task.SearchTask(lambda: configs.build_supernet(3, num_layers=3,
                                                                     filter_multiplier=2))
   tf.train.CheckpointManager(small.checkpoint(), str(tmp_path / 'checkpoints'), 3).save(0)
   before = sorted(os.listdir(tmp_path / 'checkpoints'))
-  wider = search_task.SearchTask(lambda: search_task.build_supernet(3, num_layers=3,
+  wider = search_task.SearchTask(lambda: configs.build_supernet(3, num_layers=3,
                                                                     filter_multiplier=3))
   a, b = datasets()
   with pytest.raises(UserInputError, match=r'does not match this model \(variable \S+ has shape'):
-    search_task.run_search(wider, a, b, 1, str(tmp_path), log=lambda _: None)
+    run(wider, a, b, 1, str(tmp_path), log=lambda _: None)
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == before
 
 
@@ -165,10 +165,10 @@ def test_nan_stops_the_search_naming_the_step(task, tmp_path):
     if f'step {start + 1}/' in line:
       task.model.level_weights[0].assign(tf.fill(task.model.level_weights[0].shape, np.nan))
 
-  settings = search_settings.LoopSettings(log_every=1, checkpoint_every=1)
-  with pytest.raises(search_task.DivergedError,
+  settings = configs.LoopSettings(log_every=1, checkpoint_every=1)
+  with pytest.raises(DivergedError,
                      match=rf'step {start + 2}: the trainA loss is not finite.*ckpt-{start + 1}'):
-    search_task.run_search(task, a, b, start + 5, str(tmp_path), settings, log=log)
+    run(task, a, b, start + 5, str(tmp_path), settings, log=log)
   assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith(f'ckpt-{start + 1}')
 
 
@@ -186,11 +186,11 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from official.autodeeplab.modeling import supernet
-from official.autodeeplab.training import search_settings, search_task
+from official.autodeeplab.training import configs, search_task
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 task = search_task.SearchTask(
     lambda: supernet.Supernet(3, num_layers=3, filter_multiplier=2, recompute=True),
-    search_settings.SearchConfig(), strategy)
+    configs.SearchConfig(), strategy)
 rng = np.random.default_rng(0)
 batch = tf.data.Dataset.from_tensors((tf.constant(rng.normal(size=[4, 33, 33, 3]), tf.float32),
                                       tf.constant(rng.integers(0, 3, [4, 33, 33]), tf.int32)))

@@ -42,13 +42,12 @@ def test_cityscapes_gin_holds_the_papers_whole_protocol():
   """python -m tools.search --gin_file=experiments/search/cityscapes.gin --tfrecord_dir=...
   --workdir=... runs the paper's search with no other flag (sec. 5.1)."""
   import gin
-  from official.autodeeplab.training import search_settings
-  from official.autodeeplab.training import search_task  # noqa: F401 (registers build_supernet)
+  from official.autodeeplab.training import configs
   from tests.conftest import ROOT
   gin.clear_config()
   try:
     gin.parse_config_file(os.path.join(ROOT, 'experiments/search/cityscapes.gin'))
-    config, data = search_settings.search_config(), search_settings.search_data()
+    config, data = configs.search_config(), configs.search_data()
     supernet = gin.get_bindings('build_supernet')
   finally:
     gin.clear_config()

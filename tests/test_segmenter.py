@@ -122,8 +122,8 @@ def test_synchronized_batch_norm_builds_under_mirrored_strategy():
 
 
 @pytest.mark.parametrize('kwargs,message', [
-    ({'model_size': 'XL'}, '--model_size=XL'),
-    ({'model_size': None, 'filter_multiplier': 0}, '--filter_multiplier=0'),
+    ({'model_size': 'XL'}, 'model_size=XL'),
+    ({'model_size': None, 'filter_multiplier': 0}, 'filter_multiplier=0'),
 ])
 def test_bad_sizes(kwargs, message):
   with pytest.raises(UserInputError, match=message):

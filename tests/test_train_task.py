@@ -10,20 +10,23 @@ import tensorflow as tf
 
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.data.converters import synthetic
+from official.autodeeplab.errors import DivergedError
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
+from official.autodeeplab.training import configs
 from official.autodeeplab.training import distribute
+from official.autodeeplab.training import loop
 from official.autodeeplab.training import run_state
 from official.autodeeplab.training import train_task
 from tests.conftest import copy_checkpoint
 
 # As the tools run: Grappler off. (With it on, its fused batch norm + ReLU turns NaN into 0 on CPU,
 # hiding the divergence the NaN test provokes.)
-distribute.disable_graph_optimizer()
+distribute.configure_graph_optimizer('off')
 
 # Starts at level 1 (stride 8): the decoder reads the stem; goes finer, then coarser again.
 GENOTYPE = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(1, 0, 1))
-CONFIG = train_task.TrainConfig(total_steps=4, batch_size=2, crop_size=33, learning_rate=0.02,
+CONFIG = configs.TrainConfig(total_steps=4, batch_size=2, crop_size=33, learning_rate=0.02,
                                 log_every=1, checkpoint_every=1, image_summary_every=2)
 IMAGES, LABELS = synthetic.arrays(6, 40, 40, 3, seed=1)
 
@@ -31,13 +34,20 @@ IMAGES, LABELS = synthetic.arrays(6, 40, 40, 3, seed=1)
 def make_task(config=CONFIG, filter_multiplier=2, genotype=GENOTYPE):
   keras.utils.set_random_seed(0)
   return train_task.TrainTask(
-      lambda: train_task.retrain_model(genotype, 3, filter_multiplier=filter_multiplier,
+      lambda: configs.retrain_model(genotype, 3, filter_multiplier=filter_multiplier,
                                        drop_path_keep_prob=0.5, batch_norm_momentum=0.9),
       config)
 
 
 def dataset():
   return input_pipeline.from_arrays(IMAGES, LABELS, CONFIG.batch_size, CONFIG.crop_size, seed=3)
+
+
+def train(task, data, workdir, description=None, stop_at=None, log=print):
+  """The loop over `data` until `stop_at` (default: the configured total)."""
+  task.model_description = description
+  task.set_inputs(data)
+  return loop.run(task, workdir, stop_at or task.config.total_steps, log=log)
 
 
 def state(task):
@@ -48,13 +58,13 @@ def test_resume_equals_uninterrupted_training(tmp_path):
   """4 steps straight == a fresh process that resumes from that run's step-2 checkpoint."""
   config = dataclasses.replace(CONFIG, checkpoint_every=2)
   straight = make_task(config)
-  result = train_task.run_training(straight, dataset(), str(tmp_path / 'a'), log=lambda _: None)
+  result = train(straight, dataset(), str(tmp_path / 'a'), log=lambda _: None)
   assert result['step'] == 4 and np.isfinite(result['cross_entropy'])
   expected = state(straight)
   copy_checkpoint(str(tmp_path / 'a' / 'checkpoints'), 2, str(tmp_path / 'b' / 'checkpoints'))
   lines = []
   second = make_task(config)  # a new process would build everything afresh, then restore
-  train_task.run_training(second, dataset(), str(tmp_path / 'b'), log=lines.append)
+  train(second, dataset(), str(tmp_path / 'b'), log=lines.append)
   assert any('resumed from' in line and 'at step 2' in line for line in lines)
   for got, want in zip(state(second), expected):
     np.testing.assert_array_equal(got, want)
@@ -67,7 +77,7 @@ def test_resume_equals_uninterrupted_training(tmp_path):
 
 def test_every_variable_and_the_iterator_are_checkpointed(tmp_path):
   task = make_task()
-  train_task.run_training(task, dataset(), str(tmp_path), stop_at=1, log=lambda _: None)
+  train(task, dataset(), str(tmp_path), stop_at=1, log=lambda _: None)
   saved = [name for name, _ in tf.train.list_variables(str(tmp_path / 'checkpoints'))]
   values = [n for n in saved if n.endswith('VARIABLE_VALUE')]
   # Each variable is saved once, under its shortest path (trainable ones under the optimizer).
@@ -80,25 +90,26 @@ def test_every_variable_and_the_iterator_are_checkpointed(tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   images = IMAGES.astype(np.float32)
   poisoned = np.concatenate([images[:4], np.full_like(images[:2], np.nan)])
-  data = tf.data.Dataset.from_tensor_slices((poisoned / 127.5 - 1, LABELS.astype(np.int32)))
+  data = tf.data.Dataset.from_tensor_slices((input_pipeline.normalize(poisoned),
+                                             LABELS.astype(np.int32)))
   data = data.map(lambda i, l: (i[:33, :33], l[:33, :33])).batch(2)
   task = make_task()
   message = r'step 3: the loss is not finite.*NaN/inf logits.*kept: \S+ckpt-2'
-  with pytest.raises(train_task.NonFiniteLossError, match=message):
-    train_task.run_training(task, data, str(tmp_path), log=lambda _: None)
+  with pytest.raises(DivergedError, match=message):
+    train(task, data, str(tmp_path), log=lambda _: None)
   assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith('ckpt-2')
 
 
 def test_workdir_of_another_model_is_refused(tmp_path):
   task = make_task()
   description = run_state.model_description(GENOTYPE, 2, 3, 'synthetic')
-  train_task.run_training(task, dataset(), str(tmp_path), description, stop_at=1,
+  train(task, dataset(), str(tmp_path), description, stop_at=1,
                           log=lambda _: None)
   before = sorted(os.listdir(tmp_path / 'checkpoints'))
   wider = make_task(filter_multiplier=3)
   mismatch = r'variable \S+ has shape \(4,\) in the checkpoint, \(6,\) in this model'
   with pytest.raises(UserInputError, match=mismatch):
-    train_task.run_training(wider, dataset(), str(tmp_path),
+    train(wider, dataset(), str(tmp_path),
                             run_state.model_description(GENOTYPE, 3, 3, 'synthetic'),
                             log=lambda _: None)
   # Same variable shapes, other genotype (an avg pool instead of a max pool): model.json says so.
@@ -112,14 +123,14 @@ def test_workdir_of_another_model_is_refused(tmp_path):
 
 def test_load_trained_model_restores_the_weights(tmp_path):
   task = make_task()
-  train_task.run_training(task, dataset(), str(tmp_path),
+  train(task, dataset(), str(tmp_path),
                           run_state.model_description(GENOTYPE, 2, 3, 'synthetic'), stop_at=1,
                           log=lambda _: None)
   model, description, path = run_state.load_trained_model(str(tmp_path))
   assert path.endswith('ckpt-1') and description['model_size'] is None
   images = tf.random.normal([1, 33, 33, 3])
   np.testing.assert_allclose(model(images), task.model(images, training=False), atol=1e-5)
-  with pytest.raises(UserInputError, match='--checkpoint=nope'):
+  with pytest.raises(UserInputError, match='checkpoint=nope'):
     run_state.load_trained_model(str(tmp_path), 'nope')
   with pytest.raises(UserInputError, match='no model.json'):
     run_state.load_trained_model(str(tmp_path / 'checkpoints'))
@@ -127,9 +138,9 @@ def test_load_trained_model_restores_the_weights(tmp_path):
 
 def test_bad_config_values():
   with pytest.raises(UserInputError, match='train_config.crop_size=0'):
-    train_task.TrainConfig(crop_size=0).validate()
+    configs.TrainConfig(crop_size=0).validate()
   with pytest.raises(UserInputError, match='train_config'):
-    train_task.train_config(nonsense=1)
+    configs.train_config(nonsense=1)
 
 
 @pytest.mark.slow
@@ -147,21 +158,22 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.data.converters import synthetic
 from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
-from official.autodeeplab.training import distribute, evaluation, train_task
-distribute.disable_graph_optimizer()
+from official.autodeeplab.training import configs, distribute, evaluation, loop, train_task
+distribute.configure_graph_optimizer('off')
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 genotype = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(1, 0, 1))
-config = train_task.TrainConfig(total_steps=2, batch_size=4, crop_size=33, log_every=1)
-task = train_task.TrainTask(lambda: train_task.retrain_model(genotype, 3, filter_multiplier=2,
+config = configs.TrainConfig(total_steps=2, batch_size=4, crop_size=33, log_every=1)
+task = train_task.TrainTask(lambda: configs.retrain_model(genotype, 3, filter_multiplier=2,
                                                              drop_path_keep_prob=0.5),
                             config, strategy)
 bns = [l for l in task.model._flatten_layers() if hasattr(l, "synchronized")]
 images, labels = synthetic.arrays(6, 40, 40, 3, seed=1)
 data = input_pipeline.from_arrays(images, labels, 4, 33)
-result = train_task.run_training(task, data, "{tmp_path}/run", log=lambda _: None)
+task.set_inputs(data)
+result = loop.run(task, "{tmp_path}/run", config.total_steps, log=lambda _: None)
 evaluator = evaluation.Evaluator(task.model, 3, (1.0, 0.75), True, strategy)
 batches = tf.data.Dataset.from_tensor_slices(dict(
-    image=images.astype(np.float32) / 127.5 - 1, label=labels.astype(np.int32),
+    image=input_pipeline.normalize(images), label=labels.astype(np.int32),
     filename=[str(i) for i in range(6)], height=[40] * 6, width=[40] * 6)).batch(2)
 scores = evaluator.run(batches)
 total = int(evaluator.metrics.confusion_matrix().sum())
@@ -183,6 +195,6 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
       os.kill(os.getpid(), signal.SIGTERM)
 
   with pytest.raises(run_state.Preempted, match='SIGTERM at step 2'):
-    train_task.run_training(task, dataset(), str(tmp_path), log=log)
+    train(task, dataset(), str(tmp_path), log=log)
   assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith('ckpt-2')
   assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

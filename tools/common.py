@@ -34,6 +34,33 @@ def define_gin_flags() -> None:
   flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings, e.g. "search.num_layers = 4".')
 
 
+# Flags several binaries share: name -> (definer, default, help). `define_flags` defines them.
+SHARED_FLAGS = {
+    'workdir': (flags.DEFINE_string, None, 'The run\'s directory (checkpoints, TensorBoard, '
+                'what the stage writes).'),
+    'tfrecord_dir': (flags.DEFINE_string, None, 'Converted dataset (tools.convert_dataset '
+                     'output).'),
+    'split': (flags.DEFINE_string, 'train', 'Split of --tfrecord_dir to read.'),
+    'strategy': (flags.DEFINE_string, 'default', 'tf.distribute strategy: default, one_device, '
+                 'mirrored, multi_worker, tpu.'),
+    'tpu': (flags.DEFINE_string, '', 'TPU address for --strategy=tpu.'),
+    'seed': (flags.DEFINE_integer, 0, 'Initialisation and data seed.'),
+    'checkpoint': (flags.DEFINE_string, None, 'Checkpoint prefix (default: the workdir\'s '
+                   'latest).'),
+    'genotype': (flags.DEFINE_string, 'paper', '"paper" or a genotype JSON file (tools.search '
+                 'output).'),
+    'model_size': (flags.DEFINE_string, None, 'S, M or L (F = 20/32/48).'),
+    'filter_multiplier': (flags.DEFINE_integer, None, 'F; overrides --model_size.'),
+}
+
+
+def define_flags(*names: str, **defaults) -> None:
+  """Defines the shared flags `names` (and `defaults`' keys, with those defaults)."""
+  for name in (*names, *defaults):
+    define, default, help_text = SHARED_FLAGS[name]
+    define(name, defaults.get(name, default), help_text)
+
+
 def positive_flag_bindings(flag_values, flag_to_binding: dict[str, str]) -> list[str]:
   """The flags given on the command line as gin bindings (applied after the gin files, so flags
   override them); each must be a positive integer."""
@@ -96,6 +123,15 @@ def filter_native_stderr() -> None:
   atexit.register(restore)
 
 
+def as_flag_error(message: str) -> str:
+  """The library names settings ('model_size=X: ...'); where the binary has a flag of that name,
+  the user set it there, so the line names the flag ('--model_size=X: ...')."""
+  name = re.match(r'(\w+)=', message)
+  if name and name.group(1) in flags.FLAGS:
+    return '--' + message
+  return message
+
+
 class _DropDeprecations(logging.Filter):
   def filter(self, record):
     return 'deprecat' not in record.getMessage().lower()
@@ -117,7 +153,7 @@ def run(main: Callable[[list[str]], None]) -> None:
       print(e, flush=True)
       sys.exit(EXIT_PREEMPTED)
     except UserInputError as e:
-      print(f'error: {e}', file=sys.stderr)
+      print(f'error: {as_flag_error(str(e))}', file=sys.stderr)
       # Nothing after the one line: no warnings from objects torn down on the way out.
       absl_logging.set_verbosity(absl_logging.FATAL)
       logging.getLogger('tensorflow').setLevel(logging.CRITICAL)

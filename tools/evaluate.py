@@ -3,7 +3,7 @@ r"""Evaluates a training workdir's checkpoint on a converted split: mIoU, pixel 
   python -m tools.evaluate --workdir=runs/cityscapes_s --tfrecord_dir=/data/records/cityscapes \
       [--split=val] [--checkpoint=WORKDIR/checkpoints/ckpt-N] \
       [--scales=0.5,0.75,1,1.25,1.5,1.75 --flip] [--save_predictions=DIR] [--max_images=N] \
-      [--gin_file=experiments/retrain/voc_l.gin]
+      [--gin_file=experiments/retrain/voc.gin]
 
 Inference runs on whole images at their full resolution (optionally multi-scale and flipped,
 probabilities averaged). Writes `eval.json` in the workdir (miou, pixel_accuracy, per_class_iou by
@@ -23,10 +23,7 @@ from tools import common
 
 FLAGS = flags.FLAGS
 common.define_gin_flags()
-flags.DEFINE_string('workdir', None, 'A tools.train workdir (model.json + checkpoints/).')
-flags.DEFINE_string('checkpoint', None, 'Checkpoint prefix (default: the workdir\'s latest).')
-flags.DEFINE_string('tfrecord_dir', None, 'Converted dataset (tools.convert_dataset output).')
-flags.DEFINE_string('split', 'val', 'Split of --tfrecord_dir to evaluate.')
+common.define_flags('workdir', 'checkpoint', 'tfrecord_dir', 'strategy', split='val')
 flags.DEFINE_list('scales', None, 'Inference scales, e.g. 0.5,0.75,1,1.25,1.5,1.75 (default: '
                   'inference_options.scales of the gin file, else 1).')
 flags.DEFINE_bool('flip', None, 'Also average left-right flipped predictions (default: '
@@ -34,7 +31,6 @@ flags.DEFINE_bool('flip', None, 'Also average left-right flipped predictions (de
 flags.DEFINE_string('save_predictions', None, 'Directory for predicted masks and overlays.')
 flags.DEFINE_integer('batch_size', 1, 'Images per batch (padded to the largest).')
 flags.DEFINE_integer('max_images', None, 'Evaluate only the first N images.')
-flags.DEFINE_string('strategy', 'default', 'tf.distribute strategy.')
 flags.mark_flags_as_required(['workdir', 'tfrecord_dir'])
 
 
@@ -57,6 +53,7 @@ def _scales() -> list[str]:
 def _prediction_writer(directory: str, palette):
   """on_batch callback writing each image's train ids, colours and overlay."""
   import numpy as np
+  from official.autodeeplab.data import datasets
   from official.autodeeplab.utils import visualize
   os.makedirs(directory, exist_ok=True)
 
@@ -66,7 +63,7 @@ def _prediction_writer(directory: str, palette):
       height, width = int(batch['height'][i]), int(batch['width'][i])
       name = re.sub(r'[^\w.-]', '_', batch['filename'][i].decode() or f'image_{i}')
       ids = predictions[i, :height, :width].astype(np.uint8)
-      image = np.clip(np.round((batch['image'][i, :height, :width] + 1) * 127.5), 0, 255)
+      image = np.clip(np.round(datasets.denormalize(batch['image'][i, :height, :width])), 0, 255)
       colours = visualize.colorize(ids, palette)
       visualize.save_png(ids, os.path.join(directory, f'{name}.png'))
       visualize.save_png(colours, os.path.join(directory, f'{name}_colour.png'))
@@ -79,18 +76,20 @@ def main(argv):
   del argv
   if FLAGS.batch_size < 1 or (FLAGS.max_images is not None and FLAGS.max_images < 1):
     raise common.UserInputError('--batch_size and --max_images must be positive')
-  bindings = _scales()
+  from official.autodeeplab.training import configs
+  from official.autodeeplab.utils import runtime as runtime_lib
+  common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + _scales())
+  options = configs.inference_options()
+  runtime = runtime_lib.resolve('inference', device=runtime_lib.probe_device(FLAGS.strategy))
+  runtime.apply()
   from official.autodeeplab.data import input_pipeline
   files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
   spec = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.split)
   from official.autodeeplab.training import distribute
   from official.autodeeplab.training import evaluation
   from official.autodeeplab.training import run_state
-  from official.autodeeplab.training import train_task  # noqa: F401 (gin files bind it too)
   from official.autodeeplab.utils import visualize
-  common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + bindings)
-  options = evaluation.inference_options()
-  distribute.disable_graph_optimizer()
+  distribute.configure_graph_optimizer(runtime.graph_optimizer)
   strategy = distribute.get_strategy(FLAGS.strategy)
   with strategy.scope():
     model, description, checkpoint = run_state.load_trained_model(FLAGS.workdir, FLAGS.checkpoint)

@@ -20,11 +20,9 @@ from official.autodeeplab.search import genotype as genotype_lib
 from tools import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'A tools.train workdir (model.json + checkpoints/).')
-flags.DEFINE_string('checkpoint', None, 'Checkpoint prefix (default: the workdir\'s latest).')
-flags.DEFINE_string('genotype', None, 'Without --workdir: "paper" or a genotype JSON file.')
-flags.DEFINE_string('model_size', None, 'Without --workdir: S, M or L.')
-flags.DEFINE_integer('filter_multiplier', None, 'Without --workdir: F (overrides --model_size).')
+# Without --workdir, the model comes from --genotype, --model_size / --filter_multiplier and
+# --num_classes.
+common.define_flags('workdir', 'checkpoint', 'model_size', 'filter_multiplier', genotype=None)
 flags.DEFINE_integer('num_classes', None, 'Without --workdir: classes of the model.')
 flags.DEFINE_string('dataset', None, 'Class names and palette of this dataset (cityscapes, voc, '
                     'ade20k, synthetic); default: the workdir\'s.')

@@ -12,3 +12,8 @@ class UserInputError(ValueError):
 class Preempted(Exception):
   """A run asked to stop (SIGTERM) that has checkpointed; the message says where. The binaries
   exit with code 143 (128 + SIGTERM), and rerunning them resumes."""
+
+
+class DivergedError(UserInputError):
+  """A run whose loss or logits stopped being finite; the message names the step, the checkpoint
+  kept and the setting to change."""

@@ -15,6 +15,18 @@ from official.autodeeplab.errors import UserInputError
 
 IGNORE_LABEL = 255
 INVALID = -1
+# Every model sees RGB scaled to [-1, 1]: x / PIXEL_SCALE - 1, so mid-grey (the padding) is 0.
+PIXEL_SCALE = 127.5
+
+
+def normalize(image):
+  """Float RGB in [0, 255] -> [-1, 1] (NumPy arrays and TensorFlow tensors alike)."""
+  return image / PIXEL_SCALE - 1.0
+
+
+def denormalize(image):
+  """The inverse of `normalize`: [-1, 1] -> [0, 255] (not rounded or clipped)."""
+  return (image + 1.0) * PIXEL_SCALE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +143,7 @@ DATASETS = tuple(_BUILDERS)
 
 def get_spec(name: str) -> DatasetSpec:
   if name not in _BUILDERS:
-    raise UserInputError(f'--dataset={name}: expected one of {", ".join(DATASETS)}')
+    raise UserInputError(f'dataset={name}: expected one of {", ".join(DATASETS)}')
   return _BUILDERS[name]()
 
 

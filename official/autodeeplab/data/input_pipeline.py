@@ -23,10 +23,9 @@ from official.autodeeplab.data.datasets import IGNORE_LABEL
 from official.autodeeplab.errors import UserInputError
 
 
-
 def normalize(image: tf.Tensor) -> tf.Tensor:
-  """uint8 RGB -> float32 in [-1, 1]."""
-  return tf.cast(image, tf.float32) / 127.5 - 1.0
+  """uint8 RGB -> float32 in [-1, 1] (`datasets.normalize`)."""
+  return datasets.normalize(tf.cast(image, tf.float32))
 
 
 def augment(image, label, crop_size: int, min_scale: float = 0.5, max_scale: float = 2.0,
@@ -74,13 +73,6 @@ def from_arrays(images: np.ndarray, labels: np.ndarray, batch_size: int, crop_si
   ds = ds.map(lambda pair, s: augment(pair[0], pair[1], crop_size, min_scale, max_scale, seed=s),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
-
-def search_halves(num_examples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """Indices of trainA (weights) and trainB (architecture): a fixed random half each."""
-  order = np.random.default_rng(seed).permutation(num_examples)
-  half = num_examples // 2
-  return np.sort(order[:half]), np.sort(order[half:])
 
 
 HALVES = {'trainA': 0, 'trainB': 1}

@@ -102,7 +102,7 @@ def write_split(shard_examples: Callable[[int, int], Iterable[tuple[bytes, np.nd
     progress: show a progress bar on stderr.
   """
   if num_shards < 1:
-    raise UserInputError(f'--num_shards={num_shards}: must be positive')
+    raise UserInputError(f'num_shards={num_shards}: must be positive')
   if not num_examples:
     raise UserInputError(f'split {split!r} has no examples')
   os.makedirs(output_dir, exist_ok=True)

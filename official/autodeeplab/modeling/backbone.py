@@ -7,9 +7,14 @@ import tensorflow as tf
 from official.autodeeplab.modeling import cell as cell_lib
 from official.autodeeplab.modeling import ops
 from official.autodeeplab.modeling import tracking
+from official.autodeeplab.modeling.sizes import STEM_FILTERS
+from official.autodeeplab.modeling.sizes import STEM_STRIDES
 from official.autodeeplab.search import space
+from official.autodeeplab.search.genotype import Genotype
 
-STEM_FILTERS = (64, 64, 128)  # 3x3 convs with strides 2, 1, 2 (paper sec. 5.2)
+# Keras configs hold the genotype and the settings as dicts; the layers hold the objects.
+GENOTYPE_CONFIG = {'genotype': (Genotype.to_dict, Genotype.from_dict),
+                   **ops.TypedConfig.CONFIG_OBJECTS}
 
 
 def low_level_cell(path) -> int | None:
@@ -29,7 +34,7 @@ def low_level_cell(path) -> int | None:
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
-class Backbone(tracking.CheckpointLists, keras.layers.Layer):
+class Backbone(ops.TypedConfig, tracking.CheckpointLists, keras.layers.Layer):
   """Stem + cells along a genotype's path; returns (final features, stride-4 features).
 
   As in Google's `nas_network._build_nas_base`: the stem's 2nd conv output (64 ch, stride 2) and
@@ -40,30 +45,28 @@ class Backbone(tracking.CheckpointLists, keras.layers.Layer):
   leaves the backbone (for ASPP).
 
   Args:
-    genotype: `Genotype.to_dict()` (JSON-ready, for serialisation).
+    genotype: the architecture.
     filter_multiplier: F (S/M/L: 20/32/48); a level-k cell has F * 2**k filters per block.
     drop_path_keep_prob: scheduled drop path's final keep probability (1.0: off).
-    settings: conv/BN settings as a dict of `ops.LayerSettings` fields.
+    settings: conv/BN settings.
   """
+  CONFIG_OBJECTS = GENOTYPE_CONFIG
 
-  def __init__(self, genotype: dict, filter_multiplier: int, drop_path_keep_prob: float = 1.0,
-               settings: dict | None = None, **kwargs):
+  def __init__(self, genotype: Genotype, filter_multiplier: int,
+               drop_path_keep_prob: float = 1.0, settings: ops.LayerSettings = ops.LayerSettings(),
+               **kwargs):
     super().__init__(**kwargs)
     self.genotype, self.filter_multiplier = genotype, filter_multiplier
-    self.drop_path_keep_prob = drop_path_keep_prob
-    self.settings_dict = dict(settings or {})
-    s = ops.LayerSettings(**self.settings_dict)
-    self.stem_convs = [s.conv(f, 3, strides=st) for f, st in zip(STEM_FILTERS, (2, 1, 2))]
-    self.stem_norms = [s.batch_norm() for _ in STEM_FILTERS]
-    path = genotype['path']
+    self.drop_path_keep_prob, self.settings = drop_path_keep_prob, settings
+    self.stem_convs = [settings.conv(f, 3, strides=st) for f, st in zip(STEM_FILTERS, STEM_STRIDES)]
+    self.stem_norms = [settings.batch_norm() for _ in STEM_FILTERS]
     self.cells = []
-    for i, level in enumerate(path):
-      previous = path[i - 1] if i else 0
+    for i, (level, coarser) in enumerate(zip(genotype.path, genotype.goes_coarser())):
       self.cells.append(cell_lib.DiscreteCell(
-          genotype['cell'], filter_multiplier * 2**level, stride=2 if level > previous else 1,
-          layer_ratio=(i + 1) / len(path), drop_path_keep_prob=drop_path_keep_prob,
-          settings=self.settings_dict, seed=i, name=f'cell_{i}'))
-    self.low_level_index = low_level_cell(path)
+          genotype.cell, filter_multiplier * 2**level, stride=2 if coarser else 1,
+          layer_ratio=(i + 1) / genotype.num_layers, drop_path_keep_prob=drop_path_keep_prob,
+          settings=settings, seed=i, name=f'cell_{i}'))
+    self.low_level_index = low_level_cell(genotype.path)
 
   def build(self, input_shape):
     channels = input_shape[-1]
@@ -72,19 +75,18 @@ class Backbone(tracking.CheckpointLists, keras.layers.Layer):
       bn.build((None, None, None, filters))
       channels = filters
     shapes = [(None, None, None, STEM_FILTERS[1]), (None, None, None, STEM_FILTERS[2])]
-    blocks = len(self.genotype['cell'])
-    for cell, level in zip(self.cells, self.genotype['path']):
+    for cell, level in zip(self.cells, self.genotype.path):
       cell.build((shapes[-1], shapes[-2]))
-      shapes.append((None, None, None, blocks * self.filter_multiplier * 2**level))
+      shapes.append((None, None, None, self.genotype.num_blocks * self.filter_multiplier * 2**level))
     self.built = True
 
   def output_channels(self) -> int:
-    return len(self.genotype['cell']) * self.filter_multiplier * 2**self.genotype['path'][-1]
+    return self.genotype.num_blocks * self.filter_multiplier * 2**self.genotype.path[-1]
 
   def low_level_channels(self) -> int:
     if self.low_level_index is None:
       return STEM_FILTERS[-1]
-    return len(self.genotype['cell']) * self.filter_multiplier
+    return self.genotype.num_blocks * self.filter_multiplier
 
   def call(self, images, training=False):
     x = images
@@ -93,13 +95,11 @@ class Backbone(tracking.CheckpointLists, keras.layers.Layer):
       x = bn(conv(tf.nn.relu(x) if index else x), training=training)
       outputs.append(x)
     outputs = outputs[1:]  # stride 2 (64 ch) and stride 4 (128 ch), before their ReLU
-    sizes = [tf.shape(outputs[-1])[1:3]]
-    for _ in range(1, space.NUM_LEVELS):
-      sizes.append((sizes[-1] + 1) // 2)
+    sizes = space.level_sizes(tf.shape(outputs[-1])[1:3])
     low_level = outputs[-1] if self.low_level_index is None else None
     level = 0
     for i, cell in enumerate(self.cells):
-      target = self.genotype['path'][i]
+      target = self.genotype.path[i]
       h_prev = outputs[-1]
       if target < level:
         h_prev = tf.image.resize(h_prev, sizes[target], method='bilinear')
@@ -110,6 +110,5 @@ class Backbone(tracking.CheckpointLists, keras.layers.Layer):
     return tf.nn.relu(outputs[-1]), low_level
 
   def get_config(self):
-    return {**super().get_config(), 'genotype': self.genotype,
-            'filter_multiplier': self.filter_multiplier,
-            'drop_path_keep_prob': self.drop_path_keep_prob, 'settings': self.settings_dict}
+    return self.config_of(genotype=self.genotype, filter_multiplier=self.filter_multiplier,
+                          drop_path_keep_prob=self.drop_path_keep_prob, settings=self.settings)

@@ -3,8 +3,8 @@
 Keras 3's BatchNormalization builds batch norm from ~15 small ops (moments, moving-average
 updates, the normalisation) and as many again in the backward pass; TensorFlow has one fused kernel
 for each direction (FusedBatchNormV3 / FusedBatchNormGradV3), which also updates the moving
-averages itself. On the retrain network (~180 BN layers) the fused form removes ~12k of the train
-step's 48k graph ops and computes faster (measured in `benchmarks/train_step.py`, see README).
+averages itself. The retrain network has a BN after nearly every conv, so the fused form makes its
+train step's graph markedly smaller and faster (`benchmarks/train_step.py`, docs/performance.md).
 
 Same variables, same configuration, same checkpoints as the Keras layer; the differences:
 * the moving variance is updated with the unbiased (Bessel-corrected) batch variance, as TF-slim's

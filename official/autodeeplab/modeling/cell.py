@@ -64,36 +64,35 @@ class DropPath(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
-class DiscreteCell(tracking.CheckpointLists, keras.layers.Layer):
+class DiscreteCell(ops.TypedConfig, tracking.CheckpointLists, keras.layers.Layer):
   """One retrain cell.
 
   Args:
-    cell: the genotype's cell, ((input, op), (input, op)) per block, as JSON-ready lists.
+    cell: `Genotype.cell`, ((input, op), (input, op)) per block.
     filters: channels per block (F * 2**level); the output has len(cell) * filters.
     stride: 2 when the path moves to a coarser level into this cell, else 1.
     layer_ratio: (cell_index + 1) / num_cells, for drop path.
     drop_path_keep_prob: keep probability at the end of training.
-    settings: conv/BN settings (dict form of `ops.LayerSettings` for serialisation).
+    settings: conv/BN settings.
     seed: this cell's index, which seeds its drop-path masks.
   """
 
   def __init__(self, cell, filters: int, stride: int = 1, layer_ratio: float = 1.0,
-               drop_path_keep_prob: float = 1.0, settings: dict | None = None, seed: int = 0,
-               **kwargs):
+               drop_path_keep_prob: float = 1.0,
+               settings: ops.LayerSettings = ops.LayerSettings(), seed: int = 0, **kwargs):
     super().__init__(**kwargs)
     self.seed = seed
-    self.cell = [[list(pair) for pair in block] for block in cell]
+    self.cell = tuple(tuple((int(index), str(op)) for index, op in block) for block in cell)
     self.filters, self.stride = filters, stride
     self.layer_ratio, self.drop_path_keep_prob = layer_ratio, drop_path_keep_prob
-    self.settings_dict = dict(settings or {})
-    settings = ops.LayerSettings(**self.settings_dict)
+    self.settings = settings
     self.prev_conv, self.prev_bn = settings.conv(filters, 1), settings.batch_norm()
     self.prev_prev_conv, self.prev_prev_bn = settings.conv(filters, 1), settings.batch_norm()
     self.block_ops, self.drop_paths = [], []
     for block in self.cell:
       for index, name in block:
         stride_here = stride if index < 2 else 1
-        self.block_ops.append(ops.OPS[name](filters, stride_here, settings))
+        self.block_ops.append(ops.build_op(name, filters, stride_here, settings))
         self.drop_paths.append(
             DropPath(layer_ratio, drop_path_keep_prob, seed=seed * 64 + len(self.drop_paths))
             if name != 'skip' or stride_here > 1 else None)
@@ -133,7 +132,7 @@ class DiscreteCell(tracking.CheckpointLists, keras.layers.Layer):
     return tf.concat(states[2:], axis=-1)
 
   def get_config(self):
-    return {**super().get_config(), 'cell': self.cell, 'filters': self.filters,
-            'stride': self.stride, 'layer_ratio': self.layer_ratio,
-            'drop_path_keep_prob': self.drop_path_keep_prob, 'settings': self.settings_dict,
-            'seed': self.seed}
+    return self.config_of(cell=[[list(pair) for pair in block] for block in self.cell],
+                          filters=self.filters, stride=self.stride, layer_ratio=self.layer_ratio,
+                          drop_path_keep_prob=self.drop_path_keep_prob, settings=self.settings,
+                          seed=self.seed)

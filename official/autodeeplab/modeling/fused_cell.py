@@ -1,13 +1,13 @@
 """The search cell's fast path: the same function as `search_cell.Cell`, in a few large ops.
 
-Why: a supernet built from one Keras layer per op per edge has ~20 x 8 small layers per cell and
-~50 cells; TensorFlow then spends minutes building and optimising the graph and its gradient before
+Why: a supernet built from one Keras layer per op per edge has thousands of small layers in
+every cell; TensorFlow then spends minutes building and optimising the graph and its gradient before
 the first step. This module computes a relaxed cell with ops grouped by *source state*:
 
 * every MixedOp that reads state j (its "readers", blocks max(0, j-1)..B-1, always a suffix of the
   blocks) runs as one set of ops: a depthwise conv with channel multiplier = number of readers and
   the per-edge 1x1 convs as one matmul with a block-diagonal kernel;
-* the weight-free ops (max/avg pool + BN, skip) are computed once per state and shared by readers;
+* the weight-free ops (pool + BN, skip) are computed once per state and shared by readers;
 * a node's up-to-three incoming paths (from s/2, s, 2s) share the cell, so they run as one call
   stacked on the batch axis, with BN moments kept per path (`num_paths`); H^{l-2} is the same for
   all paths, so its edges run once on the unstacked batch and are broadcast.
@@ -26,18 +26,15 @@ import tensorflow as tf
 
 from official.autodeeplab.search import space
 
-# Weighted op name -> (kernel size, dilation, number of (ReLU, sep-conv, BN) stages).
-_CONV_OPS = {
-    'separable_3x3_2': (3, 1, 2),
-    'separable_5x5_2': (5, 1, 2),
-    'atrous_3x3': (3, 2, 1),
-    'atrous_5x5': (5, 2, 1),
-}
-_FREE_OPS = ('max_pool_3x3', 'avg_pool_3x3', 'skip')
-assert sorted((*_CONV_OPS, *_FREE_OPS, 'zero')) == sorted(space.PRIMITIVES), (
-    'the fused cell must cover exactly the primitives of search/space.py')
-_CONV_INDEX = [space.PRIMITIVES.index(name) for name in _CONV_OPS]
-_FREE_INDEX = [space.PRIMITIVES.index(name) for name in _FREE_OPS]
+# The ops the fused path computes, from the op table: ops with weights run grouped by source
+# state (depthwise kernel with one column per reader, block-diagonal 1x1); weight-free ones ('pool'
+# + BN, 'skip') run once per state and are shared by its readers; 'zero' is not computed.
+_CONV_OPS = tuple(op for op in space.OP_SPECS if op.has_weights)
+_FREE_OPS = tuple(op for op in space.OP_SPECS if op.kind in ('pool', 'skip'))
+_MIXED_OPS = _CONV_OPS + _FREE_OPS  # the order of `mixing_weights`' first axis
+assert {op.kind for op in _CONV_OPS} <= {'separable', 'atrous'}, (
+    'an op with weights needs its kernel in fused_cell._state_edges')
+assert len(_MIXED_OPS) + 1 == len(space.OP_SPECS), 'every op but zero is computed'
 
 
 def readers(state: int, num_blocks: int) -> range:
@@ -49,12 +46,13 @@ def _kernel_shapes(channels: int, num_blocks: int) -> dict[str, tuple[int, ...]]
   shapes = {}
   for state in range(num_blocks + 1):
     r, c = len(readers(state, num_blocks)), channels
-    for op, (k, _, stages) in _CONV_OPS.items():
-      shapes[f's{state}/{op}/dw0'] = (k, k, c, r)
-      shapes[f's{state}/{op}/pw0'] = (r, c, c)
-      if stages == 2:
-        shapes[f's{state}/{op}/dw1'] = (k, k, r * c, 1)
-        shapes[f's{state}/{op}/pw1'] = (r, c, c)
+    for op in _CONV_OPS:
+      k = op.kernel
+      shapes[f's{state}/{op.name}/dw0'] = (k, k, c, r)
+      shapes[f's{state}/{op.name}/pw0'] = (r, c, c)
+      for stage in range(1, op.stages):
+        shapes[f's{state}/{op.name}/dw{stage}'] = (k, k, r * c, 1)
+        shapes[f's{state}/{op.name}/pw{stage}'] = (r, c, c)
   return shapes
 
 
@@ -122,8 +120,8 @@ def batch_norm(x: tf.Tensor, axes: list[int], epsilon: float) -> tf.Tensor:
   separate moments: channels, and in the cell the incoming path and the reader).
 
   The gradient is written out (dx = (dy - mean(dy) - y * mean(dy * y)) / std over `axes`):
-  automatic differentiation of the moments gives ~4x the graph nodes, and the supernet runs about
-  200 of these per layer. The cell keeps its tensors as [paths, pixels, readers, channels]
+  automatic differentiation of the moments gives several times the graph nodes, and the supernet
+  runs hundreds of these per layer. The cell keeps its tensors as [paths, pixels, readers, channels]
   (`_state_edges`), so per-path moments need no reshapes here.
   """
   @tf.custom_gradient
@@ -152,9 +150,9 @@ def _per_reader_pointwise(y, kernel, reader_major: bool, groups: int):
   """Each reader's 1x1 conv: y [G*N, H, W, C*R] -> [G, N*H*W, R, D], kernel [R, C, D].
 
   One dense matmul with a block-diagonal kernel [C*R, R*D] (reader r's block maps its C channels
-  to its D outputs): R times the multiply-adds of R separate 1x1 convs, but on oneDNN it ran 3-4x
-  faster than the equivalent einsum ('...cr,rcd->...rd') at these small widths, which took two
-  thirds of a search step. `reader_major`: y's channels are ordered (r, c), else (c, r).
+  to its D outputs): R times the multiply-adds of R separate 1x1 convs, but much faster than the
+  equivalent einsum ('...cr,rcd->...rd') at these small widths, where the einsum dominated the
+  search step (docs/performance.md). `reader_major`: y's channels are ordered (r, c), else (c, r).
   """
   readers, channels, outputs = kernel.shape
   mask = np.eye(readers, dtype=np.float32)[:, np.newaxis, :, np.newaxis]   # [r, 1, s, 1]
@@ -169,15 +167,15 @@ def _per_reader_pointwise(y, kernel, reader_major: bool, groups: int):
 def mixing_weights(op_weights: tf.Tensor, num_blocks: int = space.NUM_BLOCKS) -> list[tf.Tensor]:
   """softmax(alpha) [num_edges, num_ops] rearranged per source state, as the cell consumes it.
 
-  Element `state` is [7, R, 1]: the weights of the four conv ops then the three weight-free ops
-  (`_CONV_OPS`, `_FREE_OPS` order) for the R edges reading that state. The supernet computes this
-  once per step, outside its loop over layers.
+  Element `state` is [len(_MIXED_OPS), R, 1]: the weights of the ops with weights then the
+  weight-free ones (`_MIXED_OPS` order) for the R edges reading that state. The supernet computes
+  this once per step, outside its loop over layers.
   """
-  order = _CONV_INDEX + _FREE_INDEX
+  order = [space.PRIMITIVES.index(op.name) for op in _MIXED_OPS]
   per_state = []
   for state in range(num_blocks + 1):
     rows = [space.edge_index(b, state) for b in readers(state, num_blocks)]
-    weights = tf.gather(tf.gather(op_weights, rows), order, axis=1)          # [R, 7]
+    weights = tf.gather(tf.gather(op_weights, rows), order, axis=1)          # [R, ops]
     per_state.append(tf.transpose(weights)[:, :, tf.newaxis])
   return per_state
 
@@ -187,29 +185,31 @@ def _state_edges(x, kernels, prefix, mixing, groups, epsilon):
 
   Op outputs stay in the [groups, pixels, readers, channels] layout in which BN takes per-group
   moments over one axis; only the depthwise convs and pools need images.
-  mixing: [7, R, 1], this state's `mixing_weights`.
+  mixing: [len(_MIXED_OPS), R, 1], this state's `mixing_weights`.
   """
   n, h, w, channels = static_shape(x)
   num_readers = mixing.shape[1]
   weights = tf.unstack(mixing)
   relu = tf.nn.relu(x)
   mixed = []
-  for op, (_, dilation, stages) in _CONV_OPS.items():
-    y = _depthwise(relu, kernels[f'{prefix}/{op}/dw0'], dilation)            # channels (c, r)
-    y = _per_reader_pointwise(y, kernels[f'{prefix}/{op}/pw0'], False, groups)
+  for op in _CONV_OPS:
+    name = f'{prefix}/{op.name}'
+    y = _depthwise(relu, kernels[f'{name}/dw0'], op.dilation)                # channels (c, r)
+    y = _per_reader_pointwise(y, kernels[f'{name}/pw0'], False, groups)
     y = batch_norm(y, [1], epsilon)                                          # [g, nhw, r, c]
-    if stages == 2:
+    for stage in range(1, op.stages):
       y = tf.reshape(tf.nn.relu(y), [n, h, w, num_readers * channels])        # channels (r, c)
-      y = _depthwise(y, kernels[f'{prefix}/{op}/dw1'], 1)
-      y = _per_reader_pointwise(y, kernels[f'{prefix}/{op}/pw1'], True, groups)
+      y = _depthwise(y, kernels[f'{name}/dw{stage}'], 1)
+      y = _per_reader_pointwise(y, kernels[f'{name}/pw{stage}'], True, groups)
       y = batch_norm(y, [1], epsilon)
     mixed.append(y)
   as_rows = lambda image: tf.reshape(image, [groups, -1, 1, channels])
-  mixed += [
-      batch_norm(as_rows(tf.nn.max_pool2d(x, 3, 1, 'SAME')), [1], epsilon),
-      batch_norm(as_rows(tf.nn.avg_pool2d(x, 3, 1, 'SAME')), [1], epsilon),
-      as_rows(x),
-  ]
+  pools = {'max': tf.nn.max_pool2d, 'avg': tf.nn.avg_pool2d}
+  for op in _FREE_OPS:  # pool + non-affine BN, or the identity
+    if op.kind == 'pool':
+      mixed.append(batch_norm(as_rows(pools[op.pool](x, op.kernel, 1, 'SAME')), [1], epsilon))
+    else:
+      mixed.append(as_rows(x))
   # sum over ops of softmax(alpha)[edge, op] * op output, per reader (the einsum form of these
   # weighted sums ran slower on oneDNN than the broadcast multiply-adds).
   return tf.add_n([y * weight for y, weight in zip(mixed, weights)])
@@ -256,17 +256,17 @@ def pack_reference_cell(cell, layout: KernelLayout | None = None) -> np.ndarray:
   kernels = {}
   for state in range(num_blocks + 1):
     edges = [cell.mixed_ops[space.edge_index(b, state)] for b in readers(state, num_blocks)]
-    for op, (_, _, stages) in _CONV_OPS.items():
-      k = space.PRIMITIVES.index(op)
-      convs = [[layer for layer in edge.candidates[k].layers if 'separable' in layer.name]
+    for op in _CONV_OPS:
+      k = space.PRIMITIVES.index(op.name)
+      convs = [[layer for layer in edge.candidates[k].layers if hasattr(layer, 'depthwise_kernel')]
                for edge in edges]
-      for stage in range(stages):
+      for stage in range(op.stages):
         depthwise = [np.asarray(c[stage].depthwise_kernel) for c in convs]   # [k, k, C, 1]
         pointwise = [np.asarray(c[stage].pointwise_kernel)[0, 0] for c in convs]  # [C, C]
         if stage == 0:
-          kernels[f's{state}/{op}/dw0'] = np.concatenate(depthwise, axis=-1)
+          kernels[f's{state}/{op.name}/dw0'] = np.concatenate(depthwise, axis=-1)
         else:
-          kernels[f's{state}/{op}/dw1'] = np.concatenate(
+          kernels[f's{state}/{op.name}/dw{stage}'] = np.concatenate(
               [d[:, :, :, 0] for d in depthwise], axis=-1)[..., np.newaxis]
-        kernels[f's{state}/{op}/pw{stage}'] = np.stack(pointwise)
+        kernels[f's{state}/{op.name}/pw{stage}'] = np.stack(pointwise)
   return layout.pack(kernels)

@@ -14,21 +14,20 @@ def aspp_rates(output_stride: int) -> tuple[int, int, int]:
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
-class ASPP(tracking.CheckpointLists, keras.layers.Layer):
+class ASPP(ops.TypedConfig, tracking.CheckpointLists, keras.layers.Layer):
   """Atrous spatial pyramid pooling: 1x1, three 3x3 atrous convs, image pooling; 1x1 projection.
 
   Args:
     output_stride: stride of the features it reads (sets the rates).
     filters: filters of every branch and of the projection (256 in DeepLab).
-    settings: conv/BN settings as a dict of `ops.LayerSettings` fields.
+    settings: conv/BN settings.
   """
 
-  def __init__(self, output_stride: int, filters: int = 256, settings: dict | None = None,
-               **kwargs):
+  def __init__(self, output_stride: int, filters: int = 256,
+               settings: ops.LayerSettings = ops.LayerSettings(), **kwargs):
     super().__init__(**kwargs)
     self.output_stride, self.filters = output_stride, filters
-    self.settings_dict = dict(settings or {})
-    s = ops.LayerSettings(**self.settings_dict)
+    self.settings = s = settings
     self.branches = [s.conv(filters, 1)] + [s.conv(filters, 3, dilation_rate=r)
                                             for r in aspp_rates(output_stride)]
     self.pool_conv = s.conv(filters, 1)
@@ -52,12 +51,12 @@ class ASPP(tracking.CheckpointLists, keras.layers.Layer):
     return tf.nn.relu(self.project_bn(self.project(tf.concat(outputs, -1)), training=training))
 
   def get_config(self):
-    return {**super().get_config(), 'output_stride': self.output_stride, 'filters': self.filters,
-            'settings': self.settings_dict}
+    return self.config_of(output_stride=self.output_stride, filters=self.filters,
+                          settings=self.settings)
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
-class Decoder(tracking.CheckpointLists, keras.layers.Layer):
+class Decoder(ops.TypedConfig, tracking.CheckpointLists, keras.layers.Layer):
   """DeepLabv3+ decoder: 48-channel projection of stride-4 features, two 3x3 convs of 256,
   1x1 classifier; logits at stride 4 (the segmenter upsamples them to the input size).
 
@@ -65,15 +64,14 @@ class Decoder(tracking.CheckpointLists, keras.layers.Layer):
     num_classes: output channels.
     low_level_filters: projection width of the low-level features (48).
     filters: width of the two 3x3 convs (256).
-    settings: conv/BN settings as a dict of `ops.LayerSettings` fields.
+    settings: conv/BN settings.
   """
 
   def __init__(self, num_classes: int, low_level_filters: int = 48, filters: int = 256,
-               settings: dict | None = None, **kwargs):
+               settings: ops.LayerSettings = ops.LayerSettings(), **kwargs):
     super().__init__(**kwargs)
     self.num_classes, self.low_level_filters, self.filters = num_classes, low_level_filters, filters
-    self.settings_dict = dict(settings or {})
-    s = ops.LayerSettings(**self.settings_dict)
+    self.settings = s = settings
     self.low_conv, self.low_bn = s.conv(low_level_filters, 1), s.batch_norm()
     self.convs = [s.conv(filters, 3), s.conv(filters, 3)]
     self.norms = [s.batch_norm(), s.batch_norm()]
@@ -100,6 +98,5 @@ class Decoder(tracking.CheckpointLists, keras.layers.Layer):
     return self.classifier(x)
 
   def get_config(self):
-    return {**super().get_config(), 'num_classes': self.num_classes,
-            'low_level_filters': self.low_level_filters, 'filters': self.filters,
-            'settings': self.settings_dict}
+    return self.config_of(num_classes=self.num_classes, low_level_filters=self.low_level_filters,
+                          filters=self.filters, settings=self.settings)

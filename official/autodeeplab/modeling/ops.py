@@ -1,25 +1,28 @@
 """The 8 candidate operations as one table, and the conv / BN settings every layer receives.
 
-`OPS[name](channels, stride, settings)` builds the op as a Keras layer taking one NHWC tensor with
-`channels` channels (stride 1) or halving its resolution (stride 2, retrain cells moving to a
-coarser level). The same table defines the search's MixedOp (`search_cell.py`) and the retrain cell
-(`cell.py`); the two uses differ only in `LayerSettings`:
+`build_op(name, channels, stride, settings)` builds the op described by `space.OP_SPECS` as a Keras
+layer taking one NHWC tensor with `channels` channels (stride 1) or halving its resolution (stride
+2, retrain cells moving to a coarser level), one builder per kind of op. The same builders make the
+search's MixedOp (`search_cell.py`) and the retrain cell (`cell.py`); the two uses differ only in
+`LayerSettings`:
 
 * search (`SEARCH_SETTINGS`): BN without scale/offset, always normalising with the batch moments
   (the relaxed supernet is never run in inference mode), atrous ops depthwise-separable as in the
   DARTS relaxation the paper reuses ([49]: ReLU, dilated depthwise conv, 1x1 conv, BN);
-* retrain (`LayerSettings()`): affine BN with moving averages (decay 0.9997, epsilon 1e-3), atrous
+* retrain (`LayerSettings()`): affine BN with moving averages (Google's decay and epsilon), atrous
   ops as full KxK convolutions with rate 2, as in Google's released 'hnasnet' code.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import keras
 import tensorflow as tf
 
 from official.autodeeplab.modeling import batch_norm
+from official.autodeeplab.modeling import sizes
 from official.autodeeplab.search import space
 
 
@@ -36,12 +39,19 @@ class LayerSettings:
     weight_decay: L2 penalty on conv kernels (never on BN parameters), added to the loss, so it
       reaches the gradient as the paper's weight decay (Keras optimizers' own decay is decoupled).
   """
-  batch_norm_momentum: float = 0.9997
-  batch_norm_epsilon: float = 1e-3
+  batch_norm_momentum: float = sizes.BATCH_NORM_MOMENTUM
+  batch_norm_epsilon: float = sizes.BATCH_NORM_EPSILON
   batch_norm_affine: bool = True
   synchronized: bool = False
   separable_atrous: bool = False
   weight_decay: float = 0.0
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, data: dict | None) -> 'LayerSettings':
+    return cls(**(data or {}))
 
   def kernel_initializer(self):
     # Variance scaling (factor 1/3, fan-in, uniform), the initialisation of Google's NAS code.
@@ -76,6 +86,27 @@ class LayerSettings:
         synchronized=self.synchronized, name=name)
 
 
+class TypedConfig:
+  """Keras (de)serialisation for layers that hold typed objects (`LayerSettings`, a `Genotype`):
+  `get_config` stores each as a dict, `from_config` rebuilds the object, so the layers themselves
+  only ever see the objects. `CONFIG_OBJECTS`: constructor argument -> (to dict, from dict)."""
+  CONFIG_OBJECTS = {'settings': (LayerSettings.to_dict, LayerSettings.from_dict)}
+
+  def config_of(self, **arguments) -> dict:
+    config = super().get_config()  # pytype: disable=attribute-error
+    for name, value in arguments.items():
+      config[name] = self.CONFIG_OBJECTS[name][0](value) if name in self.CONFIG_OBJECTS else value
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    for name, (_, parse) in cls.CONFIG_OBJECTS.items():
+      if name in config:
+        config[name] = parse(config[name])
+    return cls(**config)
+
+
 SEARCH_SETTINGS = LayerSettings(batch_norm_momentum=0.9, batch_norm_epsilon=1e-5,
                                 batch_norm_affine=False, separable_atrous=True)
 
@@ -104,70 +135,66 @@ class Zero(keras.layers.Layer):
     return {**super().get_config(), 'stride': self.stride}
 
 
-def separable(kernel_size: int) -> Callable[..., keras.layers.Layer]:
-  """(ReLU, depthwise-separable KxK conv, BN) twice; the first conv carries the stride."""
-
-  def build(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
-    return keras.Sequential([
-        keras.layers.ReLU(),
-        settings.separable_conv(channels, kernel_size, strides=stride),
-        settings.batch_norm(),
-        keras.layers.ReLU(),
-        settings.separable_conv(channels, kernel_size),
-        settings.batch_norm(),
-    ])
-
-  return build
+def _separable(spec: space.OpSpec, channels: int, stride: int,
+               settings: LayerSettings) -> keras.layers.Layer:
+  """`spec.stages` x (ReLU, depthwise-separable KxK conv, BN); the first conv carries the stride."""
+  layers = []
+  for stage in range(spec.stages):
+    layers += [keras.layers.ReLU(),
+               settings.separable_conv(channels, spec.kernel, strides=stride if stage == 0 else 1,
+                                       dilation_rate=spec.dilation),
+               settings.batch_norm()]
+  return keras.Sequential(layers)
 
 
-def atrous(kernel_size: int) -> Callable[..., keras.layers.Layer]:
-  """ReLU, KxK conv with rate 2, BN; into a coarser level, the input is halved and the rate is 1."""
-
-  def build(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
-    rate = 2 if stride == 1 else 1
-    conv = settings.separable_conv if settings.separable_atrous else settings.conv
-    layers = [keras.layers.ReLU()]
-    if stride == 2:
-      layers.append(HalfResize())
-    layers += [conv(channels, kernel_size, dilation_rate=rate), settings.batch_norm()]
-    return keras.Sequential(layers)
-
-  return build
+def _atrous(spec: space.OpSpec, channels: int, stride: int,
+            settings: LayerSettings) -> keras.layers.Layer:
+  """ReLU, KxK conv with the spec's rate, BN; into a coarser level, the input is halved and the
+  rate is 1."""
+  rate = spec.dilation if stride == 1 else 1
+  conv = settings.separable_conv if settings.separable_atrous else settings.conv
+  layers = [keras.layers.ReLU()]
+  if stride == 2:
+    layers.append(HalfResize())
+  layers += [conv(channels, spec.kernel, dilation_rate=rate), settings.batch_norm()]
+  return keras.Sequential(layers)
 
 
-def pool(kind: str) -> Callable[..., keras.layers.Layer]:
-  """3x3 max or average pooling (average excludes padding); `channels` is unchanged."""
-  layer = {'max': keras.layers.MaxPooling2D, 'avg': keras.layers.AveragePooling2D}[kind]
-
-  def build(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
-    del channels, settings
-    return layer(3, strides=stride, padding='same')
-
-  return build
+def _pool(spec: space.OpSpec, channels: int, stride: int,
+          settings: LayerSettings) -> keras.layers.Layer:
+  """KxK max or average pooling (average excludes padding); `channels` is unchanged."""
+  del channels, settings
+  layer = {'max': keras.layers.MaxPooling2D, 'avg': keras.layers.AveragePooling2D}[spec.pool]
+  return layer(spec.kernel, strides=stride, padding='same')
 
 
-def skip(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
+def _skip(spec: space.OpSpec, channels: int, stride: int,
+          settings: LayerSettings) -> keras.layers.Layer:
   """Identity; into a coarser level it becomes ReLU, 1x1 conv with stride 2, BN."""
+  del spec
   if stride == 1:
     return keras.layers.Identity()
   return keras.Sequential([keras.layers.ReLU(), settings.conv(channels, 1, strides=2),
                            settings.batch_norm()])
 
 
-def zero(channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
-  del channels, settings
+def _zero(spec: space.OpSpec, channels: int, stride: int,
+          settings: LayerSettings) -> keras.layers.Layer:
+  del spec, channels, settings
   return Zero(stride)
+
+
+# How each kind of `space.OpSpec` is built as a Keras layer.
+_BUILDERS = {'zero': _zero, 'pool': _pool, 'skip': _skip, 'separable': _separable,
+             'atrous': _atrous}
+
+
+def build_op(name: str, channels: int, stride: int, settings: LayerSettings) -> keras.layers.Layer:
+  """The candidate op `name` (a `space.OP_SPECS` entry) as a Keras layer."""
+  spec = space.OP_BY_NAME[name]
+  return _BUILDERS[spec.kind](spec, channels, stride, settings)
 
 
 # The search space's operations: name -> constructor(channels, stride, settings).
 OPS: dict[str, Callable[[int, int, LayerSettings], keras.layers.Layer]] = {
-    'zero': zero,
-    'max_pool_3x3': pool('max'),
-    'avg_pool_3x3': pool('avg'),
-    'skip': skip,
-    'separable_3x3_2': separable(3),
-    'separable_5x5_2': separable(5),
-    'atrous_3x3': atrous(3),
-    'atrous_5x5': atrous(5),
-}
-assert tuple(OPS) == space.PRIMITIVES, 'OPS must list the primitives in alpha order'
+    name: functools.partial(build_op, name) for name in space.PRIMITIVES}

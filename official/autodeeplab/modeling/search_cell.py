@@ -30,17 +30,17 @@ class MixedOp(tracking.CheckpointLists, keras.layers.Layer):
     super().__init__(**kwargs)
     self.channels = channels
     self.settings = settings
-    self.candidates = [ops.OPS[name](channels, 1, settings) for name in space.PRIMITIVES]
-    self.pool_norms = [settings.batch_norm() if 'pool' in name else None
-                       for name in space.PRIMITIVES]
+    self.candidates = [ops.build_op(op.name, channels, 1, settings) for op in space.OP_SPECS]
+    self.pool_norms = [settings.batch_norm() if op.kind == 'pool' else None
+                       for op in space.OP_SPECS]
 
   def build(self, *args, **kwargs):
     self.built = True  # the candidate ops build on their first call
 
   def call(self, x, op_weights, training=True):
     total = 0.0
-    for k, name in enumerate(space.PRIMITIVES):
-      if name == space.ZERO:
+    for k, op in enumerate(space.OP_SPECS):
+      if op.kind == 'zero':
         continue
       y = self.candidates[k](x, training=training)
       if self.pool_norms[k] is not None:

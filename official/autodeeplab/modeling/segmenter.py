@@ -14,34 +14,34 @@ from official.autodeeplab.modeling import heads
 from official.autodeeplab.modeling import ops
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.modeling import tracking
-from official.autodeeplab.search import genotype as genotype_lib
-from official.autodeeplab.search import space
+from official.autodeeplab.search.genotype import Genotype
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
-class Segmenter(tracking.CheckpointLists, keras.Model):
+class Segmenter(ops.TypedConfig, tracking.CheckpointLists, keras.Model):
   """images [N, H, W, 3] -> logits [N, H, W, num_classes].
 
   Args:
-    genotype: `Genotype.to_dict()` (a path may start at level 0 or 1).
+    genotype: the architecture (a path may start at level 0 or 1).
     num_classes: output classes.
     filter_multiplier: F.
     drop_path_keep_prob: scheduled drop path's final keep probability (1.0: off).
-    settings: conv/BN settings as a dict of `ops.LayerSettings` fields (synchronized BN,
-      weight decay, BN momentum/epsilon).
+    settings: conv/BN settings (synchronized BN, weight decay, BN momentum/epsilon).
   """
+  CONFIG_OBJECTS = backbone_lib.GENOTYPE_CONFIG
 
-  def __init__(self, genotype: dict, num_classes: int, filter_multiplier: int,
-               drop_path_keep_prob: float = 1.0, settings: dict | None = None, **kwargs):
+  def __init__(self, genotype: Genotype, num_classes: int, filter_multiplier: int,
+               drop_path_keep_prob: float = 1.0,
+               settings: ops.LayerSettings = ops.LayerSettings(), **kwargs):
     super().__init__(**kwargs)
     self.genotype, self.num_classes = genotype, num_classes
     self.filter_multiplier, self.drop_path_keep_prob = filter_multiplier, drop_path_keep_prob
-    self.settings_dict = dict(settings or {})
+    self.settings = settings
     self.backbone = backbone_lib.Backbone(genotype, filter_multiplier, drop_path_keep_prob,
-                                          self.settings_dict, name='backbone')
-    self.output_stride = space.level_stride(genotype['path'][-1])
-    self.aspp = heads.ASPP(self.output_stride, settings=self.settings_dict, name='aspp')
-    self.decoder = heads.Decoder(num_classes, settings=self.settings_dict, name='decoder')
+                                          settings, name='backbone')
+    self.output_stride = genotype.strides()[-1]
+    self.aspp = heads.ASPP(self.output_stride, settings=settings, name='aspp')
+    self.decoder = heads.Decoder(num_classes, settings=settings, name='decoder')
 
   def build(self, input_shape):
     self.backbone.build(input_shape)
@@ -65,30 +65,29 @@ class Segmenter(tracking.CheckpointLists, keras.Model):
           layer.step.assign(tf.cast(step, tf.int64))
 
   def get_config(self):
-    return {**super().get_config(), 'genotype': self.genotype, 'num_classes': self.num_classes,
-            'filter_multiplier': self.filter_multiplier,
-            'drop_path_keep_prob': self.drop_path_keep_prob, 'settings': self.settings_dict}
+    return self.config_of(genotype=self.genotype, num_classes=self.num_classes,
+                          filter_multiplier=self.filter_multiplier,
+                          drop_path_keep_prob=self.drop_path_keep_prob, settings=self.settings)
 
 
-def build_segmenter(genotype: genotype_lib.Genotype, num_classes: int,
+def build_segmenter(genotype: Genotype, num_classes: int,
                     model_size: str | None = 'S', filter_multiplier: int | None = None,
-                    synchronized: bool = False, weight_decay: float = 4e-5,
+                    synchronized: bool = False, weight_decay: float = sizes.WEIGHT_DECAY,
                     drop_path_keep_prob: float = 1.0,
-                    batch_norm_momentum: float = ops.LayerSettings.batch_norm_momentum
-                    ) -> Segmenter:
-  """The retrain model with the paper's settings (BN decay 0.9997, epsilon 1e-3, L2 4e-5).
+                    batch_norm_momentum: float = sizes.BATCH_NORM_MOMENTUM) -> Segmenter:
+  """The retrain model with the paper's settings (`sizes`: Google's BN decay, epsilon and L2).
 
   A short run needs a faster BN decay (`batch_norm_momentum`, e.g. 0.9) for its moving averages
-  to reach the weights' statistics: at 0.9997 they take ~3000 steps.
+  to reach the weights' statistics: at the default decay they take thousands of steps.
   """
   if num_classes < 1:
-    raise UserInputError(f'--num_classes={num_classes}: must be positive')
+    raise UserInputError(f'num_classes={num_classes}: must be positive')
   if not 0 <= batch_norm_momentum < 1:
     raise UserInputError(f'batch_norm_momentum={batch_norm_momentum}: expected [0, 1)')
-  model = Segmenter(genotype.to_dict(), num_classes,
+  model = Segmenter(genotype, num_classes,
                     sizes.resolve_filter_multiplier(model_size, filter_multiplier),
                     drop_path_keep_prob,
-                    settings={'synchronized': synchronized, 'weight_decay': weight_decay,
-                              'batch_norm_momentum': batch_norm_momentum})
+                    ops.LayerSettings(synchronized=synchronized, weight_decay=weight_decay,
+                                      batch_norm_momentum=batch_norm_momentum))
   model.build((None, None, None, 3))
   return model

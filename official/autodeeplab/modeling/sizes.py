@@ -1,11 +1,20 @@
-"""Model sizes and accepted input sizes of the retrain network (pure Python: binaries validate
-flags with it before importing TensorFlow)."""
+"""Model sizes, the retrain network's fixed widths and defaults, and accepted input sizes (pure
+Python: binaries validate flags with it before importing TensorFlow)."""
 from __future__ import annotations
 
 from official.autodeeplab.errors import UserInputError
 
 # Auto-DeepLab-S / M / L: filter multiplier F (paper Table 2).
 MODEL_SIZES = {'S': 20, 'M': 32, 'L': 48}
+# The stem's three 3x3 convs (strides 2, 1, 2; paper sec. 5.2). The search stem ends with a level-0
+# node's width (B x F) instead of the last one.
+STEM_FILTERS = (64, 64, 128)
+STEM_STRIDES = (2, 1, 2)
+# The retrain defaults of Google's released code: L2 weight decay on conv kernels, BN decay and
+# epsilon.
+WEIGHT_DECAY = 4e-5
+BATCH_NORM_MOMENTUM = 0.9997
+BATCH_NORM_EPSILON = 1e-3
 MIN_IMAGE_SIZE = 32  # every level (strides 4..32) then has at least one pixel
 
 
@@ -14,10 +23,10 @@ def resolve_filter_multiplier(model_size: str | None = None,
   """F from --model_size=S|M|L or an explicit --filter_multiplier (which wins)."""
   if filter_multiplier is not None:
     if filter_multiplier < 1:
-      raise UserInputError(f'--filter_multiplier={filter_multiplier}: must be a positive integer')
+      raise UserInputError(f'filter_multiplier={filter_multiplier}: must be a positive integer')
     return filter_multiplier
   if model_size not in MODEL_SIZES:
-    raise UserInputError(f'--model_size={model_size}: expected one of S, M, L')
+    raise UserInputError(f'model_size={model_size}: expected one of S, M, L')
   return MODEL_SIZES[model_size]
 
 
@@ -26,13 +35,13 @@ def parse_image_size(text: str) -> tuple[int, int]:
   try:
     height, width = (int(x) for x in text.split(','))
   except ValueError:
-    raise UserInputError(f'--image_size={text}: expected HEIGHT,WIDTH, e.g. 1024,2048') from None
+    raise UserInputError(f'image_size={text}: expected HEIGHT,WIDTH, e.g. 1024,2048') from None
   check_image_size(height, width)
   return height, width
 
 
 def check_image_size(height: int, width: int) -> None:
   if height < MIN_IMAGE_SIZE or width < MIN_IMAGE_SIZE:
-    raise UserInputError(f'--image_size={height},{width}: height and width must be at least '
+    raise UserInputError(f'image_size={height},{width}: height and width must be at least '
                          f'{MIN_IMAGE_SIZE} (any size from {MIN_IMAGE_SIZE} up is accepted: each '
                          'level halves it, rounding up)')

@@ -27,24 +27,39 @@ the cell itself is `fused_cell.fused_cell`. With `recompute=True` the layers run
 `layer_loop.run_layers`, whose written-out backward loop recomputes each layer from its stored
 input states: memory then grows with one layer, not L, and no weight-sized copy is kept for the
 backward pass (what differentiating the foldl costs).
-Graph size is what start-up time and memory follow on CPU (about 20 KB per node), so shapes are
+Graph size is what start-up time and memory follow on CPU, so shapes are
 passed as Python ints wherever the input size is static (a search trains on a fixed crop) and the
 per-state mixing weights are arranged once per step, outside the loop.
 BN in the search always normalises with batch moments, per incoming path.
 """
 from __future__ import annotations
 
+import typing
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import fused_cell
 from official.autodeeplab.modeling import layer_loop
 from official.autodeeplab.modeling import ops
+from official.autodeeplab.modeling import sizes
 from official.autodeeplab.modeling import tracking
 from official.autodeeplab.search import space
 
 _EPSILON = ops.SEARCH_SETTINGS.batch_norm_epsilon
+
+
+class LayerParams(typing.NamedTuple):
+  """What one trellis layer reads besides the states (rows of the [L, ...] tensors).
+
+  Attributes:
+    betas: [levels, 3] transition probabilities into this layer (`transition_probabilities`).
+    kernels: per level, this layer's flat kernel vector (`level_layout`).
+  """
+  betas: tf.Tensor
+  kernels: tuple
 
 
 def normalize_beta(beta: tf.Tensor, mask: np.ndarray) -> tf.Tensor:
@@ -76,6 +91,10 @@ def _flat_initializer(layout, num_layers, seed):
 
 def _relu_conv(x, kernel, stride=1):
   return tf.nn.conv2d(tf.nn.relu(x), kernel, stride, 'SAME')
+
+
+ASPP_RATE_TIMES_STRIDE = 96  # the search head's atrous rate is 96 / stride (paper sec. 5.1)
+_DESCRIPTION_KEYS = ('num_classes', 'num_layers', 'num_blocks', 'filter_multiplier')
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
@@ -138,10 +157,10 @@ class Supernet(tracking.CheckpointLists, keras.Model):
     self.filter_multiplier, self.recompute, self.seed = filter_multiplier, recompute, seed
     self.num_levels = space.NUM_LEVELS
     settings = ops.LayerSettings(batch_norm_momentum=0.9)
-    self.stem = [settings.conv(64, 3, strides=2), settings.batch_norm(),
-                 settings.conv(64, 3), settings.batch_norm(),
-                 settings.conv(num_blocks * filter_multiplier, 3, strides=2),
-                 settings.batch_norm()]
+    self.stem = []
+    for filters, stride in zip((*sizes.STEM_FILTERS[:-1], num_blocks * filter_multiplier),
+                               sizes.STEM_STRIDES):
+      self.stem += [settings.conv(filters, 3, strides=stride), settings.batch_norm()]
     self.layouts = [level_layout(k, filter_multiplier, num_blocks) for k in range(self.num_levels)]
     self._beta_mask = space.transition_mask(num_layers, self.num_levels)
     rng = np.random.default_rng(seed)
@@ -157,7 +176,7 @@ class Supernet(tracking.CheckpointLists, keras.Model):
         self.add_weight(shape=(num_layers, layout.size), name=f'level{k}_kernels',
                         initializer=_flat_initializer(layout, num_layers, seed + 1 + k))
         for k, layout in enumerate(self.layouts)]
-    self.heads = [SearchASPP(num_blocks * filter_multiplier * 2**k, 96 // space.level_stride(k),
+    self.heads = [SearchASPP(self.node_channels(k), ASPP_RATE_TIMES_STRIDE // space.level_stride(k),
                              num_classes, settings) for k in range(self.num_levels)]
 
   def build(self, input_shape):
@@ -168,8 +187,23 @@ class Supernet(tracking.CheckpointLists, keras.Model):
       channels = self.stem[i].filters
       self.stem[i + 1].build((None, None, None, channels))
     for k, head in enumerate(self.heads):
-      head.build((None, None, None, self.num_blocks * self.filter_multiplier * 2**k))
+      head.build((None, None, None, self.node_channels(k)))
     self.built = True
+
+  def node_channels(self, level: int) -> int:
+    """Channels of a node at `level`: B * F * 2**level."""
+    return self.num_blocks * self.filter_multiplier * 2**level
+
+  def description(self) -> dict:
+    """What `supernet.json` holds: enough to rebuild the supernet (`from_description`)."""
+    return {key: getattr(self, key) for key in _DESCRIPTION_KEYS}
+
+  @classmethod
+  def from_description(cls, description: dict, source: str = 'supernet.json') -> 'Supernet':
+    try:
+      return cls(**{key: int(description[key]) for key in _DESCRIPTION_KEYS})
+    except (KeyError, TypeError, ValueError) as e:
+      raise UserInputError(f'{source}: unreadable ({type(e).__name__}: {e})') from None
 
   @property
   def arch_variables(self) -> list[tf.Variable]:
@@ -189,16 +223,14 @@ class Supernet(tracking.CheckpointLists, keras.Model):
     """Normalised beta: [L, levels, 3]; [l, k, d] = P(node (l-1, k) -> node (l, k + d - 1))."""
     return normalize_beta(self.beta, self._beta_mask)
 
-  def _layer(self, *args):
-    """One trellis layer: (prev x4, prev_prev x4, betas [levels, 3], weights x4, mixing weights)
-    -> prev x4 (mixing weights: `fused_cell.mixing_weights`, one tensor per source state)."""
-    levels = self.num_levels
-    prev, prev_prev = args[:levels], args[levels:2 * levels]
-    betas, weights = args[2 * levels], args[2 * levels + 1:3 * levels + 1]
-    mixing = args[3 * levels + 1:]
+  def _layer(self, prev: tuple, prev_prev: tuple, params: LayerParams, mixing: list) -> tuple:
+    """One trellis layer: H^{l-1} and H^{l-2} (one tensor per level) -> H^l per level.
+
+    mixing: `fused_cell.mixing_weights`, one tensor per source state (computed once per step)."""
+    levels, betas = self.num_levels, params.betas
     nodes = []
     for k in range(levels):
-      kernels = self.layouts[k].unpack(weights[k])
+      kernels = self.layouts[k].unpack(params.kernels[k])
       size = fused_cell.static_shape(prev[k])[1:3]
       paths, path_betas = [], []
       if k > 0:  # from the finer level k - 1: its COARSER transition, a stride-2 conv
@@ -230,30 +262,25 @@ class Supernet(tracking.CheckpointLists, keras.Model):
   def call(self, images, training=True):
     stem = self.stem_features(images, training)
     batch = tf.shape(stem)[0]
-    sizes = [tf.shape(stem)[1:3]]
-    for _ in range(1, self.num_levels):
-      sizes.append((sizes[-1] + 1) // 2)
-    zeros = [tf.zeros(tf.concat([[batch], sizes[k], [self.num_blocks * self.filter_multiplier
-                                                     * 2**k]], 0)) for k in range(self.num_levels)]
+    level_sizes = space.level_sizes(tf.shape(stem)[1:3], self.num_levels)
+    zeros = [tf.zeros(tf.concat([[batch], level_sizes[k], [self.node_channels(k)]], 0))
+             for k in range(self.num_levels)]
     prev = (stem,) + tuple(zeros[1:])
     prev_prev = tuple(zeros)
     mixing = fused_cell.mixing_weights(self.op_weights(), self.num_blocks)
-    elems = (self.transition_probabilities(),) + tuple(
-        tf.convert_to_tensor(w) for w in self.level_weights)
+    params = LayerParams(self.transition_probabilities(),
+                         tuple(tf.convert_to_tensor(w) for w in self.level_weights))
     if self.recompute:
-      last = layer_loop.run_layers(
-          lambda prev, prev_prev, rows, shared: self._layer(*prev, *prev_prev, *rows, *shared),
-          prev, prev_prev, elems, mixing)
+      last = layer_loop.run_layers(self._layer, prev, prev_prev, params, mixing)
     else:
-      def body(carry, elems):
+      def body(carry, params):
         prev, prev_prev = carry
-        betas, *weights = elems
-        nodes = self._layer(*prev, *prev_prev, betas, *weights, *mixing)
+        nodes = self._layer(prev, prev_prev, params, mixing)
         for node, z in zip(nodes, zeros):
           node.set_shape(z.shape)
         return tuple(nodes), prev
 
-      last, _ = tf.foldl(body, elems, initializer=(prev, prev_prev))
+      last, _ = tf.foldl(body, params, initializer=(prev, prev_prev))
     image_size = tf.shape(images)[1:3]
     logits = [tf.image.resize(head(node, training=training), image_size, method='bilinear')
               for head, node in zip(self.heads, last)]

@@ -60,6 +60,11 @@ class Genotype:
     """Output stride of each layer along the path."""
     return tuple(space.level_stride(level) for level in self.path)
 
+  def goes_coarser(self) -> tuple[bool, ...]:
+    """Whether each layer is one level coarser than the one before it (the stem is level 0): its
+    cell then reads its inputs with stride 2."""
+    return tuple(level > previous for previous, level in zip((0,) + self.path, self.path))
+
   def to_dict(self) -> dict:
     return {'cell': [[list(pair) for pair in block] for block in self.cell],
             'path': list(self.path)}

@@ -10,22 +10,52 @@ level changes by at most one between consecutive layers, so the first layer is a
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
 
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSpec:
+  """One candidate operation, described once; every use of the op set derives from `OP_SPECS`.
+
+  Attributes:
+    name: the name in genotypes, plots and alpha's columns.
+    kind: how it is built: 'zero' (no connection), 'pool', 'skip' (identity), 'separable'
+      (stages of ReLU, depthwise-separable conv, BN) or 'atrous' (ReLU, dilated conv, BN).
+    kernel: KxK window of the pool or conv (0: none).
+    dilation: the conv's rate (atrous: 2).
+    stages: (ReLU, conv, BN) stages of a conv op; 0 for the weight-free ops.
+    pool: 'max' or 'avg' for a pool.
+  """
+  name: str
+  kind: str
+  kernel: int = 0
+  dilation: int = 1
+  stages: int = 0
+  pool: str = ''
+
+  @property
+  def has_weights(self) -> bool:
+    return self.stages > 0
+
+
 # The 8 candidate operations, in the order of the architecture parameter alpha's last axis.
-# Shared by the search supernet, the retrain network and the genotype format.
-PRIMITIVES = (
-    'zero',             # no connection (only in the search; never in a genotype)
-    'max_pool_3x3',     # 3x3 max pooling, stride 1
-    'avg_pool_3x3',     # 3x3 average pooling, stride 1 (padding not counted)
-    'skip',             # identity
-    'separable_3x3_2',  # (ReLU, 3x3 depthwise-separable conv, BN) applied twice
-    'separable_5x5_2',  # (ReLU, 5x5 depthwise-separable conv, BN) applied twice
-    'atrous_3x3',       # ReLU, 3x3 conv with rate 2, BN
-    'atrous_5x5',       # ReLU, 5x5 conv with rate 2, BN
+# Shared by the search supernet, the retrain network, the plots and the genotype format.
+OP_SPECS = (
+    OpSpec('zero', 'zero'),                          # no connection (search only)
+    OpSpec('max_pool_3x3', 'pool', 3, pool='max'),   # stride 1
+    OpSpec('avg_pool_3x3', 'pool', 3, pool='avg'),   # stride 1, padding not counted
+    OpSpec('skip', 'skip'),                          # identity
+    OpSpec('separable_3x3_2', 'separable', 3, stages=2),
+    OpSpec('separable_5x5_2', 'separable', 5, stages=2),
+    OpSpec('atrous_3x3', 'atrous', 3, dilation=2, stages=1),
+    OpSpec('atrous_5x5', 'atrous', 5, dilation=2, stages=1),
 )
+PRIMITIVES = tuple(op.name for op in OP_SPECS)
+OP_BY_NAME = {op.name: op for op in OP_SPECS}
 ZERO = 'zero'
 NUM_BLOCKS = 5      # B: blocks per cell
 NUM_LAYERS = 12     # L: searched layers after the stem
@@ -42,6 +72,15 @@ SEARCH_FILTER_MULTIPLIER = 8  # F during the search
 def level_stride(level: int) -> int:
   """Output stride of a level: 4 * 2**level."""
   return 4 * 2**level
+
+
+def level_sizes(size, num_levels: int = NUM_LEVELS) -> list:
+  """Spatial size at each level from the level-0 (stride-4) size: each level halves it, rounding
+  up (as a stride-2 'SAME' conv does). Works on ints and on integer tensors alike."""
+  sizes = [size]
+  for _ in range(1, num_levels):
+    sizes.append((sizes[-1] + 1) // 2)
+  return sizes
 
 
 def num_block_inputs(block: int) -> int:

@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from official.autodeeplab.data import datasets
 from official.autodeeplab.data import example
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import sizes
@@ -66,7 +67,7 @@ class SegmentationServer(tf.Module):
     """float32 [N, H, W, 3] in [0, 255] -> probabilities [N, H, W, C]; small sides padded."""
     size = tf.shape(images)[1:3]
     padded = tf.maximum(size, MIN_SIDE)
-    normalised = images / 127.5 - 1.0
+    normalised = datasets.normalize(images)
     normalised = tf.pad(normalised, [[0, 0], [0, padded[0] - size[0]],
                                      [0, padded[1] - size[1]], [0, 0]])
     probabilities = evaluation.predict_probabilities(self.model, normalised, self.scales,
@@ -94,7 +95,7 @@ class SegmentationServer(tf.Module):
     if self._single_scale():
       size = tf.shape(images)[1:3]
       padded = tf.maximum(size, MIN_SIDE)
-      normalised = tf.pad(images / 127.5 - 1.0, [[0, 0], [0, padded[0] - size[0]],
+      normalised = tf.pad(datasets.normalize(images), [[0, 0], [0, padded[0] - size[0]],
                                                   [0, padded[1] - size[1]], [0, 0]])
       logits = self.model(normalised, training=False)[:, :size[0], :size[1]]
     else:
@@ -189,11 +190,11 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
     description: what the model is (`run_state.model_description`), for `model.json`.
   """
   if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', model_name):
-    raise UserInputError(f'--model_name={model_name}: expected letters, digits, _ . -')
+    raise UserInputError(f'model_name={model_name}: expected letters, digits, _ . -')
   model_dir = os.path.join(export_dir, model_name)
   version = next_version(model_dir) if version is None else int(version)
   if version < 1:
-    raise UserInputError(f'--version={version}: TF Serving versions are positive integers')
+    raise UserInputError(f'version={version}: TF Serving versions are positive integers')
   target = os.path.join(model_dir, str(version))
   if os.path.exists(target):
     raise UserInputError(f'{target}: version {version} already exists; pass another --version '
@@ -235,5 +236,5 @@ def resolve_saved_model(path: str) -> str:
                 os.path.isfile(os.path.join(path, n, 'saved_model.pb'))]
     if versions:
       return os.path.join(path, max(versions, key=int))
-  raise UserInputError(f'--saved_model={path}: no saved_model.pb there nor in a version '
+  raise UserInputError(f'saved_model={path}: no saved_model.pb there nor in a version '
                        'directory under it (expected EXPORT_DIR/MODEL_NAME[/VERSION])')

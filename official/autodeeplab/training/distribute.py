@@ -1,5 +1,5 @@
-"""The runtime: strategy selection by name (TensorFlow's own engines for one device, many GPUs,
-many workers, TPU) and the graph switches (Grappler passes, while-loop lowering)."""
+"""Strategy selection by name (TensorFlow's own engines for one device, many GPUs, many workers,
+TPU) and the graph switches a `runtime.Runtime` chooses (Grappler passes, while-loop lowering)."""
 from __future__ import annotations
 
 import contextlib
@@ -30,17 +30,7 @@ def get_strategy(name: str = 'default', tpu_address: str = '') -> tf.distribute.
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
-  raise UserInputError(f'--strategy={name}: expected one of {", ".join(STRATEGIES)}')
-
-
-def disable_graph_optimizer() -> None:
-  """Turns Grappler off for this process.
-
-  Measured on 2 CPU cores: for the search (L=12, F=8, 65 px) Grappler took 22 s -> 12.7 s off the
-  first call of the step and changed neither step time nor peak memory; for the retrain step
-  (Auto-DeepLab-S, crop 513) it took 25 s -> 17 s off the first step, steps within 3%.
-  """
-  tf.config.optimizer.set_experimental_options({'disable_meta_optimizer': True})
+  raise UserInputError(f'strategy={name}: expected one of {", ".join(STRATEGIES)}')
 
 
 _GRAPPLER_PASSES = ('layout_optimizer', 'constant_folding', 'shape_optimization', 'remapping',
@@ -49,20 +39,23 @@ _GRAPPLER_PASSES = ('layout_optimizer', 'constant_folding', 'shape_optimization'
                     'pin_to_host_optimization', 'implementation_selector', 'auto_mixed_precision')
 
 
-def deduplicating_graph_optimizer() -> None:
-  """Grappler with its arithmetic optimizer alone, for the search supernet.
+def configure_graph_optimizer(choice: str) -> None:
+  """Grappler for this process, as `runtime.Runtime.graph_optimizer` says.
 
-  The supernet's loop bodies hold thousands of identical small constants and shape computations
-  (one per reshape, reduction and gradient); the arithmetic optimizer merges them (its
-  DedupComputations stage), and the rest of Grappler, which costs the start-up time, stays off.
-  Measured on 2 CPU cores (L=12, F=8, recompute): at 65 px peak RSS 1.89 -> 1.71 GB and the
-  weight + arch step 1.44 -> 1.33 s for 2.6 s more start-up; at 321 px 2.34 -> 2.26 GB and
-  13.4 -> 12.8 s. (The remapper stays off: its fused BN + ReLU turns NaN into 0, which would hide
-  a diverged run.)
+  'off': the start-up time Grappler costs buys no step time for these models. 'deduplicate': its
+  arithmetic optimizer alone, for the search supernet, whose loop bodies hold thousands of
+  identical small constants and shape computations (one per reshape, reduction and gradient)
+  that its DedupComputations stage merges; the remapper stays off, since its fused BN + ReLU turns
+  NaN into 0, which would hide a diverged run. 'default': TensorFlow's.
   """
-  options = dict.fromkeys(_GRAPPLER_PASSES, False)
-  options.update(arithmetic_optimization=True, disable_meta_optimizer=False)
-  tf.config.optimizer.set_experimental_options(options)
+  if choice == 'off':
+    tf.config.optimizer.set_experimental_options({'disable_meta_optimizer': True})
+  elif choice == 'deduplicate':
+    options = dict.fromkeys(_GRAPPLER_PASSES, False)
+    options.update(arithmetic_optimization=True, disable_meta_optimizer=False)
+    tf.config.optimizer.set_experimental_options(options)
+  elif choice != 'default':
+    raise ValueError(f'graph optimizer {choice!r}: expected default, off or deduplicate')
 
 
 @contextlib.contextmanager
@@ -74,7 +67,7 @@ def functional_while_loops(enabled: bool = True):
   placed, optimised and turned into kernels as one graph at once; iterations can then overlap and
   unused loop outputs are pruned. Kept functional, each body is instantiated on its own at its first
   iteration and runs as a function call per iteration: less memory at start-up and less overhead
-  per small op, which pays for small crops only (measurements in utils/cpu_runtime.py). XLA and the
+  per small op, which pays for small crops only (`utils/runtime.py` decides). XLA and the
   single-threaded executor keep loops functional the same way; the switch itself is internal to
   TensorFlow (tests/test_search_task.py checks that it still works).
   """

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-import gin
 import numpy as np
 import tensorflow as tf
 
@@ -151,7 +150,7 @@ class Evaluator:
                ignore_label: int = IGNORE_LABEL):
     self.model, self.scales, self.flip = model, tuple(float(s) for s in scales), flip
     if not self.scales or any(s <= 0 for s in self.scales):
-      raise UserInputError(f'--scales={",".join(map(str, scales))}: expected positive numbers')
+      raise UserInputError(f'scales={",".join(map(str, scales))}: expected positive numbers')
     self.strategy = strategy or tf.distribute.get_strategy()
     with self.strategy.scope():
       self.metrics = SegmentationMetrics(num_classes, ignore_label)
@@ -184,10 +183,3 @@ class Evaluator:
         if on_batch is not None:
           on_batch({k: v.numpy() for k, v in part.items()}, pred.numpy(), conf.numpy())
     return {**self.metrics.result(), 'num_images': num_images}
-
-
-@gin.configurable
-def inference_options(scales: Sequence[float] = (1.0,), flip: bool = False) -> dict:
-  """Evaluation-time inference of an experiment: scales and flip (the paper's multi-scale results
-  use `MULTI_SCALES` with flips)."""
-  return {'scales': tuple(float(s) for s in scales), 'flip': bool(flip)}

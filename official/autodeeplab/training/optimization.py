@@ -78,9 +78,9 @@ class SGD(keras.optimizers.SGD):
   The update is Keras's: m <- momentum * m - lr * (g + l2 * w); w <- w + m. Keras writes it as
   tensor arithmetic, which allocates m * momentum, lr * g and their difference for every
   variable, and adding the L2 term first allocates two more; nothing orders the variables, so
-  all of those can be alive at once. In the search (59 MB of weights, 65 px) they made the weight
-  update, not the forward/backward pass, the step's memory peak (~150 MB of temporaries, measured
-  with TensorFlow's allocator statistics). Here each variable takes two in-place kernels:
+  all of those can be alive at once. In the search they made the weight update, not the
+  forward/backward pass, the step's memory peak (TensorFlow's allocator statistics;
+  docs/performance.md). Here each variable takes two in-place kernels:
   ResourceApplyGradientDescent subtracts (lr * l2 / momentum) * w from m, then
   ResourceApplyKerasMomentum computes m <- momentum * m - lr * g; w <- w + m. Together they are
   the update above (equal up to float rounding); no weight-sized temporary is made. Without

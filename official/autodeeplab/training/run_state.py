@@ -7,7 +7,7 @@
   TensorFlow's shape-mismatch traceback into one line that names the workdir, the variable and
   both shapes.
 * `ProgressMeter`: images/s and ETA for the progress line.
-* `StopOnSigterm` / `Preempted`: a SIGTERM (a preempted VM, `kill`, a cluster scheduler) ends the
+* `StopOnSigterm` / `Preempted` (used by `training/loop.py`): a SIGTERM (a preempted VM, `kill`, a cluster scheduler) ends the
   current step, the loop checkpoints and raises `Preempted`; rerunning resumes.
 * `worker_workdir`: under MultiWorkerMirroredStrategy only the chief writes to the workdir; the
   other workers save their (required, identical) checkpoints to a directory of their own.
@@ -56,8 +56,7 @@ def write_json(path: str, data) -> None:
 def check_or_write_model(workdir: str, description: dict, write: bool = True) -> None:
   """Writes `workdir/model.json` (unless `write` is False), or checks that the one there
   describes the same model."""
-  check_or_write_json(workdir, MODEL_FILE, description, write=write, what='model',
-                      keys=('genotype', 'filter_multiplier', 'num_classes'), read=read_model)
+  check_or_write_json(workdir, MODEL_FILE, description, write=write, **MODEL_CHECK)
 
 
 def check_or_write_json(workdir: str, name: str, description: dict, write: bool = True,
@@ -90,12 +89,14 @@ def read_json(workdir: str, name: str, hint: str = '') -> dict:
 
 
 def read_model(workdir: str) -> dict:
-  """`workdir/model.json`, validated (its genotype included)."""
+  """`workdir/model.json`, validated; its 'genotype' as written, and the parsed `Genotype` under
+  'genotype_object' (not compared, not written)."""
   path = os.path.join(workdir, MODEL_FILE)
   try:
     with open(path) as f:
       data = json.load(f)
-    genotype_lib.Genotype.from_dict(data['genotype'], f'{path}: genotype')
+    data['genotype_object'] = genotype_lib.Genotype.from_dict(data['genotype'],
+                                                              f'{path}: genotype')
     int(data['filter_multiplier']), int(data['num_classes'])
   except FileNotFoundError:
     raise UserInputError(f'{workdir}: no {MODEL_FILE}; is it a tools.train workdir?') from None
@@ -106,6 +107,10 @@ def read_model(workdir: str) -> dict:
         f'{path}: unreadable model description ({type(e).__name__}: {e})') from None
   return data
 
+
+# How `model.json` is compared when a run resumes (`check_or_write_json`'s keyword arguments).
+MODEL_CHECK = {'what': 'model', 'keys': ('genotype', 'filter_multiplier', 'num_classes'),
+               'read': read_model}
 
 _SHAPE_MISMATCH = re.compile(r'incompatible tensor with shape (\(.*?\)) when attempting to '
                              r'restore variable with shape (\(.*?\)) and name (\S+?)\.?(\s|$)')
@@ -191,10 +196,10 @@ def load_trained_model(workdir: str, checkpoint: str | None = None):
   (default: the workdir's latest). Returns (model, description, checkpoint path)."""
   from official.autodeeplab.modeling import segmenter
   description = read_model(workdir)
-  geno = genotype_lib.Genotype.from_dict(description['genotype'])
+  geno = description.pop('genotype_object')
   path = checkpoint or latest_checkpoint(workdir)
   if checkpoint and not tf.io.gfile.exists(checkpoint + '.index'):
-    raise UserInputError(f'--checkpoint={checkpoint}: no such checkpoint (expected the prefix of '
+    raise UserInputError(f'checkpoint={checkpoint}: no such checkpoint (expected the prefix of '
                          'a .index/.data pair, e.g. WORKDIR/checkpoints/ckpt-1000)')
   model = segmenter.build_segmenter(geno, description['num_classes'],
                                     filter_multiplier=description['filter_multiplier'])
@@ -246,6 +251,11 @@ def is_chief(strategy) -> bool:
   if 'chief' in cluster:
     return resolver.task_type == 'chief'
   return resolver.task_type == 'worker' and resolver.task_id == 0
+
+
+def worker_checkpoints(strategy, workdir: str) -> str:
+  """The directory this process's checkpoints go to."""
+  return os.path.join(worker_workdir(strategy, workdir), CHECKPOINT_DIR)
 
 
 def worker_workdir(strategy, workdir: str) -> str:

@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from official.autodeeplab.data import datasets
 from official.autodeeplab.search import space
 from official.autodeeplab.search.genotype import Genotype
 
@@ -58,22 +59,19 @@ def side_by_side(images, labels, predictions, palette: np.ndarray):
   prediction, colourised with a `label_palette`."""
   import tensorflow as tf
   palette = tf.constant(palette, tf.uint8)
-  image = tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0, 255), tf.uint8)
+  image = tf.cast(tf.clip_by_value(tf.round(datasets.denormalize(images)), 0, 255), tf.uint8)
   colour = lambda x: tf.gather(palette, tf.clip_by_value(tf.cast(x, tf.int32), 0, 255))
   return tf.concat([image, colour(labels), colour(predictions)], axis=2)
 
 
-# Face colours of the op kinds in the cell panel.
+# Face colours of the op kinds (`space.OpSpec.kind`) in the cell panel.
 OP_KIND_COLOURS = {'separable': '#b7e4b0', 'atrous': '#ffd19a', 'pool': '#c9d7f2',
                    'skip': '#e3e3e3'}
 
 
 def op_kind(op: str) -> str:
-  """'separable', 'atrous', 'pool' or 'skip': how the cell panel colours an op."""
-  for kind in ('separable', 'atrous', 'pool'):
-    if kind in op:
-      return kind
-  return 'skip'
+  """The kind of op `op` in the op table: how the cell panel colours it."""
+  return space.OP_BY_NAME[op].kind
 
 
 def plot_architecture(genotype: Genotype, output_path: str,
@@ -163,3 +161,22 @@ def _plot_cell(ax, genotype: Genotype) -> None:
   ax.axis('off')
   ax.set_title('cell (shared by every layer): block = op + op; output = concat of the blocks',
                fontsize=10)
+
+
+def heatmap_png(values: np.ndarray, title: str, xlabels, ylabel: str) -> bytes:
+  """A [rows, columns] array of values in [0, 1] as a PNG heatmap (TensorBoard images)."""
+  import io
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+  fig, ax = plt.subplots(figsize=(max(4, 0.6 * values.shape[1] + 2), max(3, 0.3 * len(values))))
+  image = ax.imshow(values, cmap='viridis', vmin=0, vmax=1, aspect='auto')
+  ax.set_xticks(range(values.shape[1]), xlabels, rotation=45, ha='right', fontsize=7)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=9)
+  fig.colorbar(image, ax=ax)
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=90)
+  plt.close(fig)
+  return buffer.getvalue()

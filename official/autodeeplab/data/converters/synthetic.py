@@ -54,11 +54,16 @@ def arrays(num_images: int, height: int, width: int, num_classes: int, seed: int
   return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
+def example_name(index: int, seed: int = 0) -> str:
+  """`image/filename` of example `index`: the name trainA / trainB are chosen by."""
+  return f'synthetic_{seed}_{index:06d}'
+
+
 def to_example(index: int, height: int, width: int, num_classes: int,
                seed: int = 0) -> tuple[bytes, np.ndarray]:
   """(serialized tf.train.Example, per-class pixel counts + ignored) of example `index`."""
   from official.autodeeplab.data import example
   image, label = make_one(index, height, width, num_classes, seed)
   counts = np.bincount(label.ravel(), minlength=num_classes + 1)
-  return example.encode(example.png_bytes(image), 'png', f'synthetic_{seed}_{index:06d}',
+  return example.encode(example.png_bytes(image), 'png', example_name(index, seed),
                         height, width, label), counts

@@ -1,0 +1,141 @@
+"""The one training loop, for the search and the retrain alike (Model Garden's controller, small).
+
+A task (`search_task.SearchTask`, `train_task.TrainTask`) owns its model, optimizers, inputs and
+compiled step; the loop owns everything around the step, once:
+
+* resume: the latest checkpoint of `workdir/checkpoints` (the task's objects, and with one replica
+  the data iterators, so a rerun continues exactly where it stopped); a checkpoint of another
+  model is refused with one line (`run_state.restore`);
+* the run's description (`model.json` / `supernet.json`) written or checked, and gin's operative
+  config written, by the chief only (`run_state.worker_workdir`);
+* a progress line and TensorBoard scalars every `log_every` steps, with images/s and an ETA;
+* checkpoints every `checkpoint_every` steps and at the last one;
+* a non-finite loss or logits: `DivergedError` naming the step, before anything of that step is
+  saved;
+* SIGTERM: finish the step, checkpoint, raise `Preempted` (the binaries exit with 143).
+
+The task protocol (duck-typed):
+  name                      'search' or 'train': the progress lines' prefix.
+  strategy, step            the tf.distribute strategy; the step counter (a tf.Variable).
+  cadence                   `Cadence`.
+  images_per_step           for images/s.
+  divergence_hint           what the DivergedError message advises.
+  checkpoint()              tf.train.Checkpoint of the task's state.
+  datasets()                {checkpoint attribute: tf.data.Dataset} of the inputs.
+  shard_files               the TFRecord files read (to name a corrupt one), or None.
+  run_description()         (file name, dict, check_or_write_json keyword args) or None.
+  train_step(iterators)     one step; returns a `StepResult`.
+  log_scalars(step)         {TensorBoard tag: value} and the progress line's text for the step.
+  after_step(workdir, step, result, final)  the chief's periodic work (exports, images).
+  finish(workdir, step, chief)  the run's result (a dict).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Callable
+
+import tensorflow as tf
+
+from official.autodeeplab.data import input_pipeline
+from official.autodeeplab.errors import DivergedError
+from official.autodeeplab.training import run_state
+
+
+@dataclasses.dataclass(frozen=True)
+class Cadence:
+  """How often the loop reports and saves (steps), and how many checkpoints it keeps."""
+  log_every: int = 100
+  checkpoint_every: int = 1000
+  max_checkpoints: int = 3
+
+
+@dataclasses.dataclass
+class StepResult:
+  """What one step reports.
+
+  Attributes:
+    losses: {name: value} of the step (their sum is checked for finiteness).
+    nonfinite: logits that were NaN or infinite (a cross-entropy of NaN logits can come out
+      finite, so the loss alone can hide a diverged run).
+    what: which loss, for the divergence message ('the trainA loss', 'the loss').
+    images, labels, predictions: the step's batch and predictions (per replica), for summaries.
+  """
+  losses: dict
+  nonfinite: int = 0
+  what: str = 'the loss'
+  images: object = None
+  labels: object = None
+  predictions: object = None
+
+  def finite(self) -> bool:
+    return math.isfinite(sum(self.losses.values())) and not self.nonfinite
+
+
+def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
+        operative_config: str | None = None) -> dict:
+  """Runs `task` until its step counter reaches `num_steps`; returns `task.finish(...)`."""
+  iterators = {name: iter(task.strategy.experimental_distribute_dataset(dataset))
+               for name, dataset in task.datasets().items()}
+  checkpoint = task.checkpoint()
+  if task.strategy.num_replicas_in_sync == 1:  # distributed iterators cannot be checkpointed
+    for name, iterator in iterators.items():
+      setattr(checkpoint, name, iterator)
+  workdir_here = run_state.worker_workdir(task.strategy, workdir)
+  chief = workdir_here == workdir
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir_here,
+                                                                run_state.CHECKPOINT_DIR),
+                                       task.cadence.max_checkpoints)
+  if run_state.restore(checkpoint, manager.latest_checkpoint, workdir):
+    log(f'[{task.name}] resumed from {manager.latest_checkpoint} at step '
+        f'{int(task.step.numpy())}')
+  description = task.run_description()
+  if chief and description is not None:
+    name, data, check = description
+    run_state.check_or_write_json(workdir, name, data, **check)
+  if chief and operative_config is not None:
+    run_state.write_text(os.path.join(workdir, 'operative_config.gin'), operative_config)
+  writer = tf.summary.create_file_writer(os.path.join(workdir_here, 'tensorboard'))
+  meter = run_state.ProgressMeter(num_steps, task.images_per_step)
+  cadence = task.cadence
+  step = int(task.step.numpy())
+  with run_state.StopOnSigterm() as stop, writer.as_default():
+    while step < num_steps:
+      result = task.train_step(_CheckedIterators(iterators, task.shard_files))
+      step = int(task.step.numpy())
+      if not result.finite():
+        values = ', '.join(f'{k} {v}' for k, v in result.losses.items())
+        raise DivergedError(
+            f'step {step}: {result.what} is not finite ({values}, {result.nonfinite} NaN/inf '
+            f'logits); {task.name} stopped, nothing of this step saved, last checkpoint kept: '
+            f'{run_state.kept_checkpoint(manager)}. {task.divergence_hint}')
+      if step % cadence.log_every == 0 or step == num_steps or step == 1:
+        speed = meter.report(step)
+        scalars, text = task.log_scalars(step)
+        if meter.images_per_s():
+          scalars['images_per_s'] = meter.images_per_s()
+        for tag, value in scalars.items():
+          tf.summary.scalar(tag, value, step=step)
+        log(f'[{task.name}] step {step}/{num_steps}{text}{speed}')
+      final = step == num_steps or stop.requested
+      if step % cadence.checkpoint_every == 0 or final:
+        manager.save(checkpoint_number=step)
+      if chief:
+        task.after_step(workdir, step, result, final)
+      if stop.requested:
+        writer.flush()
+        raise run_state.preempted(task.name, step, manager)
+    result = task.finish(workdir, step, chief)
+  writer.flush()
+  return result
+
+
+class _CheckedIterators:
+  """`next(name)` on the loop's iterators, naming a corrupt shard instead of a deep traceback."""
+
+  def __init__(self, iterators: dict, shard_files: list[str] | None):
+    self._iterators, self._files = iterators, shard_files
+
+  def next(self, name: str):
+    return input_pipeline.next_checked(self._iterators[name], self._files)
