@@ -20,6 +20,12 @@ def run_tool(module: str, *args: str, timeout: float = 600) -> subprocess.Comple
                         capture_output=True, text=True, timeout=timeout)
 
 
+def assert_bad_input(result: subprocess.CompletedProcess, message: str) -> None:
+  """A binary's answer to bad input: exit code 2 and `message` in stderr, no traceback."""
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert message in result.stderr and 'Traceback' not in result.stderr, result.stderr[-2000:]
+
+
 @pytest.fixture
 def tool():
   return run_tool

@@ -17,7 +17,7 @@ _VARIABLES = (runtime.ONEDNN_ENV, runtime.ALLOCATOR_ENV, runtime.INTRA_OP_ENV)
     ('search', runtime.SMALL_CROP + 1, {},
      'oneDNN kernels on, malloc CPU allocator, 1 thread per op'),
     ('search', 321, {}, 'oneDNN kernels on, malloc CPU allocator, 1 thread per op'),
-    ('train', 65, {}, 'oneDNN kernels on, malloc CPU allocator, cores threads per op'),
+    ('train', 65, {}, "TensorFlow's default kernels, allocator and threads"),
     # the user's settings win
     ('search', 65, {runtime.ONEDNN_ENV: '1', runtime.ALLOCATOR_ENV: '0'},
      'oneDNN kernels on, malloc CPU allocator, 1 thread per op'),

@@ -69,6 +69,8 @@ class Runtime:
     if self.device != 'cpu':
       return f'{self.device.upper()}:0'
     threads = str(self.threads_per_op) if self.threads_per_op else 'cores'
+    if self.onednn and not self.pooled_allocator and not self.threads_per_op:
+      return f'CPU, {self.num_cores} cores (TensorFlow\'s default kernels, allocator and threads)'
     return (f'CPU, {self.num_cores} cores (oneDNN kernels {"on" if self.onednn else "off"}, '
             f'{"pooled" if self.pooled_allocator else "malloc"} CPU allocator, '
             f'{threads} thread{"" if threads == "1" else "s"} per op)')
