@@ -8,7 +8,6 @@ import pytest
 from official.autodeeplab.search.genotype import Genotype
 from official.autodeeplab.training import run_state
 from official.autodeeplab.training import configs
-from official.autodeeplab.training import search_task
 from tests.conftest import copy_checkpoint
 from tests.search_helpers import datasets
 from tests.search_helpers import run

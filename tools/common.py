@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import re
 import sys
@@ -22,6 +23,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from official.autodeeplab.data.converters import synthetic  # noqa: E402
 from official.autodeeplab.errors import Preempted  # noqa: E402
 from official.autodeeplab.errors import UserInputError  # noqa: E402
 
@@ -51,6 +53,19 @@ SHARED_FLAGS = {
                  'output).'),
     'model_size': (flags.DEFINE_string, None, 'S, M or L (F = 20/32/48).'),
     'filter_multiplier': (flags.DEFINE_integer, None, 'F; overrides --model_size.'),
+    'num_classes': (flags.DEFINE_integer, synthetic.NUM_CLASSES, 'Classes (of the synthetic '
+                    'dataset, or of a model built without a workdir).'),
+    'num_examples': (flags.DEFINE_integer, synthetic.NUM_EXAMPLES, 'Images of the synthetic '
+                     'dataset.'),
+    'image_size': (flags.DEFINE_integer, synthetic.IMAGE_SIZE, 'Side of the synthetic images.'),
+    'batch_size': (flags.DEFINE_integer, None, 'Global batch; overrides the gin file.'),
+    'crop_size': (flags.DEFINE_integer, None, 'Square training crop; overrides the gin file.'),
+    'num_steps': (flags.DEFINE_integer, None, 'Steps of the run; overrides the gin file.'),
+    'dataset': (flags.DEFINE_string, None, 'Class names and palette of this dataset (cityscapes, '
+                'voc, ade20k, synthetic).'),
+    'model_name': (flags.DEFINE_string, 'autodeeplab', 'Model name (a directory of versions).'),
+    'scales': (flags.DEFINE_list, None, 'Inference scales, e.g. 0.5,0.75,1,1.25,1.5,1.75.'),
+    'flip': (flags.DEFINE_bool, None, 'Also average left-right flipped predictions.'),
 }
 
 
@@ -72,6 +87,18 @@ def positive_flag_bindings(flag_values, flag_to_binding: dict[str, str]) -> list
         raise UserInputError(f'--{flag}={value}: must be positive')
       bindings.append(f'{binding} = {value}')
   return bindings
+
+
+def parse_scales(values: list[str]) -> list[float]:
+  """--scales as positive numbers, or a one-line error naming the flag."""
+  try:
+    scales = [float(s) for s in values]
+  except ValueError:
+    scales = []
+  if not scales or any(not math.isfinite(v) or v <= 0 for v in scales):
+    raise UserInputError(f'--scales={",".join(values)}: expected positive numbers, e.g. '
+                         '0.5,0.75,1,1.25,1.5,1.75')
+  return scales
 
 
 def parse_gin(gin_files, gin_bindings) -> None:

@@ -34,10 +34,7 @@ flags.DEFINE_bool('half_resolution', False, 'Halve images and labels (Cityscapes
 flags.DEFINE_string('sbd_dir', None, 'VOC train_aug: SBD benchmark_RELEASE/dataset directory.')
 flags.DEFINE_string('tfds_data_dir', None, 'ADE20K: read a prepared TFDS scene_parse150 from this '
                     'TFDS data_dir instead of --data_dir (needs tensorflow-datasets).')
-flags.DEFINE_integer('num_examples', 16, 'synthetic: number of images.')
-flags.DEFINE_integer('image_size', 96, 'synthetic: image side.')
-flags.DEFINE_integer('num_classes', 5, 'synthetic: number of classes.')
-flags.DEFINE_integer('seed', 0, 'synthetic: seed.')
+common.define_flags('num_examples', 'image_size', 'num_classes', 'seed')  # --dataset=synthetic
 flags.mark_flags_as_required(['dataset', 'output_dir'])
 
 

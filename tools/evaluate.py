@@ -23,28 +23,20 @@ from tools import common
 
 FLAGS = flags.FLAGS
 common.define_gin_flags()
-common.define_flags('workdir', 'checkpoint', 'tfrecord_dir', 'strategy', split='val')
-flags.DEFINE_list('scales', None, 'Inference scales, e.g. 0.5,0.75,1,1.25,1.5,1.75 (default: '
-                  'inference_options.scales of the gin file, else 1).')
-flags.DEFINE_bool('flip', None, 'Also average left-right flipped predictions (default: '
-                  'inference_options.flip of the gin file, else no).')
+common.define_flags('workdir', 'checkpoint', 'tfrecord_dir', 'strategy', split='val',
+                    batch_size=1)
+# --scales / --flip default to the gin file's inference_options (else 1, no flip).
+common.define_flags('scales', 'flip')
 flags.DEFINE_string('save_predictions', None, 'Directory for predicted masks and overlays.')
-flags.DEFINE_integer('batch_size', 1, 'Images per batch (padded to the largest).')
 flags.DEFINE_integer('max_images', None, 'Evaluate only the first N images.')
 flags.mark_flags_as_required(['workdir', 'tfrecord_dir'])
 
 
 def _scales() -> list[str]:
+  """--scales / --flip, when given, as gin bindings over the gin file's inference_options."""
   bindings = []
   if FLAGS.scales is not None:
-    try:
-      values = [float(s) for s in FLAGS.scales]
-    except ValueError:
-      values = []
-    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
-      raise common.UserInputError(f'--scales={",".join(FLAGS.scales)}: expected positive '
-                                  'numbers, e.g. 0.5,0.75,1,1.25,1.5,1.75')
-    bindings.append(f'inference_options.scales = {values}')
+    bindings.append(f'inference_options.scales = {common.parse_scales(FLAGS.scales)}')
   if FLAGS.flip is not None:
     bindings.append(f'inference_options.flip = {FLAGS.flip}')
   return bindings

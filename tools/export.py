@@ -11,7 +11,6 @@ Writes `{export_dir}/{model_name}/{version}/` (version: the next integer unless 
 """
 from __future__ import annotations
 
-import math
 
 from absl import flags
 
@@ -22,26 +21,11 @@ from tools import common
 FLAGS = flags.FLAGS
 # Without --workdir, the model comes from --genotype, --model_size / --filter_multiplier and
 # --num_classes.
-common.define_flags('workdir', 'checkpoint', 'model_size', 'filter_multiplier', genotype=None)
-flags.DEFINE_integer('num_classes', None, 'Without --workdir: classes of the model.')
-flags.DEFINE_string('dataset', None, 'Class names and palette of this dataset (cityscapes, voc, '
-                    'ade20k, synthetic); default: the workdir\'s.')
+common.define_flags('workdir', 'checkpoint', 'model_size', 'filter_multiplier', 'dataset',
+                    'model_name', genotype=None, num_classes=None, scales=['1'], flip=False)
 flags.DEFINE_string('export_dir', None, 'Model server base path.')
-flags.DEFINE_string('model_name', 'autodeeplab', 'Model name (a directory of versions).')
 flags.DEFINE_integer('version', None, 'Version to write (default: the next integer).')
-flags.DEFINE_list('scales', ['1'], 'Inference scales in the graph, e.g. 0.5,0.75,1,1.25,1.5,1.75.')
-flags.DEFINE_bool('flip', False, 'Average left-right flipped predictions in the graph.')
 flags.mark_flag_as_required('export_dir')
-
-
-def _scales() -> list[float]:
-  try:
-    values = [float(s) for s in FLAGS.scales]
-  except ValueError:
-    values = []
-  if not values or any(not math.isfinite(v) or v <= 0 for v in values):
-    raise common.UserInputError(f'--scales={",".join(FLAGS.scales)}: expected positive numbers')
-  return values
 
 
 def _model_from_flags():
@@ -66,7 +50,7 @@ def _model_from_flags():
 
 def main(argv):
   del argv
-  scales = _scales()
+  scales = common.parse_scales(FLAGS.scales)
   if FLAGS.version is not None and FLAGS.version < 1:
     raise common.UserInputError(f'--version={FLAGS.version}: must be a positive integer')
   from official.autodeeplab.data import datasets

@@ -26,12 +26,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list('input', None, 'Image files and/or directories of images.')
 flags.DEFINE_string('output_dir', None, 'Where the masks and overlays are written.')
 flags.DEFINE_string('saved_model', None, 'An export: MODEL_DIR (latest version) or a version dir.')
-flags.DEFINE_string('workdir', None, 'A tools.train workdir (its latest checkpoint).')
 flags.DEFINE_string('server', None, 'host:port of a running TF Serving.')
 flags.DEFINE_enum('protocol', 'rest', ['rest', 'grpc'], 'How to talk to --server.')
-flags.DEFINE_string('model_name', 'autodeeplab', 'The model name on --server.')
-flags.DEFINE_string('dataset', None, 'Palette for the colour masks (default: from the export or '
-                    'workdir; else a fixed one).')
+common.define_flags('workdir', 'model_name', 'dataset')  # --workdir: its latest checkpoint
 flags.DEFINE_float('timeout', 60.0, 'Seconds to wait for --server per image.')
 flags.mark_flags_as_required(['input', 'output_dir'])
 

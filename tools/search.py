@@ -25,14 +25,11 @@ from tools import common
 
 FLAGS = flags.FLAGS
 common.define_gin_flags()
-common.define_flags('workdir', 'tfrecord_dir', 'split', 'strategy', 'tpu', 'seed')
-flags.DEFINE_integer('num_classes', 5, 'Classes of the synthetic dataset (with --tfrecord_dir: '
-                     'read from {split}-summary.json).')
-flags.DEFINE_integer('num_examples', 16, 'Images in the synthetic dataset (split in trainA/B).')
-flags.DEFINE_integer('image_size', 96, 'Side of the synthetic images.')
-flags.DEFINE_integer('crop_size', None, 'Square training crop; overrides search_data.crop_size.')
-flags.DEFINE_integer('batch_size', None, 'Global batch; overrides search_data.batch_size.')
-flags.DEFINE_integer('num_steps', None, 'Weight steps (default: search_config.total_steps).')
+# Without --tfrecord_dir the search generates the synthetic dataset (--num_examples,
+# --image_size, --num_classes); --crop_size, --batch_size, --num_steps override search_data.* and
+# search_config.total_steps.
+common.define_flags('workdir', 'tfrecord_dir', 'split', 'strategy', 'tpu', 'seed', 'num_classes',
+                    'num_examples', 'image_size', 'crop_size', 'batch_size', 'num_steps')
 flags.DEFINE_integer('log_every', None, 'Steps between log lines (loop_settings.log_every).')
 flags.DEFINE_integer('checkpoint_every', None, 'Steps between checkpoints.')
 flags.DEFINE_integer('export_every', None, 'Steps between genotype/plot/TensorBoard exports.')

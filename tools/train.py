@@ -24,11 +24,11 @@ from tools import common
 
 FLAGS = flags.FLAGS
 common.define_gin_flags()
+# --num_steps, --batch_size, --crop_size override train_config.total_steps / batch_size /
+# crop_size.
 common.define_flags('workdir', 'tfrecord_dir', 'split', 'genotype', 'model_size',
-                    'filter_multiplier', 'strategy', 'tpu', 'seed')
-flags.DEFINE_integer('num_steps', None, 'Training steps; overrides train_config.total_steps.')
-flags.DEFINE_integer('batch_size', None, 'Global batch size; overrides train_config.batch_size.')
-flags.DEFINE_integer('crop_size', None, 'Training crop; overrides train_config.crop_size.')
+                    'filter_multiplier', 'strategy', 'tpu', 'seed', 'num_steps', 'batch_size',
+                    'crop_size')
 flags.mark_flags_as_required(['workdir', 'tfrecord_dir'])
 
 FLAG_BINDINGS = {'num_steps': 'train_config.total_steps', 'batch_size': 'train_config.batch_size',

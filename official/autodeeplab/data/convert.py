@@ -17,7 +17,8 @@ CONVERTERS = {'cityscapes': cityscapes, 'voc': voc, 'ade20k': ade20k}
 
 def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir: str = '',
             num_workers: int = 1, half_resolution: bool = False, sbd_dir: str | None = None,
-            num_examples: int = 16, image_size: int = 96, num_classes: int = 5, seed: int = 0,
+            num_examples: int = synthetic.NUM_EXAMPLES, image_size: int = synthetic.IMAGE_SIZE,
+            num_classes: int = synthetic.NUM_CLASSES, seed: int = 0,
             progress: bool = True, tfds_data_dir: str | None = None) -> dict:
   """Converts one split of a dataset into sharded TFRecords; returns the split summary.
 
@@ -27,8 +28,9 @@ def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir
   """
   if dataset == 'synthetic':
     if num_examples < 1 or image_size < 8 or num_classes < 2:
-      raise UserInputError('synthetic: --num_examples >= 1, --image_size >= 8 and '
-                           '--num_classes >= 2 expected')
+      raise UserInputError(f'synthetic: num_examples={num_examples}, image_size={image_size}, '
+                           f'num_classes={num_classes}: expected num_examples >= 1, '
+                           'image_size >= 8 and num_classes >= 2')
     split_seed = seed * 1000 + sum(map(ord, split))
     spec = datasets.synthetic_spec(num_classes)
     sources = list(range(num_examples))

@@ -127,7 +127,7 @@ def _ade20k() -> DatasetSpec:
       splits={'train': 20210, 'val': 2000})
 
 
-def synthetic_spec(num_classes: int = 5) -> DatasetSpec:
+def synthetic_spec(num_classes: int = synthetic.NUM_CLASSES) -> DatasetSpec:
   label_map = np.full(256, INVALID, np.int64)
   label_map[:num_classes] = np.arange(num_classes)
   label_map[IGNORE_LABEL] = IGNORE_LABEL

@@ -10,6 +10,11 @@ from typing import Iterator
 
 import numpy as np
 
+# The built-in dataset's defaults (the quickstart's and the tools').
+NUM_CLASSES = 5
+IMAGE_SIZE = 96
+NUM_EXAMPLES = 16
+
 
 def class_colours(num_classes: int) -> np.ndarray:
   """A fixed, well separated RGB colour per class ([num_classes, 3] uint8)."""
