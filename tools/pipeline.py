@@ -103,7 +103,7 @@ def main(argv):
         f'  tensorboard --logdir {work}            (search and retrain curves, predicted masks)\n'
         f'  docker run -p 8501:8501 -v "$PWD/{model_dir}:/models/{MODEL_NAME}" '
         f'-e MODEL_NAME={MODEL_NAME} tensorflow/serving\n'
-        f'  real data: README.md, "Datasets" and "Retrain and evaluate"', flush=True)
+        f'  real data: README.md, "The stages" (details in docs/guide.md)', flush=True)
 
 
 def _stage(tool: str, *args: str) -> None:
