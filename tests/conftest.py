@@ -26,6 +26,17 @@ def assert_bad_input(result: subprocess.CompletedProcess, message: str) -> None:
   assert message in result.stderr and 'Traceback' not in result.stderr, result.stderr[-2000:]
 
 
+def randomize_batch_norm(model) -> None:
+  """BN statistics, offsets and scales away from their initial values, so that an untrained
+  model's predictions are not all ties (exports are compared by their class ids)."""
+  import tensorflow as tf
+  for v in model.variables:
+    if v.path.endswith(('moving_mean', 'beta', 'bias')):
+      v.assign(tf.random.normal(v.shape, stddev=0.2))
+    elif v.path.endswith(('moving_variance', 'gamma')):
+      v.assign(tf.random.uniform(v.shape, 0.5, 1.5))
+
+
 @pytest.fixture
 def tool():
   return run_tool

@@ -17,7 +17,7 @@ from official.autodeeplab.data import example
 from official.autodeeplab.modeling import segmenter
 from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
 from official.autodeeplab.serving import export
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, randomize_batch_norm, run_tool
 
 GENOTYPE = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(0, 1, 1))
 RNG = np.random.default_rng(5)
@@ -29,11 +29,7 @@ def exported(tmp_path_factory):
   root = tmp_path_factory.mktemp('export')
   tf.keras.utils.set_random_seed(3)
   model = segmenter.build_segmenter(GENOTYPE, 5, filter_multiplier=2)
-  for v in model.variables:  # BN statistics and offsets away from their initial values
-    if v.path.endswith(('moving_mean', 'beta', 'bias')):
-      v.assign(tf.random.normal(v.shape, stddev=0.2))
-    elif v.path.endswith(('moving_variance', 'gamma')):
-      v.assign(tf.random.uniform(v.shape, 0.5, 1.5))
+  randomize_batch_norm(model)
   logits = model(tf.constant(IMAGE[None], tf.float32) / 127.5 - 1.0)
   assert float(tf.math.reduce_std(logits)) > 0.05  # predictions that are not all ties
   checkpoint = tf.train.Checkpoint(model=model).save(str(root / 'weights' / 'ckpt'))

@@ -1,16 +1,22 @@
-r"""Exports a trained segmenter as a SavedModel in TF Serving's layout.
+r"""Exports a trained segmenter as a SavedModel in TF Serving's layout, or as a LiteRT model.
 
   python -m tools.export --workdir=runs/cityscapes_s --export_dir=runs/serving \
       [--model_name=autodeeplab] [--version=N] [--checkpoint=PREFIX] [--scales=... --flip]
   python -m tools.export --genotype=paper --model_size=S --num_classes=19 --dataset=cityscapes \
       --export_dir=runs/serving [--checkpoint=PREFIX]      # no workdir: given (or fresh) weights
+  python -m tools.export --workdir=runs/cityscapes_s --export_dir=runs/tflite --format=tflite \
+      --input_size=513,513 [--quantize=none|float16|int8 --tfrecord_dir=... \
+      --calibration_split=val --calibration_images=100] [--with_logits]
 
 Writes `{export_dir}/{model_name}/{version}/` (version: the next integer unless given) with the
 `serving_default` (encoded image bytes) and `predict_tensor` signatures, `assets.extra/labels.json`,
 `model.json` and TF Serving warm-up requests; see official/autodeeplab/serving/export.py.
+`--format=tflite` writes `{export_dir}/{model_name}/{model_name}_{H}x{W}[_{quantize}].tflite`
+beside a `labels.json` (serving/tflite.py): uint8 [1, H, W, 3] in, class ids [1, H, W] out.
 """
 from __future__ import annotations
 
+import os
 
 from absl import flags
 
@@ -23,6 +29,17 @@ FLAGS = flags.FLAGS
 # --num_classes.
 common.define_flags('workdir', 'checkpoint', 'model_size', 'filter_multiplier', 'dataset',
                     'model_name', genotype=None, num_classes=None, scales=['1'], flip=False)
+flags.DEFINE_enum('format', 'saved_model', ['saved_model', 'tflite'], 'saved_model (TF Serving) '
+                  'or tflite (LiteRT, a fixed --input_size).')
+flags.DEFINE_string('input_size', None, '--format=tflite: the model\'s fixed input, HEIGHT,WIDTH.')
+flags.DEFINE_enum('quantize', 'none', ['none', 'float16', 'int8'], '--format=tflite: float32, '
+                  'float16 weights, or full-integer int8 (calibrated on --tfrecord_dir).')
+common.define_flags('tfrecord_dir')
+flags.DEFINE_string('calibration_split', 'val', '--quantize=int8: split of --tfrecord_dir to '
+                    'calibrate on.')
+flags.DEFINE_integer('calibration_images', 100, '--quantize=int8: images to calibrate on (fewer '
+                     'when the split is smaller).')
+flags.DEFINE_bool('with_logits', False, '--format=tflite: also output the logits.')
 flags.DEFINE_string('export_dir', None, 'Model server base path.')
 flags.DEFINE_integer('version', None, 'Version to write (default: the next integer).')
 flags.mark_flag_as_required('export_dir')
@@ -48,9 +65,54 @@ def _model_from_flags():
   return model, run_state.model_description(geno, multiplier, FLAGS.num_classes, FLAGS.dataset)
 
 
+def _tflite_input_size() -> tuple[int, int]:
+  """--input_size and the flags only --format=tflite takes, checked before any work."""
+  if FLAGS.format != 'tflite':
+    given = [f'--{name}' for name in ('input_size', 'calibration_split', 'with_logits')
+             if FLAGS[name].present] + (['--quantize'] if FLAGS.quantize != 'none' else [])
+    if given:
+      raise common.UserInputError(f'{", ".join(given)}: only with --format=tflite')
+    return None
+  if FLAGS.input_size is None:
+    raise common.UserInputError('--format=tflite needs --input_size=HEIGHT,WIDTH (a LiteRT model '
+                                'has one fixed input size)')
+  if FLAGS.scales != ['1'] or FLAGS.flip:
+    raise common.UserInputError('--scales/--flip: not with --format=tflite (single scale only)')
+  if FLAGS.quantize == 'int8' and not FLAGS.tfrecord_dir:
+    raise common.UserInputError('--quantize=int8 needs calibration data: --tfrecord_dir (and '
+                                '--calibration_split, default val)')
+  if FLAGS.calibration_images < 1:
+    raise common.UserInputError(f'--calibration_images={FLAGS.calibration_images}: must be '
+                                'positive')
+  return sizes.parse_image_size(FLAGS.input_size, 'input_size', sizes.MAX_IMAGE_SIDE)
+
+
+def _export_tflite(model, size: tuple[int, int], spec) -> str:
+  """`{export_dir}/{model_name}/{model_name}_{H}x{W}[_{quantize}].tflite` + labels.json."""
+  from official.autodeeplab.serving import export
+  from official.autodeeplab.serving import tflite
+  from official.autodeeplab.training import run_state
+  calibration = None
+  if FLAGS.quantize == 'int8':
+    from official.autodeeplab.data import input_pipeline
+    files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.calibration_split)
+    calibration = tflite.calibration_images(files, *size, FLAGS.calibration_images)
+  data = tflite.convert(model, *size, FLAGS.quantize, calibration, FLAGS.with_logits)
+  directory = os.path.join(FLAGS.export_dir, FLAGS.model_name)
+  path = tflite.write_model(data, os.path.join(directory, tflite.model_file_name(
+      FLAGS.model_name, *size, FLAGS.quantize)))
+  run_state.write_json(os.path.join(directory, 'labels.json'), export.labels_document(
+      model.num_classes, spec.class_names if spec else None, spec.palette if spec else None))
+  if calibration is not None:
+    print(f'[export] int8 calibrated on {len(calibration)} image(s) of '
+          f'{FLAGS.tfrecord_dir} {FLAGS.calibration_split}')
+  return path
+
+
 def main(argv):
   del argv
   scales = common.parse_scales(FLAGS.scales)
+  tflite_size = _tflite_input_size()
   if FLAGS.version is not None and FLAGS.version < 1:
     raise common.UserInputError(f'--version={FLAGS.version}: must be a positive integer')
   from official.autodeeplab.data import datasets
@@ -72,6 +134,12 @@ def main(argv):
     if spec.num_classes != model.num_classes:
       raise common.UserInputError(f'--dataset={dataset} has {spec.num_classes} classes, the '
                                   f'model predicts {model.num_classes}')
+  if tflite_size is not None:
+    path = _export_tflite(model, tflite_size, spec)
+    print(f'[export] {checkpoint or "freshly initialised weights"} -> {path} ({FLAGS.quantize})\n'
+          f'  predict: python -m tools.predict --tflite={path} --input=IMAGES '
+          '--output_dir=predictions')
+    return
   description = {**description, 'dataset': dataset, 'checkpoint': checkpoint}
   path = export.export(model, FLAGS.export_dir, FLAGS.model_name, FLAGS.version,
                        spec.class_names if spec else None, spec.palette if spec else None,

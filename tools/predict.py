@@ -1,13 +1,19 @@
-r"""Segments image files with an exported SavedModel, a training workdir, or a running TF Serving.
+r"""Segments image files with an exported SavedModel, a training workdir, a running TF Serving, or
+a LiteRT model.
 
   python -m tools.predict --saved_model=runs/serving/autodeeplab --input=photos/ \
       --output_dir=predictions                       # latest version; or .../autodeeplab/3
   python -m tools.predict --workdir=runs/cityscapes_s --input=a.png,b.jpg --output_dir=out
   python -m tools.predict --server=localhost:8501 --model_name=autodeeplab --input=photos/ \
       --output_dir=out [--protocol=rest|grpc] [--dataset=cityscapes]
+  python -m tools.predict --tflite=runs/tflite/autodeeplab/autodeeplab_513x513_int8.tflite \
+      --input=photos/ --output_dir=out [--num_threads=2]
 
-Every path sends the files' own bytes to the `serving_default` signature (decoding and
-preprocessing happen in the model), so all three give the same masks. For each image it writes
+The first three send the files' own bytes to the `serving_default` signature (decoding and
+preprocessing happen in the model), so they give the same masks. `--tflite` decodes each image
+here and fits it to the model's fixed input (`serving/tflite.letterbox`: a larger image is scaled
+down to fit, keeping its aspect ratio; padding is mid-grey; the masks come back at the image's
+size). For each image it writes
 `{name}.png` (class ids), `{name}_colour.png` (the dataset's palette) and `{name}_overlay.png`.
 REST uses TF Serving's `:predict` with base64 bytes (port 8501); gRPC its PredictionService
 (port 8500) through tensorflow-serving-api.
@@ -30,6 +36,9 @@ flags.DEFINE_string('server', None, 'host:port of a running TF Serving.')
 flags.DEFINE_enum('protocol', 'rest', ['rest', 'grpc'], 'How to talk to --server.')
 common.define_flags('workdir', 'model_name', 'dataset')  # --workdir: its latest checkpoint
 flags.DEFINE_float('timeout', 60.0, 'Seconds to wait for --server per image.')
+flags.DEFINE_string('tflite', None, 'A LiteRT model (tools.export --format=tflite): images of '
+                    'any size are letterboxed to its input size.')
+flags.DEFINE_integer('num_threads', None, 'CPU threads of the LiteRT interpreter (--tflite).')
 flags.mark_flags_as_required(['input', 'output_dir'])
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
@@ -74,6 +83,26 @@ class LocalModel:
     except self._errors as e:
       raise ValueError(e.message.strip().splitlines()[-1]) from None
     return out['semantic'].numpy()[0], out['image_size'].numpy()[0]
+
+
+class LiteRTClient:
+  """A LiteRT model file (tools.export --format=tflite): each image decoded here (RGB), fitted
+  to the model's input by `tflite.letterbox`, run by LiteRT's interpreter."""
+
+  def __init__(self, path: str, num_threads: int | None):
+    from official.autodeeplab.serving import tflite
+    self.path = path
+    self.model = tflite.LiteRTModel(path, num_threads)
+
+  def __call__(self, data: bytes):
+    import io
+    import numpy as np
+    from PIL import Image
+    try:
+      image = np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
+    except (OSError, ValueError) as e:  # Pillow's UnidentifiedImageError is an OSError
+      raise ValueError(f'not a decodable image ({e})') from None
+    return self.model.predict(image), image.shape[:2]
 
 
 class RestClient:
@@ -127,14 +156,14 @@ class GrpcClient:
             tf.make_ndarray(response.outputs['image_size'])[0])
 
 
-def _palette(saved_model_path: str | None, dataset: str | None):
+def _palette(labels: str | None, dataset: str | None):
+  """The dataset's colours: --dataset's, else the export's labels.json, else a fixed one."""
   from official.autodeeplab.data import datasets
   from official.autodeeplab.utils import visualize
   if dataset:
     spec = datasets.synthetic_spec() if dataset == 'synthetic' else datasets.get_spec(dataset)
     return visualize.label_palette(spec.palette)
-  labels = os.path.join(saved_model_path or '', 'assets.extra', 'labels.json')
-  if saved_model_path and os.path.isfile(labels):
+  if labels and os.path.isfile(labels):
     with open(labels) as f:
       palette = json.load(f).get('palette')
     if palette:
@@ -144,24 +173,30 @@ def _palette(saved_model_path: str | None, dataset: str | None):
 
 def main(argv):
   del argv
-  sources = [FLAGS.saved_model, FLAGS.workdir, FLAGS.server]
+  sources = [FLAGS.saved_model, FLAGS.workdir, FLAGS.server, FLAGS.tflite]
   if sum(s is not None for s in sources) != 1:
-    raise common.UserInputError('pass exactly one of --saved_model, --workdir, --server')
+    raise common.UserInputError('pass exactly one of --saved_model, --workdir, --server, '
+                                '--tflite')
+  if FLAGS.num_threads is not None and FLAGS.num_threads < 1:
+    raise common.UserInputError(f'--num_threads={FLAGS.num_threads}: must be positive')
   files = list_images(FLAGS.input)
   import numpy as np
   from PIL import Image
   from tqdm import tqdm
   from official.autodeeplab.utils import visualize
-  saved_model_path = None
+  labels, dataset = None, FLAGS.dataset
   if FLAGS.server:
     client = (RestClient if FLAGS.protocol == 'rest' else GrpcClient)(
         FLAGS.server, FLAGS.model_name, FLAGS.timeout)
-    dataset = FLAGS.dataset
+  elif FLAGS.tflite:
+    client = LiteRTClient(FLAGS.tflite, FLAGS.num_threads)
+    labels = os.path.join(os.path.dirname(FLAGS.tflite), 'labels.json')
   else:
     client = LocalModel(FLAGS.saved_model, FLAGS.workdir)
-    saved_model_path = client.path if FLAGS.saved_model else None
-    dataset = FLAGS.dataset or (getattr(client, 'description', {}) or {}).get('dataset')
-  palette = _palette(saved_model_path, dataset)
+    if FLAGS.saved_model:
+      labels = os.path.join(client.path, 'assets.extra', 'labels.json')
+    dataset = dataset or (getattr(client, 'description', {}) or {}).get('dataset')
+  palette = _palette(labels, dataset)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   for path in tqdm(files, unit='img', desc='predict'):
     with open(path, 'rb') as f:

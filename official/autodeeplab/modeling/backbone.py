@@ -75,9 +75,10 @@ class Backbone(ops.TypedConfig, tracking.CheckpointLists, keras.layers.Layer):
       bn.build((None, None, None, filters))
       channels = filters
     shapes = [(None, None, None, STEM_FILTERS[1]), (None, None, None, STEM_FILTERS[2])]
+    blocks = self.genotype.num_blocks
     for cell, level in zip(self.cells, self.genotype.path):
       cell.build((shapes[-1], shapes[-2]))
-      shapes.append((None, None, None, self.genotype.num_blocks * self.filter_multiplier * 2**level))
+      shapes.append((None, None, None, blocks * self.filter_multiplier * 2**level))
     self.built = True
 
   def output_channels(self) -> int:

@@ -16,6 +16,7 @@ WEIGHT_DECAY = 4e-5
 BATCH_NORM_MOMENTUM = 0.9997
 BATCH_NORM_EPSILON = 1e-3
 MIN_IMAGE_SIZE = 32  # every level (strides 4..32) then has at least one pixel
+MAX_IMAGE_SIDE = 4096  # the largest side an export accepts (SavedModel requests, LiteRT inputs)
 
 
 def resolve_filter_multiplier(model_size: str | None = None,
@@ -30,18 +31,23 @@ def resolve_filter_multiplier(model_size: str | None = None,
   return MODEL_SIZES[model_size]
 
 
-def parse_image_size(text: str) -> tuple[int, int]:
-  """'HEIGHT,WIDTH' -> (height, width), checked against MIN_IMAGE_SIZE."""
+def parse_image_size(text: str, name: str = 'image_size',
+                     max_side: int | None = None) -> tuple[int, int]:
+  """'HEIGHT,WIDTH' -> (height, width), each side at least MIN_IMAGE_SIZE (and at most
+  `max_side`); errors name the setting `name`."""
   try:
     height, width = (int(x) for x in text.split(','))
-  except ValueError:
-    raise UserInputError(f'image_size={text}: expected HEIGHT,WIDTH, e.g. 1024,2048') from None
-  check_image_size(height, width)
+  except (ValueError, AttributeError):
+    raise UserInputError(f'{name}={text}: expected HEIGHT,WIDTH, e.g. 1024,2048') from None
+  check_image_size(height, width, name, max_side)
   return height, width
 
 
-def check_image_size(height: int, width: int) -> None:
+def check_image_size(height: int, width: int, name: str = 'image_size',
+                     max_side: int | None = None) -> None:
   if height < MIN_IMAGE_SIZE or width < MIN_IMAGE_SIZE:
-    raise UserInputError(f'image_size={height},{width}: height and width must be at least '
+    raise UserInputError(f'{name}={height},{width}: height and width must be at least '
                          f'{MIN_IMAGE_SIZE} (any size from {MIN_IMAGE_SIZE} up is accepted: each '
                          'level halves it, rounding up)')
+  if max_side is not None and max(height, width) > max_side:
+    raise UserInputError(f'{name}={height},{width}: height and width must be at most {max_side}')

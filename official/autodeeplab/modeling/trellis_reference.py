@@ -61,9 +61,7 @@ def reference_logits(model, cells, images, training=True):
   op_weights = tf.nn.softmax(model.alpha, axis=-1)
   beta = model.transition_probabilities()      # [layer, source level, transition]
   nodes = {(-1, 0): model.stem_features(images, training)}   # the stem: stride 4, level 0
-  sizes = [tf.shape(nodes[(-1, 0)])[1:3]]
-  for _ in range(1, model.num_levels):
-    sizes.append((sizes[-1] + 1) // 2)
+  sizes = space.level_sizes(tf.shape(nodes[(-1, 0)])[1:3], model.num_levels)
   for layer in range(model.num_layers):
     for level in space.levels_at_layer(layer):
       kernels = model.layouts[level].unpack(model.level_weights[level][layer])

@@ -41,7 +41,7 @@ from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.training import evaluation
 
-MAX_SIDE = 4096
+MAX_SIDE = sizes.MAX_IMAGE_SIDE
 MIN_SIDE = sizes.MIN_IMAGE_SIZE
 SERVING_DEFAULT = 'serving_default'
 PREDICT_TENSOR = 'predict_tensor'
@@ -172,6 +172,16 @@ def warmup_requests(model_name: str, path: str) -> int:
   return len(batches)
 
 
+def labels_document(num_classes: int, class_names: Sequence[str] | None = None,
+                    palette: np.ndarray | None = None) -> dict:
+  """What an export's `labels.json` holds: class names, palette, the ignore label, and the
+  `semantic` value of pixels beyond an image's own size."""
+  names = list(class_names) if class_names is not None else [
+      f'class_{i}' for i in range(int(num_classes))]
+  return {'class_names': names, 'ignore_label': datasets.IGNORE_LABEL, 'semantic_padding': -1,
+          'palette': None if palette is None else np.asarray(palette).tolist()}
+
+
 def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int | None = None,
            class_names: Sequence[str] | None = None, palette: np.ndarray | None = None,
            scales: Sequence[float] = (1.0,), flip: bool = False,
@@ -209,13 +219,8 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
         PREDICT_TENSOR: server.predict_tensor.get_concrete_function()})
     extra = os.path.join(tmp, 'assets.extra')
     os.makedirs(extra, exist_ok=True)
-    num_classes = int(model.num_classes)
-    names = list(class_names) if class_names is not None else [
-        f'class_{i}' for i in range(num_classes)]
-    labels = {'class_names': names, 'ignore_label': 255, 'semantic_padding': -1,
-              'palette': None if palette is None else np.asarray(palette).tolist()}
     with open(os.path.join(extra, 'labels.json'), 'w') as f:
-      json.dump(labels, f, indent=1)
+      json.dump(labels_document(model.num_classes, class_names, palette), f, indent=1)
     with open(os.path.join(extra, 'model.json'), 'w') as f:
       json.dump({**(description or {}), 'scales': list(server.scales), 'flip': server.flip,
                  'max_side': MAX_SIDE, 'min_side_padded_to': MIN_SIDE,

@@ -1,0 +1,211 @@
+"""On-device export: the segmenter as a LiteRT (TFLite) model, and running one with LiteRT.
+
+The SavedModel serves any image size; a LiteRT model has one fixed input, uint8 [1, H, W, 3] RGB,
+with the normalisation inside, and outputs the class ids `semantic` int32 [1, H, W] (and, when
+asked, the `logits`). Three forms:
+
+* `none`: float32 weights and arithmetic;
+* `float16`: weights stored in float16 (half the file), computed in float32;
+* `int8`: full-integer post-training quantization, calibrated on representative images of the
+  model's input size: weights and activations int8, the input uint8 as given.
+
+The converter gets a concrete `tf.function` whose variables are all frozen into constants
+(`convert_variables_to_constants_v2`): a variable the converter keeps (the drop-path layers' step
+and progress) becomes a READ_VARIABLE op that the interpreter runs uninitialised, and full-integer
+quantization cannot lower it at all.
+
+`letterbox` / `unletterbox` fit an image of any size to the model's input: a larger image is
+scaled down (bilinear, keeping its aspect ratio) until it fits, then padded at the bottom and the
+right with mid-grey (the normalised mean, so padding reads as "nothing"); the prediction is
+cropped back to the content and, for a scaled image, resized to the original size by nearest
+neighbour. `LiteRTModel` runs a `.tflite` file with LiteRT's interpreter (XNNPACK on CPU).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Iterable
+
+import numpy as np
+
+from official.autodeeplab.errors import UserInputError
+
+QUANTIZATIONS = ('none', 'float16', 'int8')
+PAD_VALUE = 128  # uint8 mid-grey: 0 after normalisation, the training padding
+_FLATBUFFER_ID = b'TFL3'  # a LiteRT model's file identifier (bytes 4..8)
+
+
+def model_file_name(model_name: str, height: int, width: int, quantize: str = 'none') -> str:
+  """`{model_name}_{H}x{W}[_{quantize}].tflite`."""
+  suffix = '' if quantize == 'none' else f'_{quantize}'
+  return f'{model_name}_{height}x{width}{suffix}.tflite'
+
+
+def frozen_function(model, height: int, width: int, quantize: str = 'none',
+                    with_logits: bool = False):
+  """The inference graph with every variable a constant, for the converter.
+
+  Float forms take uint8 and cast it in the graph; the int8 form takes the same pixel values as
+  float32 and the converter makes its input uint8 (`inference_input_type`), so the cast is not a
+  float op inside an integer graph.
+  """
+  import tensorflow as tf
+  from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
+  from official.autodeeplab.data import datasets
+  dtype = tf.float32 if quantize == 'int8' else tf.uint8
+
+  @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], dtype, name='image')])
+  def segment(image):
+    logits = model(datasets.normalize(tf.cast(image, tf.float32)), training=False)
+    outputs = {'semantic': tf.argmax(logits, -1, output_type=tf.int32)}
+    if with_logits:
+      outputs['logits'] = logits
+    return outputs
+
+  return convert_to_constants.convert_variables_to_constants_v2(segment.get_concrete_function())
+
+
+def convert(model, height: int, width: int, quantize: str = 'none',
+            calibration: Iterable[np.ndarray] | None = None, with_logits: bool = False) -> bytes:
+  """The LiteRT flatbuffer of `model` at input size (height, width).
+
+  Args:
+    model: the trained segmenter (images in [-1, 1] -> logits).
+    height, width: the fixed input size.
+    quantize: 'none', 'float16' or 'int8'.
+    calibration: for int8, uint8 [height, width, 3] images (a few dozen to a hundred).
+    with_logits: also output the logits.
+  """
+  import tensorflow as tf
+  if quantize not in QUANTIZATIONS:
+    raise UserInputError(f'quantize={quantize}: expected one of {", ".join(QUANTIZATIONS)}')
+  images = None
+  if quantize == 'int8':
+    images = [np.asarray(image, np.float32)[np.newaxis] for image in (calibration or [])]
+    if not images:
+      raise UserInputError('quantize=int8: needs calibration images (--tfrecord_dir with '
+                           '--calibration_split)')
+  function = frozen_function(model, height, width, quantize, with_logits)
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+  if quantize == 'float16':
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+  elif quantize == 'int8':
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image] for image in images)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+  try:
+    return converter.convert()
+  except Exception as e:  # noqa: BLE001 (the converter raises ConverterError and others)
+    raise UserInputError(_conversion_error(str(e), quantize)) from None
+
+
+def _conversion_error(message: str, quantize: str) -> str:
+  """The converter's many-line MLIR error as one line naming the ops it could not lower."""
+  ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)))
+  ops += sorted(set(re.findall(r"'tfl\.(\w+)' op .*?(?:int8|quantiz)", message)) - set(ops))
+  what = (f'op{"s" if len(ops) > 1 else ""} {", ".join(ops)}' if ops
+          else ' '.join(message.split())[:200])
+  if quantize == 'int8':
+    hint = 'full-integer quantization needs every op in int8: --quantize=float16 or none avoids it'
+  else:
+    hint = ('not a LiteRT builtin op; the model would need TensorFlow ops in the runtime (Select '
+            'TF ops), which this export does not bundle')
+  return f'the LiteRT converter cannot lower {what} ({hint})'
+
+
+
+def write_model(data: bytes, path: str) -> str:
+  """Writes the flatbuffer atomically (temporary name, then rename); returns `path`."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def calibration_images(files: list[str], height: int, width: int, count: int) -> list[np.ndarray]:
+  """Up to `count` images of the TFRecord shards `files`, letterboxed to (height, width)."""
+  import tensorflow as tf
+  from official.autodeeplab.data import example
+  images = []
+  for features in tf.data.TFRecordDataset(files).map(example.parse).take(count):
+    images.append(letterbox(features['image'].numpy(), height, width)[0])
+  return images
+
+
+def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
+  """uint8 [h, w, 3] -> (uint8 [height, width, 3], (content height, content width))."""
+  from PIL import Image
+  h, w = image.shape[:2]
+  scale = min(1.0, height / h, width / w)
+  if scale < 1.0:
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+  content = image.shape[:2]
+  boxed = np.full([height, width, 3], PAD_VALUE, np.uint8)
+  boxed[:content[0], :content[1]] = image
+  return boxed, content
+
+
+def unletterbox(semantic: np.ndarray, content: tuple[int, int],
+                original: tuple[int, int]) -> np.ndarray:
+  """The model's [height, width] class ids -> the original image's [h, w]."""
+  from PIL import Image
+  cropped = semantic[:content[0], :content[1]]
+  if tuple(content) == tuple(original):
+    return cropped
+  resized = Image.fromarray(cropped.astype(np.int32)).resize(
+      (original[1], original[0]), Image.NEAREST)
+  return np.asarray(resized).astype(semantic.dtype)
+
+
+class LiteRTModel:
+  """A `.tflite` segmenter run by LiteRT's interpreter (`ai-edge-litert`).
+
+  Args:
+    path: the model file.
+    num_threads: CPU threads of the interpreter (XNNPACK).
+  """
+
+  def __init__(self, path: str, num_threads: int | None = None):
+    try:
+      with open(path, 'rb') as f:
+        header = f.read(8)
+    except OSError as e:
+      raise UserInputError(f'tflite={path}: cannot read it ({e.strerror})') from None
+    if header[4:8] != _FLATBUFFER_ID:
+      raise UserInputError(f'tflite={path}: not a LiteRT model (no TFL3 flatbuffer identifier)')
+    from ai_edge_litert import interpreter as litert
+    try:
+      self._interpreter = litert.Interpreter(model_path=path, num_threads=num_threads)
+      self._runner = self._interpreter.get_signature_runner()
+    except (ValueError, RuntimeError) as e:
+      raise UserInputError(f'tflite={path}: LiteRT cannot load it ({e})') from None
+    (name, detail), = self._runner.get_input_details().items()
+    self._input_name = name
+    self.height, self.width = (int(x) for x in detail['shape'][1:3])
+    # The converter names outputs output_N: the class ids are the int32 one, the logits float.
+    outputs = self._runner.get_output_details()
+    self._semantic = next((n for n, d in outputs.items() if d['dtype'] == np.int32), None)
+    self._logits = next((n for n, d in outputs.items() if d['dtype'] != np.int32), None)
+    if self._semantic is None:
+      raise UserInputError(f'tflite={path}: no int32 class-id output (expected a model written '
+                           'by tools.export --format=tflite)')
+
+  def predict(self, image: np.ndarray, with_logits: bool = False):
+    """uint8 [h, w, 3] of any size -> int32 class ids [h, w] (letterboxed through the model);
+    with `with_logits`, also the model's logits [height, width, classes] (float32)."""
+    boxed, content = letterbox(image, self.height, self.width)
+    outputs = self._runner(**{self._input_name: boxed[np.newaxis]})
+    semantic = unletterbox(outputs[self._semantic][0], content, image.shape[:2])
+    if not with_logits:
+      return semantic
+    logits = outputs.get(self._logits)
+    return semantic, None if logits is None else np.asarray(logits[0], np.float32)

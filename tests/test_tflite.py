@@ -1,0 +1,178 @@
+"""On-device export: LiteRT models in each quantization, run by LiteRT's own interpreter (not
+TensorFlow's), held to the SavedModel's predictions; the export and predict tools; bad input."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.autodeeplab.data import convert
+from official.autodeeplab.data import example
+from official.autodeeplab.errors import UserInputError
+from official.autodeeplab.modeling import segmenter
+from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
+from official.autodeeplab.serving import export
+from official.autodeeplab.serving import tflite
+from official.autodeeplab.training import evaluation
+from official.autodeeplab.utils import visualize
+from tests.conftest import assert_bad_input, randomize_batch_norm, run_tool
+
+GENOTYPE = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(0, 1, 1))
+SIZE = 65
+NUM_CLASSES = 5
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+  """A tiny segmenter with BN statistics away from their initial values (decisive predictions),
+  its checkpoint, synthetic val records, and its SavedModel's class ids on those images."""
+  root = tmp_path_factory.mktemp('tflite')
+  tf.keras.utils.set_random_seed(3)
+  model = segmenter.build_segmenter(GENOTYPE, NUM_CLASSES, filter_multiplier=2,
+                                    drop_path_keep_prob=0.7)  # drop-path variables to freeze
+  randomize_batch_norm(model)
+  checkpoint = tf.train.Checkpoint(model=model).save(str(root / 'weights' / 'ckpt'))
+  GENOTYPE.to_json(root / 'genotype.json')
+  records = str(root / 'records')
+  convert.convert('synthetic', records, 'val', 1, num_examples=6, image_size=SIZE,
+                  num_classes=NUM_CLASSES, progress=False)
+  files = [os.path.join(records, n) for n in os.listdir(records) if n.endswith('.tfrecord')]
+  parsed = [example.parse(s) for s in tf.data.TFRecordDataset(files)]
+  images = np.stack([p['image'].numpy() for p in parsed])
+  labels = np.stack([p['label'].numpy() for p in parsed])
+  saved = tf.saved_model.load(export.export(model, str(root / 'serving')))
+  reference = saved.signatures[export.PREDICT_TENSOR](
+      images=tf.constant(images, tf.float32))['semantic'].numpy()
+  return {'root': root, 'model': model, 'checkpoint': checkpoint, 'records': records,
+          'images': images, 'labels': labels, 'reference': reference}
+
+
+def miou(labels, predictions):
+  metrics = evaluation.SegmentationMetrics(NUM_CLASSES)
+  metrics.update(labels.astype(np.int64), predictions)
+  return metrics.result()['miou']
+
+
+@pytest.fixture(scope='module')
+def converted(tiny):
+  """Each quantization converted once and run through LiteRT on the val images."""
+  results = {}
+  for quantize in tflite.QUANTIZATIONS:
+    data = tflite.convert(tiny['model'], SIZE, SIZE, quantize, calibration=list(tiny['images']))
+    path = tflite.write_model(data, str(tiny['root'] / 'tflite' / tflite.model_file_name(
+        'tiny', SIZE, SIZE, quantize)))
+    model = tflite.LiteRTModel(path, num_threads=2)
+    results[quantize] = {'size': len(data), 'semantic': np.stack(
+        [model.predict(image) for image in tiny['images']])}
+  return results
+
+
+@pytest.mark.parametrize('quantize,agreement', [('none', 0.999), ('float16', 0.995)])
+def test_float_models_agree_with_the_saved_model(tiny, converted, quantize, agreement):
+  assert (converted[quantize]['semantic'] == tiny['reference']).mean() >= agreement
+
+
+def test_int8_model_keeps_the_miou_and_is_small(tiny, converted):
+  float32, int8 = converted['none'], converted['int8']
+  assert abs(miou(tiny['labels'], int8['semantic']) -
+             miou(tiny['labels'], float32['semantic'])) <= 0.02
+  assert (int8['semantic'] == tiny['reference']).mean() >= 0.95
+  assert int8['size'] <= 0.3 * float32['size']
+  assert converted['float16']['size'] <= 0.55 * float32['size']
+
+
+def test_logits_output_and_letterboxed_sizes(tiny):
+  """A larger image is scaled down to fit and its mask comes back at its own size; a smaller one
+  is padded and cropped back."""
+  data = tflite.convert(tiny['model'], SIZE, SIZE, 'none', with_logits=True)
+  model = tflite.LiteRTModel(tflite.write_model(data, str(tiny['root'] / 'logits.tflite')))
+  rng = np.random.default_rng(0)
+  for shape in ([40, 50, 3], [130, 97, 3], [65, 200, 3]):
+    semantic, logits = model.predict(rng.integers(0, 256, shape, dtype=np.uint8), True)
+    assert semantic.shape == tuple(shape[:2]) and logits.shape == (SIZE, SIZE, NUM_CLASSES)
+  image = tiny['images'][0]
+  semantic, logits = model.predict(image, True)
+  np.testing.assert_array_equal(semantic, np.argmax(logits, -1))
+
+
+def test_letterbox_round_trip():
+  rng = np.random.default_rng(1)
+  small = rng.integers(0, 256, [40, 50, 3], dtype=np.uint8)
+  boxed, content = tflite.letterbox(small, 65, 65)
+  assert boxed.shape == (65, 65, 3) and content == (40, 50)
+  np.testing.assert_array_equal(boxed[:40, :50], small)
+  assert (boxed[40:] == tflite.PAD_VALUE).all() and (boxed[:, 50:] == tflite.PAD_VALUE).all()
+  large = rng.integers(0, 256, [130, 97, 3], dtype=np.uint8)
+  boxed, content = tflite.letterbox(large, 65, 65)
+  assert content == (65, 48)  # scaled by 1/2, keeping the aspect ratio (97 / 2 rounds to even)
+  ids = np.arange(65 * 65, dtype=np.int32).reshape(65, 65) % 5
+  assert tflite.unletterbox(ids, content, (130, 97)).shape == (130, 97)
+  assert tflite.unletterbox(ids, (40, 50), (40, 50)).shape == (40, 50)
+
+
+def test_unlowerable_op_is_named():
+  class Unlowerable(tf.Module):
+    num_classes = 2
+
+    def __call__(self, x, training=False):
+      del training
+      return tf.concat([tf.math.igamma(tf.abs(x[..., :1]) + 1., tf.abs(x[..., 1:2]) + 1.)] * 2, -1)
+
+  with pytest.raises(UserInputError, match=r'cannot lower op Igamma \(not a LiteRT builtin'):
+    tflite.convert(Unlowerable(), 32, 32, 'none')
+  with pytest.raises(UserInputError, match='quantize=int8: needs calibration images'):
+    tflite.convert(Unlowerable(), 32, 32, 'int8')
+
+
+@pytest.mark.slow
+def test_export_and_predict_tools(tiny, tmp_path):
+  root = tiny['root']
+  result = run_tool('export', f'--genotype={root / "genotype.json"}', '--filter_multiplier=2',
+                    f'--num_classes={NUM_CLASSES}', '--dataset=synthetic',
+                    f'--checkpoint={tiny["checkpoint"]}', f'--export_dir={tmp_path / "out"}',
+                    '--model_name=tiny', '--format=tflite', f'--input_size={SIZE},{SIZE}',
+                    '--quantize=int8', f'--tfrecord_dir={tiny["records"]}',
+                    '--calibration_images=4')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'calibrated on 4 image(s)' in result.stdout
+  model_dir = tmp_path / 'out' / 'tiny'
+  assert sorted(os.listdir(model_dir)) == ['labels.json', 'tiny_65x65_int8.tflite']
+  with open(model_dir / 'labels.json') as f:
+    assert json.load(f)['class_names'][0] == 'background'
+  inputs = tmp_path / 'inputs'
+  inputs.mkdir()
+  visualize.save_png(tiny['images'][0], str(inputs / 'a.png'))
+  visualize.save_png(np.random.default_rng(2).integers(0, 256, [90, 130, 3], dtype=np.uint8),
+                     str(inputs / 'b.png'))
+  result = run_tool('predict', f'--tflite={model_dir / "tiny_65x65_int8.tflite"}',
+                    f'--input={inputs}', f'--output_dir={tmp_path / "masks"}', '--num_threads=1')
+  assert result.returncode == 0, result.stderr[-3000:]
+  from PIL import Image
+  assert np.asarray(Image.open(tmp_path / 'masks' / 'b.png')).shape == (90, 130)
+  assert np.asarray(Image.open(tmp_path / 'masks' / 'a_colour.png')).shape == (65, 65, 3)
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--format=tflite'], '--format=tflite needs --input_size'),
+    (['--format=tflite', '--input_size=16,16'], '--input_size=16,16: height and width must be '
+                                                'at least 32'),
+    (['--format=tflite', '--input_size=64,5000'], 'must be at most 4096'),
+    (['--format=tflite', '--input_size=64,64', '--quantize=int8'], 'needs calibration data'),
+    (['--input_size=64,64'], '--input_size: only with --format=tflite'),
+])
+def test_export_tool_bad_tflite_input(tmp_path, args, message):
+  assert_bad_input(run_tool('export', '--genotype=paper', '--num_classes=3',
+                            f'--export_dir={tmp_path}', *args), message)
+  assert not os.listdir(tmp_path)
+
+
+def test_predict_tool_refuses_a_file_that_is_no_litert_model(tmp_path):
+  fake = tmp_path / 'model.tflite'
+  fake.write_bytes(b'not a flatbuffer at all')
+  image = tmp_path / 'a.png'
+  visualize.save_png(np.zeros([8, 8, 3], np.uint8), str(image))
+  result = run_tool('predict', f'--tflite={fake}', f'--input={image}',
+                    f'--output_dir={tmp_path / "out"}')
+  assert_bad_input(result, 'not a LiteRT model')
+  assert len([l for l in result.stderr.splitlines() if l.startswith('error:')]) == 1
