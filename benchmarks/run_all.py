@@ -5,7 +5,8 @@ r"""Runs every benchmark (and, when present, the PyTorch yardstick beside it) an
 Each benchmark is its own process (start-up times count from process start); the report holds
 every JSON line under its name, the machine (CPU model, cores, memory) and the date, and the ratios
 the issues set targets on (ours / PyTorch's, same machine, same run). `--quick` leaves out the
-paper-size search steps (321 px: ours and PyTorch's, which needs 14 GB).
+paper-size search steps (321 px: ours and PyTorch's, the largest in memory) and the LiteRT
+export benchmark.
 """
 import datetime
 import json
@@ -45,10 +46,11 @@ def runs(quick: bool, peer: bool) -> dict[str, list[str]]:
       'input_pipeline': ours('input_pipeline'),
   }
   if not quick:
+    jobs['tflite'] = ours('tflite')  # agreement and mIoU too when the quickstart has run
     jobs['search_L12_F8_321_recompute'] = ours(
         'search_step', '--num_layers=12', '--filter_multiplier=8', '--crop_size=321',
         '--batch_size=2', '--steps=2', '--recompute', '--arch_only_gradients')
-  if peer and not quick:  # 13.8 GB and a minute per step
+  if peer and not quick:  # its 321 px search is the slowest and largest job (performance.md)
     jobs['peer_search_L12_F8_321'] = [PEER, 'search', '--layers', '12', '--filter', '8',
                                       '--crop', '321', '--batch', '2', '--steps', '2']
   if peer:
