@@ -71,7 +71,7 @@ SHARED_FLAGS = {
 
 def define_flags(*names: str, **defaults) -> None:
   """Defines the shared flags `names` (and `defaults`' keys, with those defaults)."""
-  for name in (*names, *defaults):
+  for name in dict.fromkeys((*names, *defaults)):
     define, default, help_text = SHARED_FLAGS[name]
     define(name, defaults.get(name, default), help_text)
 

@@ -26,16 +26,16 @@ FLAGS = flags.FLAGS
 flags.DEFINE_bool('space', False, 'Print the size of the search space.')
 flags.DEFINE_integer('num_layers', space.NUM_LAYERS, 'Layers L of the trellis (for --space).')
 flags.DEFINE_integer('num_blocks', space.NUM_BLOCKS, 'Blocks B per cell (for --space).')
-flags.DEFINE_string('genotype', None, '"paper" or a genotype JSON file to describe.')
 flags.DEFINE_bool('json', False, 'Print one JSON object instead of text.')
-flags.DEFINE_string('model_size', None, 'S, M or L (filter multiplier 20/32/48): count the '
-                    'retrain model built from --genotype.')
-flags.DEFINE_integer('filter_multiplier', None, 'F; overrides --model_size.')
-flags.DEFINE_integer('num_classes', 19, 'Classes of the retrain model.')
+# --genotype to describe ("paper" or a file); --model_size / --filter_multiplier: count the retrain
+# model built from it, with --num_classes; --workdir: a tools.search workdir, decoded from its
+# latest checkpoint.
+common.define_flags('genotype', 'model_size', 'filter_multiplier', 'workdir', genotype=None,
+                    num_classes=19)
+# Not the shared --image_size (the synthetic images' side): here the size multiply-adds count at.
 flags.DEFINE_string('image_size', '1024,2048', 'HEIGHT,WIDTH for multiply-adds.')
 flags.DEFINE_string('plot', None, 'With --genotype or --workdir: write the architecture plot '
                     '(PNG) here.')
-flags.DEFINE_string('workdir', None, 'A tools.search workdir: decode its latest checkpoint.')
 
 
 def _model_report(geno) -> tuple[dict, list[str]]:
