@@ -1,5 +1,6 @@
 """Metrics against hand-computed confusion matrices; flip and multi-scale inference."""
 import math
+import os
 
 import keras
 import numpy as np
@@ -28,6 +29,9 @@ def test_confusion_matrix_and_scores_by_hand():
   assert math.isnan(result['per_class_iou'][3])
   assert result['miou'] == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
   assert result['pixel_accuracy'] == pytest.approx(4 / 6)
+  # Most confused, as shares of the true class's pixels: 0 -> 1 and 2 -> 0, half each.
+  assert set(evaluation.most_confused(expected, ['c0', 'c1', 'c2', 'c3'])) == {
+      ('c0', 'c1', 0.5), ('c2', 'c0', 0.5)}
 
 
 def test_accumulates_over_batches_and_resets():
@@ -130,3 +134,16 @@ def test_evaluator_scores_a_dataset():
 def test_inference_options_reject_bad_scales():
   with pytest.raises(UserInputError, match='scales='):
     evaluation.Evaluator(PointwiseModel(), 4, scales=(1.0, -0.5))
+
+
+def test_confusion_plot_for_few_and_many_classes(tmp_path):
+  from PIL import Image
+  from official.autodeeplab.utils import visualize
+  sizes = {}
+  for n in (19, 150):
+    matrix = np.random.default_rng(n).integers(0, 100, [n, n])
+    path = visualize.plot_confusion(matrix, [f'class{i}' for i in range(n)],
+                                    str(tmp_path / f'{n}.png'))
+    sizes[n] = Image.open(path).size
+  assert sizes[150][0] > sizes[19][0] > 500  # the many-class plot is larger, not squeezed
+  assert sorted(os.listdir(tmp_path)) == ['150.png', '19.png']  # nothing temporary left

@@ -141,6 +141,12 @@ def test_bad_config_values():
     configs.TrainConfig(crop_size=0).validate()
   with pytest.raises(UserInputError, match='train_config'):
     configs.train_config(nonsense=1)
+  for fraction in (0.0, 1.5):
+    with pytest.raises(UserInputError, match=f'top_k_percent_pixels={fraction}: expected a '
+                                             r'fraction in \(0, 1\]'):
+      configs.TrainConfig(top_k_percent_pixels=fraction).validate()
+  with pytest.raises(UserInputError, match='train_config.eval_every=-1'):
+    configs.TrainConfig(eval_every=-1).validate()
 
 
 @pytest.mark.slow

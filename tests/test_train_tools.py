@@ -73,6 +73,20 @@ def test_evaluate_scores_well_above_chance_and_saves_overlays(trained):
   ids = np.asarray(Image.open(os.path.join(predictions, files[0])))
   assert files[2].endswith('_overlay.png') and overlay.shape == (64, 64, 3)
   assert ids.shape == (64, 64) and ids.max() < 5
+  # eval.json's confusion matrix is the one the saved predictions and the labels give by hand.
+  import tensorflow as tf
+  from official.autodeeplab.data import example
+  from official.autodeeplab.data import input_pipeline
+  expected = np.zeros([5, 5], np.int64)
+  for features in tf.data.TFRecordDataset(input_pipeline.split_files(trained['data'], 'val')):
+    parsed = example.parse(features)
+    labels = parsed['label'].numpy().astype(np.int64)
+    name = parsed['filename'].numpy().decode()
+    predicted = np.asarray(Image.open(os.path.join(predictions, f'{name}.png'))).astype(np.int64)
+    valid = labels != 255
+    expected += np.bincount(labels[valid] * 5 + predicted[valid], minlength=25).reshape(5, 5)
+  np.testing.assert_array_equal(report['confusion_matrix'], expected)
+  assert os.path.getsize(os.path.join(trained['workdir'], 'confusion.png')) > 1000
 
 
 def test_workdir_of_another_model_is_refused(trained):

@@ -8,7 +8,9 @@ r"""Evaluates a training workdir's checkpoint on a converted split: mIoU, pixel 
 Inference runs on whole images at their full resolution (optionally multi-scale and flipped,
 probabilities averaged). Writes `eval.json` in the workdir (miou, pixel_accuracy, per_class_iou by
 class name (null for a class absent from labels and predictions), num_images, scales, flip,
-checkpoint) and prints a per-class table. With --save_predictions, for each image
+checkpoint, confusion_matrix: rows = ground truth, columns = prediction, pixel counts, ignored
+pixels excluded) and `confusion.png` (row-normalised), and prints a per-class table and the most
+confused pairs. With --save_predictions, for each image
 `{name}.png` (train ids), `{name}_colour.png` (the dataset's palette) and `{name}_overlay.png`.
 """
 from __future__ import annotations
@@ -100,6 +102,7 @@ def main(argv):
         f'{list(options["scales"])}{" + flip" if options["flip"] else ""}', flush=True)
   dataset = input_pipeline.for_evaluation(files, FLAGS.batch_size)
   result = evaluator.run(dataset, on_batch, max_batches)
+  confusion = evaluator.metrics.confusion_matrix()
   report = {
       'miou': result['miou'], 'pixel_accuracy': result['pixel_accuracy'],
       'per_class_iou': {name: (None if math.isnan(iou) else iou)
@@ -107,11 +110,19 @@ def main(argv):
       'num_images': result['num_images'], 'scales': list(options['scales']),
       'flip': options['flip'], 'checkpoint': checkpoint, 'split': FLAGS.split,
       'dataset': spec.name, 'tfrecord_dir': FLAGS.tfrecord_dir,
+      'confusion_matrix': confusion.tolist(),
   }
   run_state.write_json(os.path.join(FLAGS.workdir, 'eval.json'), report)
+  visualize.plot_confusion(confusion, spec.class_names,
+                           os.path.join(FLAGS.workdir, 'confusion.png'),
+                           f'{spec.name} {FLAGS.split}: mIoU {100 * report["miou"]:.2f}')
   print(f'  {"class":<24} IoU')
   for name, iou in report['per_class_iou'].items():
     print(f'  {name:<24} {"n/a (absent)" if iou is None else f"{100 * iou:6.2f}"}')
+  confused = evaluation.most_confused(confusion, spec.class_names)
+  if confused:
+    print('  most confused (true -> predicted, share of the true class\'s pixels): ' + ', '.join(
+        f'{t} -> {p} {100 * f:.1f}%' for t, p, f in confused))
   print(f'[evaluate] mIoU {100 * report["miou"]:.2f}  pixel accuracy '
         f'{100 * report["pixel_accuracy"]:.2f}  ({report["num_images"]} images); written to '
         f'{os.path.join(FLAGS.workdir, "eval.json")}'

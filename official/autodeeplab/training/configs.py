@@ -115,6 +115,12 @@ class TrainConfig:
     checkpoint_every: steps between checkpoints (the last step is always saved).
     image_summary_every: steps between TensorBoard images (image, ground truth, prediction).
     max_checkpoints: checkpoints kept in the workdir.
+    eval_every: steps between validations of the model on the eval split (single scale; the best
+      one kept in workdir/best/); 0: off.
+    top_k_percent_pixels: the loss averages the hardest fraction of each replica's labelled
+      pixels only (DeepLab's online hard-pixel mining); 1.0: every labelled pixel, the paper.
+    hard_example_mining_step: steps over which that fraction ramps linearly from 1.0 to
+      top_k_percent_pixels (0: from the start).
   """
   total_steps: int = 1_500_000
   batch_size: int = 8
@@ -131,6 +137,9 @@ class TrainConfig:
   checkpoint_every: int = 2000
   image_summary_every: int = 2000
   max_checkpoints: int = 3
+  eval_every: int = 0
+  top_k_percent_pixels: float = 1.0
+  hard_example_mining_step: int = 0
 
   def validate(self) -> None:
     for name in ('total_steps', 'batch_size', 'crop_size', 'log_every', 'checkpoint_every',
@@ -142,6 +151,12 @@ class TrainConfig:
                            'expected 0 < min_scale <= max_scale')
     if self.learning_rate <= 0:
       raise UserInputError(f'train_config.learning_rate={self.learning_rate}: must be positive')
+    if not 0 < self.top_k_percent_pixels <= 1:
+      raise UserInputError(f'train_config.top_k_percent_pixels={self.top_k_percent_pixels}: '
+                           'expected a fraction in (0, 1]')
+    for name in ('eval_every', 'hard_example_mining_step'):
+      if getattr(self, name) < 0:
+        raise UserInputError(f'train_config.{name}={getattr(self, name)}: must be >= 0')
 
 
 def _replace(name: str, default, overrides: dict):

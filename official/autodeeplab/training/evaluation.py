@@ -85,6 +85,20 @@ class SegmentationMetrics(tf.Module):
     return scores(self.confusion_matrix())
 
 
+def most_confused(confusion: np.ndarray, class_names, count: int = 5) -> list[tuple]:
+  """The `count` largest off-diagonal cells of the row-normalised confusion matrix: (true class,
+  predicted class, fraction of the true class's pixels), largest first."""
+  confusion = np.asarray(confusion, np.float64)
+  rows = confusion.sum(1, keepdims=True)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    fractions = np.where(rows > 0, confusion / np.maximum(rows, 1), 0.0)
+  np.fill_diagonal(fractions, 0.0)
+  order = np.argsort(fractions, axis=None)[::-1][:count]
+  pairs = [np.unravel_index(i, fractions.shape) for i in order]
+  return [(class_names[t], class_names[p], float(fractions[t, p])) for t, p in pairs
+          if fractions[t, p] > 0]
+
+
 def scores(confusion: np.ndarray) -> dict:
   """mIoU, pixel accuracy and per-class IoU of a confusion matrix (rows: ground truth)."""
   confusion = np.asarray(confusion, np.float64)

@@ -145,7 +145,9 @@ class TrainTask:
     variables = self.model.trainable_variables
     with tf.GradientTape() as tape:
       logits = self.model(images, training=True)
-      cross_entropy = losses.segmentation_loss(labels, logits, replicas)
+      fraction = losses.top_k_fraction(self.step, self.config.top_k_percent_pixels,
+                                       self.config.hard_example_mining_step)
+      cross_entropy = losses.segmentation_loss(labels, logits, replicas, top_k_fraction=fraction)
       l2 = tf.add_n(self.model.losses) / replicas if self.model.losses else tf.constant(0.0)
       loss = cross_entropy + l2
     self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
