@@ -1,4 +1,6 @@
 """Dataset specs against the official tables and the paper's facts."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -38,3 +40,25 @@ def test_map_labels_rejects_values_outside_the_table():
     datasets.map_labels(np.array([[0, 30]]), spec, 'x.png')
   with pytest.raises(UserInputError, match='dataset=coco'):
     datasets.get_spec('coco')
+
+
+@pytest.mark.parametrize('name', ['cityscapes', 'voc', 'ade20k', 'synthetic'])
+def test_dataset_ids_read_back_to_the_same_train_ids(name):
+  spec = datasets.synthetic_spec() if name == 'synthetic' else datasets.get_spec(name)
+  ids = datasets.dataset_ids(spec)
+  train_ids = np.arange(spec.num_classes)
+  np.testing.assert_array_equal(datasets.map_labels(ids[train_ids], spec, 'x.png'), train_ids)
+  if name == 'cityscapes':
+    assert ids[0] == 7 and ids[18] == 33  # road, bicycle: their official labelIds
+  if name == 'ade20k':
+    np.testing.assert_array_equal(ids, train_ids + 1)
+
+
+def test_dataset_ids_refuse_a_map_that_cannot_be_inverted():
+  spec = datasets.synthetic_spec(3)
+  label_map = spec.label_map.copy()
+  label_map[7] = 1  # raw values 1 and 7 both become class 1
+  merged = dataclasses.replace(spec, label_map=label_map)
+  with pytest.raises(UserInputError, match=r'class 1 \(shape1\) comes from raw label values '
+                                           r'\[1, 7\]'):
+    datasets.dataset_ids(merged)

@@ -204,3 +204,41 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
     train(task, dataset(), str(tmp_path), log=log)
   assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith('ckpt-2')
   assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_validation_keeps_the_best_weights_across_rotation_and_resume(tmp_path):
+  """eval_every=1: every step is scored; best/ holds the highest-scoring step's weights, apart
+  from the rotated checkpoints, and a resumed run compares against it."""
+  import re
+  from official.autodeeplab.training import evaluation
+  val = tf.data.Dataset.from_tensor_slices(dict(
+      image=input_pipeline.normalize(IMAGES), label=LABELS.astype(np.int32),
+      filename=[str(i) for i in range(6)], height=[40] * 6, width=[40] * 6)).batch(2)
+  description = run_state.model_description(GENOTYPE, 2, 3, 'synthetic')
+  scores = []
+
+  def run(total_steps):
+    task = make_task(dataclasses.replace(CONFIG, eval_every=1, max_checkpoints=1,
+                                         total_steps=total_steps))
+    task.set_validation(val, 'val', ['a', 'b', 'c'])
+    lines = []
+    train(task, dataset(), str(tmp_path), description, log=lines.append)
+    scores.extend(float(m.group(1)) for m in (re.search(r'val mIoU\(val\) ([\d.]+)', line)
+                                              for line in lines) if m)
+
+  run(3)
+  assert len(scores) == 3
+  best = run_state.read_best(str(tmp_path))
+  assert best['split'] == 'val' and f'{100 * best["miou"]:.1f}' == f'{max(scores):.1f}'
+  assert f'{scores[best["step"] - 1]:.1f}' == f'{max(scores):.1f}'
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['checkpoint', 'ckpt-3.data-00000-of-00001',
+                                                          'ckpt-3.index']
+  model, _, path = run_state.load_trained_model(str(tmp_path), 'best')
+  assert os.path.join('best', 'ckpt') in path
+  assert evaluation.Evaluator(model, 3).run(val)['miou'] == pytest.approx(best['miou'], abs=1e-5)
+  run(5)  # resumed from ckpt-3: two more validations against the kept best
+  assert len(scores) == 5
+  resumed = run_state.read_best(str(tmp_path))
+  assert f'{100 * resumed["miou"]:.1f}' == f'{max(scores):.1f}' and resumed['miou'] >= best['miou']
+  with pytest.raises(UserInputError, match='checkpoint=best: .* has no best/best.json'):
+    run_state.resolve_checkpoint(str(tmp_path / 'nothing'), 'best')

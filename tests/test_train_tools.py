@@ -112,6 +112,9 @@ def test_train_refuses_an_invalid_genotype(trained, tmp_path):
     (['--split=test'], "no shards of split 'test'"),
     (['--batch_size=0'], '--batch_size=0'),
     (['--gin_bindings=train_config.crop_sise = 3'], 'crop_sise'),
+    (['--gin_bindings=train_config.top_k_percent_pixels = 1.5'], 'top_k_percent_pixels=1.5'),
+    (['--gin_bindings=train_config.eval_every = 2', '--eval_split=nope'],
+     "no shards of split 'nope'"),
 ])
 def test_train_bad_input(trained, tmp_path, args, message):
   result = run_tool('train', f'--workdir={tmp_path}', f'--tfrecord_dir={trained["data"]}',
@@ -123,6 +126,7 @@ def test_train_bad_input(trained, tmp_path, args, message):
     (['--split=test'], "no shards of split 'test'"),
     (['--scales=1,zero'], '--scales=1,zero'),
     (['--checkpoint=/nope/ckpt-3'], '--checkpoint=/nope/ckpt-3'),
+    (['--checkpoint=best'], '--checkpoint=best: '),
 ])
 def test_evaluate_bad_input(trained, args, message):
   result = run_tool('evaluate', f'--workdir={trained["workdir"]}',

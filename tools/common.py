@@ -47,8 +47,8 @@ SHARED_FLAGS = {
                  'mirrored, multi_worker, tpu.'),
     'tpu': (flags.DEFINE_string, '', 'TPU address for --strategy=tpu.'),
     'seed': (flags.DEFINE_integer, 0, 'Initialisation and data seed.'),
-    'checkpoint': (flags.DEFINE_string, None, 'Checkpoint prefix (default: the workdir\'s '
-                   'latest).'),
+    'checkpoint': (flags.DEFINE_string, None, 'Checkpoint prefix, or "best" (the best validated '
+                   'weights, workdir/best/); default: the workdir\'s latest.'),
     'genotype': (flags.DEFINE_string, 'paper', '"paper" or a genotype JSON file (tools.search '
                  'output).'),
     'model_size': (flags.DEFINE_string, None, 'S, M or L (F = 20/32/48).'),
@@ -66,6 +66,10 @@ SHARED_FLAGS = {
     'model_name': (flags.DEFINE_string, 'autodeeplab', 'Model name (a directory of versions).'),
     'scales': (flags.DEFINE_list, None, 'Inference scales, e.g. 0.5,0.75,1,1.25,1.5,1.75.'),
     'flip': (flags.DEFINE_bool, None, 'Also average left-right flipped predictions.'),
+    'prediction_ids': (lambda name, default, help_text: flags.DEFINE_enum(
+        name, default, ['train', 'dataset'], help_text), 'train', 'Label values of the written masks: train '
+                       '(train ids, with colours and overlays) or dataset (the dataset\'s own ids, '
+                       'e.g. Cityscapes labelIds for its benchmark server; masks only).'),
 }
 
 

@@ -11,7 +11,9 @@ class name (null for a class absent from labels and predictions), num_images, sc
 checkpoint, confusion_matrix: rows = ground truth, columns = prediction, pixel counts, ignored
 pixels excluded) and `confusion.png` (row-normalised), and prints a per-class table and the most
 confused pairs. With --save_predictions, for each image
-`{name}.png` (train ids), `{name}_colour.png` (the dataset's palette) and `{name}_overlay.png`.
+`{name}.png` (train ids), `{name}_colour.png` (the dataset's palette) and `{name}_overlay.png`;
+with --prediction_ids=dataset only `{name}.png`, in the dataset's own label ids (Cityscapes:
+labelIds), named after the image as the records hold it: what a benchmark server scores.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ common.define_flags('workdir', 'checkpoint', 'tfrecord_dir', 'strategy', split='
 common.define_flags('scales', 'flip')
 flags.DEFINE_string('save_predictions', None, 'Directory for predicted masks and overlays.')
 flags.DEFINE_integer('max_images', None, 'Evaluate only the first N images.')
+common.define_flags('prediction_ids')
 flags.mark_flags_as_required(['workdir', 'tfrecord_dir'])
 
 
@@ -44,8 +47,9 @@ def _scales() -> list[str]:
   return bindings
 
 
-def _prediction_writer(directory: str, palette):
-  """on_batch callback writing each image's train ids, colours and overlay."""
+def _prediction_writer(directory: str, palette, dataset_ids=None):
+  """on_batch callback writing each image's train ids, colours and overlay; with `dataset_ids`,
+  only `{name}.png` in the dataset's own label values (a benchmark server's input)."""
   import numpy as np
   from official.autodeeplab.data import datasets
   from official.autodeeplab.utils import visualize
@@ -57,6 +61,9 @@ def _prediction_writer(directory: str, palette):
       height, width = int(batch['height'][i]), int(batch['width'][i])
       name = re.sub(r'[^\w.-]', '_', batch['filename'][i].decode() or f'image_{i}')
       ids = predictions[i, :height, :width].astype(np.uint8)
+      if dataset_ids is not None:
+        visualize.save_png(dataset_ids[ids].astype(np.uint8), os.path.join(directory, f'{name}.png'))
+        continue
       image = np.clip(np.round(datasets.denormalize(batch['image'][i, :height, :width])), 0, 255)
       colours = visualize.colorize(ids, palette)
       visualize.save_png(ids, os.path.join(directory, f'{name}.png'))
@@ -76,6 +83,7 @@ def main(argv):
   options = configs.inference_options()
   runtime = runtime_lib.resolve('inference', device=runtime_lib.probe_device(FLAGS.strategy))
   runtime.apply()
+  from official.autodeeplab.data import datasets
   from official.autodeeplab.data import input_pipeline
   files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
   spec = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.split)
@@ -93,7 +101,9 @@ def main(argv):
         f'in {FLAGS.workdir} predicts {description["num_classes"]}')
   evaluator = evaluation.Evaluator(model, spec.num_classes, options['scales'], options['flip'],
                                    strategy)
-  on_batch = (_prediction_writer(FLAGS.save_predictions, visualize.label_palette(spec.palette))
+  on_batch = (_prediction_writer(FLAGS.save_predictions, visualize.label_palette(spec.palette),
+                                 datasets.dataset_ids(spec) if FLAGS.prediction_ids == 'dataset'
+                                 else None)
               if FLAGS.save_predictions else None)
   max_batches = None
   if FLAGS.max_images is not None:

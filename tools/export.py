@@ -102,11 +102,23 @@ def _export_tflite(model, size: tuple[int, int], spec) -> str:
   path = tflite.write_model(data, os.path.join(directory, tflite.model_file_name(
       FLAGS.model_name, *size, FLAGS.quantize)))
   run_state.write_json(os.path.join(directory, 'labels.json'), export.labels_document(
-      model.num_classes, spec.class_names if spec else None, spec.palette if spec else None))
+      model.num_classes, spec.class_names if spec else None, spec.palette if spec else None,
+      _dataset_ids(spec)))
   if calibration is not None:
     print(f'[export] int8 calibrated on {len(calibration)} image(s) of '
           f'{FLAGS.tfrecord_dir} {FLAGS.calibration_split}')
   return path
+
+
+def _dataset_ids(spec):
+  """The dataset's own label value per class for labels.json (None: unknown or not invertible)."""
+  if spec is None:
+    return None
+  from official.autodeeplab.data import datasets
+  try:
+    return datasets.dataset_ids(spec)
+  except common.UserInputError:
+    return None
 
 
 def main(argv):
@@ -143,7 +155,7 @@ def main(argv):
   description = {**description, 'dataset': dataset, 'checkpoint': checkpoint}
   path = export.export(model, FLAGS.export_dir, FLAGS.model_name, FLAGS.version,
                        spec.class_names if spec else None, spec.palette if spec else None,
-                       scales, FLAGS.flip, description)
+                       scales, FLAGS.flip, description, _dataset_ids(spec))
   print(f'[export] {checkpoint or "freshly initialised weights"} -> {path}\n'
         f'  serve:   docker run -p 8501:8501 -v "$(realpath {FLAGS.export_dir})/'
         f'{FLAGS.model_name}:/models/{FLAGS.model_name}" -e MODEL_NAME={FLAGS.model_name} '

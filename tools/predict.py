@@ -34,7 +34,7 @@ flags.DEFINE_string('output_dir', None, 'Where the masks and overlays are writte
 flags.DEFINE_string('saved_model', None, 'An export: MODEL_DIR (latest version) or a version dir.')
 flags.DEFINE_string('server', None, 'host:port of a running TF Serving.')
 flags.DEFINE_enum('protocol', 'rest', ['rest', 'grpc'], 'How to talk to --server.')
-common.define_flags('workdir', 'model_name', 'dataset')  # --workdir: its latest checkpoint
+common.define_flags('workdir', 'model_name', 'dataset', 'prediction_ids')  # --workdir: latest
 flags.DEFINE_float('timeout', 60.0, 'Seconds to wait for --server per image.')
 flags.DEFINE_string('tflite', None, 'A LiteRT model (tools.export --format=tflite): images of '
                     'any size are letterboxed to its input size.')
@@ -45,11 +45,11 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
 
 
 def list_images(inputs: list[str]) -> list[str]:
-  """Files as given, directories expanded to their image files (sorted)."""
+  """Files as given, directories expanded to their image files, walked recursively (sorted)."""
   files = []
   for path in inputs:
     if os.path.isdir(path):
-      found = sorted(os.path.join(path, n) for n in os.listdir(path)
+      found = sorted(os.path.join(root, n) for root, _, names in os.walk(path) for n in names
                      if n.lower().endswith(IMAGE_EXTENSIONS))
       if not found:
         raise common.UserInputError(f'--input={path}: no {"/".join(IMAGE_EXTENSIONS)} files')
@@ -156,6 +156,23 @@ class GrpcClient:
             tf.make_ndarray(response.outputs['image_size'])[0])
 
 
+def _dataset_ids(labels: str | None, dataset: str | None):
+  """--prediction_ids=dataset: each class's own label value, from --dataset or the export's
+  labels.json."""
+  import numpy as np
+  from official.autodeeplab.data import datasets
+  if dataset:
+    spec = datasets.synthetic_spec() if dataset == 'synthetic' else datasets.get_spec(dataset)
+    return datasets.dataset_ids(spec)
+  if labels and os.path.isfile(labels):
+    with open(labels) as f:
+      ids = json.load(f).get('dataset_ids')
+    if ids:
+      return np.asarray(ids, np.int64)
+  raise common.UserInputError('--prediction_ids=dataset: the model\'s labels.json has no '
+                              'dataset_ids (export it with --dataset, or pass --dataset here)')
+
+
 def _palette(labels: str | None, dataset: str | None):
   """The dataset's colours: --dataset's, else the export's labels.json, else a fixed one."""
   from official.autodeeplab.data import datasets
@@ -197,6 +214,7 @@ def main(argv):
       labels = os.path.join(client.path, 'assets.extra', 'labels.json')
     dataset = dataset or (getattr(client, 'description', {}) or {}).get('dataset')
   palette = _palette(labels, dataset)
+  dataset_ids = (_dataset_ids(labels, dataset) if FLAGS.prediction_ids == 'dataset' else None)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   for path in tqdm(files, unit='img', desc='predict'):
     with open(path, 'rb') as f:
@@ -207,14 +225,19 @@ def main(argv):
       raise common.UserInputError(f'{path}: {e}') from None
     ids = np.asarray(semantic)[:height, :width].astype(np.uint8)
     name = os.path.splitext(os.path.basename(path))[0]
+    if dataset_ids is not None:  # the benchmark server's input: one PNG per image, nothing else
+      visualize.save_png(dataset_ids[ids].astype(np.uint8),
+                         os.path.join(FLAGS.output_dir, f'{name}.png'))
+      continue
     colours = visualize.colorize(ids, palette)
     image = np.asarray(Image.open(path).convert('RGB'))
     visualize.save_png(ids, os.path.join(FLAGS.output_dir, f'{name}.png'))
     visualize.save_png(colours, os.path.join(FLAGS.output_dir, f'{name}_colour.png'))
     visualize.save_png(visualize.overlay(image, colours),
                        os.path.join(FLAGS.output_dir, f'{name}_overlay.png'))
-  print(f'[predict] {len(files)} image(s) -> {FLAGS.output_dir} '
-        f'({{name}}.png ids, {{name}}_colour.png, {{name}}_overlay.png)')
+  written = ('{name}.png in the dataset\'s own label ids' if dataset_ids is not None else
+             '{name}.png ids, {name}_colour.png, {name}_overlay.png')
+  print(f'[predict] {len(files)} image(s) -> {FLAGS.output_dir} ({written})')
 
 
 if __name__ == '__main__':

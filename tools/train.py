@@ -10,7 +10,9 @@ The gin file holds the protocol (`train_config.*`: steps, batch, crop, learning 
 --workdir resumes exactly from the latest checkpoint (SIGTERM checkpoints and exits with code 143);
 a workdir of another model is refused.
 Writes `model.json` (what `tools.evaluate` and `tools.export` rebuild), `operative_config.gin`,
-`checkpoints/` and `tensorboard/`.
+`checkpoints/` and `tensorboard/`; with `train_config.eval_every`, the model is scored on
+--eval_split as it trains and the best weights kept in `best/` (`--checkpoint=best` for
+tools.evaluate and tools.export).
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ common.define_gin_flags()
 common.define_flags('workdir', 'tfrecord_dir', 'split', 'genotype', 'model_size',
                     'filter_multiplier', 'strategy', 'tpu', 'seed', 'num_steps', 'batch_size',
                     'crop_size')
+flags.DEFINE_string('eval_split', 'val', 'Split of --tfrecord_dir scored every '
+                    'train_config.eval_every steps (the best weights kept in workdir/best/); when '
+                    'the default split is absent, validation is skipped with a note.')
 flags.mark_flags_as_required(['workdir', 'tfrecord_dir'])
 
 FLAG_BINDINGS = {'num_steps': 'train_config.total_steps', 'batch_size': 'train_config.batch_size',
@@ -61,6 +66,7 @@ def main(argv):
   spec = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.split)
   description = run_state.model_description(geno, configs.retrain_filter_multiplier(),
                                             spec.num_classes, spec.name)
+  eval_files = _validation_files(input_pipeline, config, spec)
   if _already_trained(run_state, description, config.total_steps):
     return
   import gin
@@ -76,6 +82,9 @@ def main(argv):
   task.set_inputs(input_pipeline.from_tfrecords(
       files, config.batch_size, config.crop_size, seed=FLAGS.seed, min_scale=config.min_scale,
       max_scale=config.max_scale, max_side=config.max_image_side), files)
+  if eval_files:
+    task.set_validation(input_pipeline.for_evaluation(eval_files), FLAGS.eval_split,
+                        spec.class_names)
   print(f'[train] {spec.name} {FLAGS.split} ({len(files)} shards, {spec.num_classes} classes), '
         f'F={task.model.filter_multiplier}, {config.total_steps} steps of batch '
         f'{config.batch_size} at crop {config.crop_size} on {strategy.num_replicas_in_sync} '
@@ -86,6 +95,25 @@ def main(argv):
   print(f'[train] done at step {result["step"]}; checkpoint {result["checkpoint"]}\n'
         f'  evaluate: python -m tools.evaluate --workdir={FLAGS.workdir} '
         f'--tfrecord_dir={FLAGS.tfrecord_dir} --split=val')
+
+
+def _validation_files(input_pipeline, config, spec) -> list[str] | None:
+  """The --eval_split shards when train_config.eval_every is on; checked before training."""
+  if not config.eval_every:
+    return None
+  try:
+    files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.eval_split)
+  except common.UserInputError:
+    if FLAGS['eval_split'].present:
+      raise
+    print(f'[train] note: {FLAGS.tfrecord_dir} has no {FLAGS.eval_split!r} split: validation '
+          '(train_config.eval_every) skipped', flush=True)
+    return None
+  eval_spec = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.eval_split)
+  if eval_spec.num_classes != spec.num_classes:
+    raise common.UserInputError(f'--eval_split={FLAGS.eval_split}: {eval_spec.num_classes} '
+                                f'classes, the training split has {spec.num_classes}')
+  return files
 
 
 def _already_trained(run_state, description: dict, total_steps: int) -> bool:

@@ -19,6 +19,22 @@ INVALID = -1
 PIXEL_SCALE = 127.5
 
 
+def dataset_ids(spec: 'DatasetSpec') -> np.ndarray:
+  """[num_classes] the dataset's own label value of each train id: the inverse of the
+  conversion's label map (Cityscapes: train id -> labelId, e.g. road 0 -> 7; VOC: unchanged;
+  ADE20K: id + 1), for files a benchmark server scores. Refused, naming the class and its raw
+  values, where two raw values map to one class."""
+  inverse = np.zeros(spec.num_classes, np.int64)
+  for train_id, name in enumerate(spec.class_names):
+    raw = np.flatnonzero(spec.label_map == train_id)
+    if len(raw) != 1:
+      raise UserInputError(
+          f'prediction_ids=dataset: {spec.name} class {train_id} ({name}) comes from raw label '
+          f'values {raw.tolist()}: the label map cannot be inverted')
+    inverse[train_id] = raw[0]
+  return inverse
+
+
 def normalize(image):
   """Float RGB in [0, 255] -> [-1, 1] (NumPy arrays and TensorFlow tensors alike)."""
   return image / PIXEL_SCALE - 1.0

@@ -173,19 +173,22 @@ def warmup_requests(model_name: str, path: str) -> int:
 
 
 def labels_document(num_classes: int, class_names: Sequence[str] | None = None,
-                    palette: np.ndarray | None = None) -> dict:
-  """What an export's `labels.json` holds: class names, palette, the ignore label, and the
-  `semantic` value of pixels beyond an image's own size."""
+                    palette: np.ndarray | None = None,
+                    dataset_ids: Sequence[int] | None = None) -> dict:
+  """What an export's `labels.json` holds: class names, palette, the ignore label, the
+  `semantic` value of pixels beyond an image's own size, and `dataset_ids` (the dataset's own
+  label value of each class, `datasets.dataset_ids`; null when unknown or not invertible)."""
   names = list(class_names) if class_names is not None else [
       f'class_{i}' for i in range(int(num_classes))]
   return {'class_names': names, 'ignore_label': datasets.IGNORE_LABEL, 'semantic_padding': -1,
-          'palette': None if palette is None else np.asarray(palette).tolist()}
+          'palette': None if palette is None else np.asarray(palette).tolist(),
+          'dataset_ids': None if dataset_ids is None else [int(i) for i in dataset_ids]}
 
 
 def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int | None = None,
            class_names: Sequence[str] | None = None, palette: np.ndarray | None = None,
            scales: Sequence[float] = (1.0,), flip: bool = False,
-           description: dict | None = None) -> str:
+           description: dict | None = None, dataset_ids: Sequence[int] | None = None) -> str:
   """Writes `{export_dir}/{model_name}/{version}` (default: the next version); returns its path.
 
   Args:
@@ -198,6 +201,7 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
     scales: inference scales in the graph.
     flip: left-right flip averaging in the graph.
     description: what the model is (`run_state.model_description`), for `model.json`.
+    dataset_ids: the dataset's own label value per class, for `labels.json`.
   """
   if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', model_name):
     raise UserInputError(f'model_name={model_name}: expected letters, digits, _ . -')
@@ -220,7 +224,8 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
     extra = os.path.join(tmp, 'assets.extra')
     os.makedirs(extra, exist_ok=True)
     with open(os.path.join(extra, 'labels.json'), 'w') as f:
-      json.dump(labels_document(model.num_classes, class_names, palette), f, indent=1)
+      json.dump(labels_document(model.num_classes, class_names, palette, dataset_ids), f,
+                indent=1)
     with open(os.path.join(extra, 'model.json'), 'w') as f:
       json.dump({**(description or {}), 'scales': list(server.scales), 'flip': server.flip,
                  'max_side': MAX_SIDE, 'min_side_padded_to': MIN_SIDE,

@@ -26,7 +26,8 @@ The task protocol (duck-typed):
   run_description()         (file name, dict, check_or_write_json keyword args) or None.
   train_step(iterators)     one step; returns a `StepResult`.
   log_scalars(step)         {TensorBoard tag: value} and the progress line's text for the step.
-  after_step(workdir, step, result, final)  the chief's periodic work (exports, images).
+  after_step(workdir, step, result, final, chief)  periodic work (exports, images, validation)
+                            on every worker, `workdir` this process's own; returns lines to log.
   finish(workdir, step, chief)  the run's result (a dict).
 """
 from __future__ import annotations
@@ -121,8 +122,8 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
       final = step == num_steps or stop.requested
       if step % cadence.checkpoint_every == 0 or final:
         manager.save(checkpoint_number=step)
-      if chief:
-        task.after_step(workdir, step, result, final)
+      for line in task.after_step(workdir_here, step, result, final, chief) or ():
+        log(line)
       if stop.requested:
         writer.flush()
         raise run_state.preempted(task.name, step, manager)

@@ -30,6 +30,8 @@ from official.autodeeplab.search import genotype as genotype_lib
 
 MODEL_FILE = 'model.json'
 CHECKPOINT_DIR = 'checkpoints'
+BEST_DIR = 'best'  # the best validated weights (train_config.eval_every), beside checkpoints/
+BEST_FILE = 'best.json'
 
 
 def model_description(genotype: genotype_lib.Genotype, filter_multiplier: int, num_classes: int,
@@ -191,14 +193,52 @@ def latest_checkpoint(workdir: str) -> str:
   return path
 
 
+def read_best(workdir: str) -> dict | None:
+  """`workdir/best/best.json` (step, miou, split), or None before the first validation."""
+  path = os.path.join(workdir, BEST_DIR, BEST_FILE)
+  if not os.path.exists(path):
+    return None
+  return read_json(os.path.dirname(path), BEST_FILE)
+
+
+def save_best(model, workdir: str, record: dict) -> str:
+  """Replaces `workdir/best/` with the model's weights (`best/ckpt-1`, a checkpoint with its
+  state file) and `best.json` = record, built under a temporary name first: a crash leaves the
+  previous best whole. Returns the checkpoint prefix."""
+  import shutil
+  target = os.path.join(workdir, BEST_DIR)
+  tmp, old = f'{target}.tmp-{os.getpid()}', f'{target}.old-{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  prefix = tf.train.Checkpoint(model=model).save(os.path.join(tmp, 'ckpt'))
+  write_json(os.path.join(tmp, BEST_FILE), record)
+  if os.path.exists(target):
+    os.rename(target, old)
+  os.rename(tmp, target)
+  shutil.rmtree(old, ignore_errors=True)
+  return os.path.join(target, os.path.basename(prefix))
+
+
+def resolve_checkpoint(workdir: str, checkpoint: str | None) -> str:
+  """A checkpoint prefix: `checkpoint`, 'best' (the best validated weights) or, by default, the
+  workdir's latest."""
+  if checkpoint == 'best':
+    if read_best(workdir) is None:
+      raise UserInputError(f'checkpoint=best: {workdir} has no {BEST_DIR}/{BEST_FILE} (train with '
+                           'train_config.eval_every > 0 to keep the best validated weights)')
+    return tf.train.latest_checkpoint(os.path.join(workdir, BEST_DIR)) or os.path.join(
+        workdir, BEST_DIR, 'ckpt-1')
+  return checkpoint or latest_checkpoint(workdir)
+
+
 def load_trained_model(workdir: str, checkpoint: str | None = None):
   """The retrain model described by `workdir/model.json` with the weights of `checkpoint`
-  (default: the workdir's latest). Returns (model, description, checkpoint path)."""
+  (default: the workdir's latest; 'best': the best validated). Returns (model, description,
+  checkpoint path)."""
   from official.autodeeplab.modeling import segmenter
   description = read_model(workdir)
   geno = description.pop('genotype_object')
-  path = checkpoint or latest_checkpoint(workdir)
-  if checkpoint and not tf.io.gfile.exists(checkpoint + '.index'):
+  path = resolve_checkpoint(workdir, checkpoint)
+  if checkpoint and not tf.io.gfile.exists(path + '.index'):
     raise UserInputError(f'checkpoint={checkpoint}: no such checkpoint (expected the prefix of '
                          'a .index/.data pair, e.g. WORKDIR/checkpoints/ckpt-1000)')
   model = segmenter.build_segmenter(geno, description['num_classes'],

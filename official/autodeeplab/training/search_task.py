@@ -206,8 +206,9 @@ class SearchTask:
             f'{"" if miou is None else f" mIoU(trainB) {100 * miou:.1f}"}')
     return scalars, text
 
-  def after_step(self, workdir: str, step: int, result: loop.StepResult, final: bool) -> None:
-    if step % self.settings.export_every == 0 or final:
+  def after_step(self, workdir: str, step: int, result: loop.StepResult, final: bool,
+                 chief: bool) -> None:
+    if chief and (step % self.settings.export_every == 0 or final):
       self._export(workdir, step)
 
   def finish(self, workdir: str, step: int, chief: bool) -> dict:

@@ -11,7 +11,11 @@ inside the compiled step).
 The compiled step (`TrainTask.train_step`) runs the forward and backward pass and the update under
 `strategy.run`; the loop around it (`training/loop.py`) resumes exactly, logs, checkpoints and
 stops on divergence or SIGTERM. Every `image_summary_every` steps a few training crops go to
-TensorBoard beside their ground truth and prediction.
+TensorBoard beside their ground truth and prediction. With `eval_every` and a validation split
+(`set_validation`), the model is scored every `eval_every` steps and at the end, single scale, with
+the evaluation's metrics (`val/miou` and the per-class IoU in TensorBoard, a progress line), and the
+best-scoring weights are kept in `workdir/best/` with `best.json` (`run_state.save_best`), apart
+from the rotated checkpoints and read back on resume.
 """
 from __future__ import annotations
 
@@ -20,8 +24,9 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from official.autodeeplab.training import loop
 from official.autodeeplab.modeling import segmenter
+from official.autodeeplab.training import evaluation
+from official.autodeeplab.training import loop
 from official.autodeeplab.training import losses
 from official.autodeeplab.training import optimization
 from official.autodeeplab.training import run_state
@@ -63,12 +68,21 @@ class TrainTask:
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='train_step')
     self.train_batch = tf.function(self._distributed_step, reduce_retracing=True)
     self._dataset, self.shard_files = None, None
+    self._validation, self._evaluator = None, None
     self._last = {}
 
   def set_inputs(self, dataset: tf.data.Dataset, shard_files: list[str] | None = None) -> None:
     """Training batches (images, labels) of `config.batch_size`; `shard_files` names a corrupt
     shard."""
     self._dataset, self.shard_files = dataset, shard_files
+
+  def set_validation(self, dataset: tf.data.Dataset, split: str, class_names) -> None:
+    """Scores the model on `dataset` (`input_pipeline.for_evaluation` batches of `split`) every
+    `config.eval_every` steps; a no-op while that is 0."""
+    if not self.config.eval_every:
+      return
+    self._validation = (dataset, split, tuple(class_names))
+    self._evaluator = evaluation.Evaluator(self.model, len(class_names), strategy=self.strategy)
 
   def checkpoint(self) -> tf.train.Checkpoint:
     """Model, optimizer (with its iteration count and momentum slots) and step."""
@@ -111,12 +125,35 @@ class TrainTask:
     return scalars, (f' loss {cross_entropy + l2:.4f} (cross-entropy {cross_entropy:.4f}, '
                      f'L2 {l2:.4f}) lr {self.learning_rate():.5f}')
 
-  def after_step(self, workdir: str, step: int, result: loop.StepResult, final: bool) -> None:
-    if step % self.config.image_summary_every == 0 or step == 1:
+  def after_step(self, workdir: str, step: int, result: loop.StepResult, final: bool,
+                 chief: bool) -> list[str]:
+    if chief and (step % self.config.image_summary_every == 0 or step == 1):
       local = self.strategy.experimental_local_results
       tf.summary.image('train/image | ground truth | prediction', visualize.side_by_side(
           local(result.images)[0], local(result.labels)[0], local(result.predictions)[0],
           self._palette), step=step, max_outputs=3)
+    if self._validation and (step % self.config.eval_every == 0
+                             or step == self.config.total_steps):
+      return [self._validate(workdir, step)]
+    return []
+
+  def _validate(self, workdir: str, step: int) -> str:
+    """Scores the model on the validation split; keeps it in workdir/best/ when it is the best."""
+    dataset, split, class_names = self._validation
+    self._evaluator.metrics.reset()
+    scores = self._evaluator.run(dataset)
+    miou = scores['miou']
+    tf.summary.scalar('val/miou', miou, step=step)
+    tf.summary.text('val/per_class_iou', '\n'.join(
+        f'    {name}: {100 * iou:.2f}' for name, iou in zip(class_names, scores['per_class_iou'])),
+        step=step)
+    best = run_state.read_best(workdir)
+    if best is None or miou > best['miou']:
+      run_state.save_best(self.model, workdir, {'step': step, 'miou': miou, 'split': split})
+      note = 'best so far, kept in best/'
+    else:
+      note = f'best {100 * best["miou"]:.1f} at step {best["step"]}'
+    return f'[{self.name}] step {step} val mIoU({split}) {100 * miou:.1f} ({note})'
 
   def finish(self, workdir: str, step: int, chief: bool) -> dict:
     return {'step': step, 'cross_entropy': self._last.get('loss/cross_entropy', float('nan')),
