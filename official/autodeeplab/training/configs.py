@@ -9,7 +9,7 @@ when called. A misspelt setting is one line naming the configurable.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import gin
 
@@ -133,17 +133,20 @@ class TrainConfig:
   lr_power: float = 0.9
   warmup_steps: int = 0
   momentum: float = 0.9
+  top_k_percent_pixels: float = 1.0
+  hard_example_mining_step: int = 0
+  # The loop's cadence. `validate` checks that these and the sizes above are positive.
+  POSITIVE: ClassVar[tuple[str, ...]] = (
+      'total_steps', 'batch_size', 'crop_size', 'log_every', 'checkpoint_every',
+      'image_summary_every', 'max_checkpoints')
   log_every: int = 100
   checkpoint_every: int = 2000
   image_summary_every: int = 2000
   max_checkpoints: int = 3
   eval_every: int = 0
-  top_k_percent_pixels: float = 1.0
-  hard_example_mining_step: int = 0
 
   def validate(self) -> None:
-    for name in ('total_steps', 'batch_size', 'crop_size', 'log_every', 'checkpoint_every',
-                 'image_summary_every', 'max_checkpoints'):
+    for name in self.POSITIVE:
       if getattr(self, name) < 1:
         raise UserInputError(f'train_config.{name}={getattr(self, name)}: must be positive')
     if not 0 < self.min_scale <= self.max_scale:
