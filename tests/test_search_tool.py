@@ -14,6 +14,9 @@ BAD_FLAGS = {
     '--gin_bindings=build_supernet.no_such_arg = 1': '--gin_file/--gin_bindings',
     '--crop_size=0': '--crop_size=0: must be positive',
     '--strategy=gpu_farm': '--strategy=gpu_farm: expected one of',
+    '--gin_bindings=search_config.arch_lr_min = 3': 'search_config.arch_lr_min: no such setting; '
+                                                    'did you mean',
+    '--gin_bindings=search_data.crop_size = "big"': "search_data.crop_size = 'big': expected",
 }
 
 

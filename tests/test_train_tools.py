@@ -38,8 +38,8 @@ def trained(tmp_path_factory):
 
 def test_train_writes_its_workdir_and_a_clean_log(trained):
   workdir = trained['workdir']
-  assert sorted(os.listdir(workdir)) == ['checkpoints', 'model.json', 'operative_config.gin',
-                                         'tensorboard']
+  assert sorted(os.listdir(workdir)) == ['.lock', 'checkpoints', 'model.json',
+                                         'operative_config.gin', 'tensorboard']
   with open(os.path.join(workdir, 'model.json')) as f:
     model = json.load(f)
   assert model['filter_multiplier'] == 4 and model['num_classes'] == 5
@@ -137,3 +137,32 @@ def test_evaluate_bad_input(trained, args, message):
 def test_evaluate_needs_a_trained_workdir(trained, tmp_path):
   result = run_tool('evaluate', f'--workdir={tmp_path}', f'--tfrecord_dir={trained["data"]}')
   assert result.returncode == 2 and 'no model.json' in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_and_exits_130(trained, tmp_path):
+  """SIGINT behaves like SIGTERM: the step finishes, a checkpoint is written, exit code 130, no
+  traceback. (The child gets SIGINT's default disposition: a background shell ignores it.)"""
+  import signal
+  import subprocess
+  import sys
+  from tests.conftest import ROOT
+  workdir = tmp_path / 'interrupted'
+  child = subprocess.Popen(
+      [sys.executable, '-m', 'tools.train', f'--workdir={workdir}',
+       f'--tfrecord_dir={trained["data"]}', f'--genotype={trained["genotype"]}',
+       '--gin_file=experiments/retrain/synthetic.gin', '--num_steps=60',
+       '--gin_bindings=train_config.log_every = 1'], cwd=ROOT, text=True,
+      env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3'), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  seen = []
+  for line in child.stdout:
+    seen.append(line)
+    if line.startswith('[train] step 3/'):
+      child.send_signal(signal.SIGINT)
+      break
+  out, err = child.communicate(timeout=300)
+  assert child.returncode == 130, ''.join(seen) + out + err[-3000:]
+  assert 'SIGINT at step' in out and 'Traceback' not in err and 'KeyboardInterrupt' not in err
+  step = int(out.split('SIGINT at step ')[1].split(':')[0])
+  assert step >= 3 and (workdir / 'checkpoints' / f'ckpt-{step}.index').exists()

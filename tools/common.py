@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 import threading
 from typing import Callable
@@ -28,7 +29,6 @@ from official.autodeeplab.errors import Preempted  # noqa: E402
 from official.autodeeplab.errors import UserInputError  # noqa: E402
 
 EXIT_BAD_INPUT = 2
-EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
 
 
 def define_gin_flags() -> None:
@@ -170,8 +170,8 @@ class _DropDeprecations(logging.Filter):
 
 def run(main: Callable[[list[str]], None]) -> None:
   """absl.app.run with quiet TensorFlow start-up, turning UserInputError into `error: ...` on
-  stderr and exit code 2, and a preempted run (SIGTERM, checkpointed) into its message and exit
-  code 143."""
+  stderr and exit code 2, and a preempted run (SIGTERM or SIGINT, checkpointed) into its message
+  and exit code 143 or 130."""
   filter_native_stderr()
 
   def wrapped(argv):
@@ -182,12 +182,17 @@ def run(main: Callable[[list[str]], None]) -> None:
       main(argv)
     except Preempted as e:
       print(e, flush=True)
-      sys.exit(EXIT_PREEMPTED)
+      sys.exit(e.exit_code)
     except UserInputError as e:
-      print(f'error: {as_flag_error(str(e))}', file=sys.stderr)
+      # The first line: gin appends the configurable it was calling on lines of its own.
+      print(f'error: {as_flag_error(str(e).strip().splitlines()[0])}', file=sys.stderr)
       # Nothing after the one line: no warnings from objects torn down on the way out.
       absl_logging.set_verbosity(absl_logging.FATAL)
       logging.getLogger('tensorflow').setLevel(logging.CRITICAL)
       sys.exit(EXIT_BAD_INPUT)
 
-  app.run(wrapped)
+  try:
+    app.run(wrapped)
+  except KeyboardInterrupt:  # Ctrl-C outside a training loop (which checkpoints and exits 130)
+    print('interrupted', file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)

@@ -77,6 +77,9 @@ def main(argv):
   del argv
   if FLAGS.batch_size < 1 or (FLAGS.max_images is not None and FLAGS.max_images < 1):
     raise common.UserInputError('--batch_size and --max_images must be positive')
+  if FLAGS.save_predictions:  # it writes eval.json and the masks: one writer per workdir
+    from official.autodeeplab.utils import workdir_lock
+    workdir_lock.lock(FLAGS.workdir, FLAGS.strategy)
   from official.autodeeplab.training import configs
   from official.autodeeplab.utils import runtime as runtime_lib
   common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + _scales())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -107,11 +108,19 @@ def main(argv):
 
 
 def _stage(tool: str, *args: str) -> None:
-  """Runs one binary exactly as a user would; a failing stage stops the pipeline."""
+  """Runs one binary exactly as a user would; a failing stage stops the pipeline. On Ctrl-C (which
+  the stage receives too, and answers by checkpointing) it waits for the stage, then exits 130."""
   print(f'[pipeline] python -m tools.{tool} {" ".join(args)}', flush=True)
-  result = subprocess.run([sys.executable, '-m', f'tools.{tool}', *args])
-  if result.returncode:
-    raise common.UserInputError(f'stage tools.{tool} failed with exit code {result.returncode}')
+  child = subprocess.Popen([sys.executable, '-m', f'tools.{tool}', *args])
+  try:
+    returncode = child.wait()
+  except KeyboardInterrupt:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the stage
+    child.wait()
+    print(f'[pipeline] interrupted during tools.{tool}; rerun to resume', flush=True)
+    sys.exit(128 + signal.SIGINT)
+  if returncode:
+    raise common.UserInputError(f'stage tools.{tool} failed with exit code {returncode}')
 
 
 def _stage_done(output: str, name: str) -> bool:

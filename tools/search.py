@@ -48,6 +48,8 @@ def main(argv):
       raise common.UserInputError(f'--{name}={getattr(FLAGS, name)}: must be at least 2')
   if FLAGS.num_steps is not None and FLAGS.num_steps < 1:
     raise common.UserInputError(f'--num_steps={FLAGS.num_steps}: must be positive')
+  from official.autodeeplab.utils import workdir_lock
+  workdir_lock.lock(FLAGS.workdir, FLAGS.strategy)  # one writer per workdir, before any work
   # gin once, before TensorFlow: the crop decides CPU settings fixed at its import.
   from official.autodeeplab.training import configs
   from official.autodeeplab.utils import runtime as runtime_lib

@@ -52,6 +52,8 @@ def _flag_bindings() -> list[str]:
 
 def main(argv):
   del argv
+  from official.autodeeplab.utils import workdir_lock
+  workdir_lock.lock(FLAGS.workdir, FLAGS.strategy)  # one writer per workdir, before any work
   geno = genotype_lib.load(FLAGS.genotype)
   from official.autodeeplab.training import configs
   from official.autodeeplab.utils import runtime as runtime_lib

@@ -10,8 +10,13 @@ class UserInputError(ValueError):
 
 
 class Preempted(Exception):
-  """A run asked to stop (SIGTERM) that has checkpointed; the message says where. The binaries
-  exit with code 143 (128 + SIGTERM), and rerunning them resumes."""
+  """A run asked to stop (SIGTERM, or SIGINT: Ctrl-C) that has checkpointed; the message says
+  where. The binaries exit with `exit_code` (128 + the signal: 143 or 130), as a shell reports a
+  process ended by that signal, and rerunning them resumes."""
+
+  def __init__(self, message: str, exit_code: int = 143):
+    super().__init__(message)
+    self.exit_code = exit_code
 
 
 class DivergedError(UserInputError):

@@ -9,6 +9,7 @@ when called. A misspelt setting is one line naming the configurable.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import ClassVar, Sequence
 
 import gin
@@ -163,10 +164,31 @@ class TrainConfig:
 
 
 def _replace(name: str, default, overrides: dict):
-  try:
-    return dataclasses.replace(default, **overrides)
-  except TypeError as e:
-    raise UserInputError(f'{name}: {e}') from None
+  """`default` with gin's `overrides`; an unknown setting (with the nearest valid names) or a value
+  of the wrong type is a one-line error naming it."""
+  fields = {f.name: f for f in dataclasses.fields(default)}
+  for key, value in overrides.items():
+    if key not in fields:
+      near = difflib.get_close_matches(key, fields, n=3)
+      hint = f'; did you mean {" or ".join(near)}?' if near else ''
+      raise UserInputError(f'{name}.{key}: no such setting{hint} (settings: '
+                           f'{", ".join(fields)})')
+    current = getattr(default, key)
+    if not _same_kind(value, current):
+      raise UserInputError(f'{name}.{key} = {value!r}: expected a {type(current).__name__}')
+  return dataclasses.replace(default, **overrides)
+
+
+def _same_kind(value, default) -> bool:
+  """Whether a gin value may replace `default`: an int where a float is expected, None where
+  the default is None (an optional setting), otherwise the same type (bool is not an int)."""
+  if default is None or value is None:
+    return default is None
+  if isinstance(default, bool) or isinstance(value, bool):
+    return isinstance(default, bool) and isinstance(value, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float))
+  return isinstance(value, type(default))
 
 
 @gin.configurable

@@ -12,7 +12,8 @@ compiled step; the loop owns everything around the step, once:
 * checkpoints every `checkpoint_every` steps and at the last one;
 * a non-finite loss or logits: `DivergedError` naming the step, before anything of that step is
   saved;
-* SIGTERM: finish the step, checkpoint, raise `Preempted` (the binaries exit with 143).
+* SIGTERM or SIGINT (Ctrl-C): finish the step, checkpoint, raise `Preempted` (the binaries exit
+  with 143 or 130).
 
 The task protocol (duck-typed):
   name                      'search' or 'train': the progress lines' prefix.
@@ -126,7 +127,7 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
         log(line)
       if stop.requested:
         writer.flush()
-        raise run_state.preempted(task.name, step, manager)
+        raise run_state.preempted(task.name, step, manager, stop.signum)
     result = task.finish(workdir, step, chief)
   writer.flush()
   return result

@@ -252,32 +252,38 @@ def kept_checkpoint(manager: tf.train.CheckpointManager) -> str:
   return manager.latest_checkpoint or 'none (no checkpoint was written yet)'
 
 
-def preempted(tool: str, step: int, manager: tf.train.CheckpointManager) -> Preempted:
-  """The error a loop raises after checkpointing on SIGTERM."""
-  return Preempted(f'[{tool}] SIGTERM at step {step}: checkpoint {manager.latest_checkpoint} '
-                   'written; rerun the same command to resume')
+def preempted(tool: str, step: int, manager: tf.train.CheckpointManager,
+              signum: int = signal.SIGTERM) -> Preempted:
+  """The error a loop raises after checkpointing on SIGTERM or SIGINT."""
+  return Preempted(f'[{tool}] {signal.Signals(signum).name} at step {step}: checkpoint '
+                   f'{manager.latest_checkpoint} written; rerun the same command to resume',
+                   exit_code=128 + signum)
 
 
 class StopOnSigterm:
-  """Within the context, SIGTERM sets `requested` instead of killing the process, so the loop can
-  finish its step, checkpoint and stop. (Only in the main thread, where Python runs handlers.)"""
+  """Within the context, SIGTERM and SIGINT (Ctrl-C) set `requested` (and `signum`) instead of
+  ending the process, so the loop can finish its step, checkpoint and stop. (Only in the main
+  thread, where Python runs handlers.)"""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.signum = signal.SIGTERM
+    self._previous = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    self.requested, self.signum = True, signum
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
     return False
 
 
