@@ -242,3 +242,26 @@ def test_validation_keeps_the_best_weights_across_rotation_and_resume(tmp_path):
   assert f'{100 * resumed["miou"]:.1f}' == f'{max(scores):.1f}' and resumed['miou'] >= best['miou']
   with pytest.raises(UserInputError, match='checkpoint=best: .* has no best/best.json'):
     run_state.resolve_checkpoint(str(tmp_path / 'nothing'), 'best')
+
+
+def test_an_unreadable_latest_checkpoint_falls_back_and_is_set_aside(tmp_path):
+  import glob
+  from official.autodeeplab.utils import workdir_lock
+  config = dataclasses.replace(CONFIG, checkpoint_every=1)
+  train(make_task(config), dataset(), str(tmp_path), stop_at=3, log=lambda _: None)
+  directory = tmp_path / 'checkpoints'
+  data, = glob.glob(str(directory / 'ckpt-3.data-*'))
+  with open(data, 'r+b') as f:
+    f.truncate(100)  # a copy cut short
+  workdir_lock.lock(str(tmp_path))  # the one writer: it may set the damaged checkpoint aside
+  lines = []
+  train(make_task(config), dataset(), str(tmp_path), stop_at=4, log=lines.append)
+  assert any('ckpt-3 is unreadable' in line and 'moved aside' in line for line in lines), lines
+  assert any('resumed from' in line and line.endswith('ckpt-2 at step 2') for line in lines)
+  assert os.path.exists(directory / 'corrupt-ckpt-3' / os.path.basename(data))  # kept
+  assert tf.train.latest_checkpoint(str(directory)).endswith('ckpt-4')
+  for data in glob.glob(str(directory / 'ckpt-*.data-*')):  # nothing readable left
+    with open(data, 'r+b') as f:
+      f.truncate(10)
+  with pytest.raises(UserInputError, match=r'none of its \d checkpoint\(s\) can be read'):
+    train(make_task(config), dataset(), str(tmp_path), stop_at=5, log=lambda _: None)

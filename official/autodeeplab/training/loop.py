@@ -3,8 +3,9 @@
 A task (`search_task.SearchTask`, `train_task.TrainTask`) owns its model, optimizers, inputs and
 compiled step; the loop owns everything around the step, once:
 
-* resume: the latest checkpoint of `workdir/checkpoints` (the task's objects, and with one replica
-  the data iterators, so a rerun continues exactly where it stopped); a checkpoint of another
+* resume: the latest readable checkpoint of `workdir/checkpoints` (the task's objects, and with
+  one replica the data iterators, so a rerun continues exactly where it stopped; an unreadable
+  newest one is reported and set aside, `checkpoints.latest_readable`); a checkpoint of another
   model is refused with one line (`run_state.restore`);
 * the run's description (`model.json` / `supernet.json`) written or checked, and gin's operative
   config written, by the chief only (`run_state.worker_workdir`);
@@ -42,6 +43,7 @@ import tensorflow as tf
 
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.errors import DivergedError
+from official.autodeeplab.training import checkpoints
 from official.autodeeplab.training import run_state
 
 
@@ -86,12 +88,12 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
       setattr(checkpoint, name, iterator)
   workdir_here = run_state.worker_workdir(task.strategy, workdir)
   chief = workdir_here == workdir
-  manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir_here,
-                                                                run_state.CHECKPOINT_DIR),
-                                       task.cadence.max_checkpoints)
-  if run_state.restore(checkpoint, manager.latest_checkpoint, workdir):
-    log(f'[{task.name}] resumed from {manager.latest_checkpoint} at step '
-        f'{int(task.step.numpy())}')
+  directory = os.path.join(workdir_here, run_state.CHECKPOINT_DIR)
+  # Before the manager reads the state file: unreadable checkpoints are set aside first.
+  latest = checkpoints.latest_readable(directory, lambda line: log(f'[{task.name}] {line}'))
+  manager = tf.train.CheckpointManager(checkpoint, directory, task.cadence.max_checkpoints)
+  if run_state.restore(checkpoint, latest, workdir):
+    log(f'[{task.name}] resumed from {latest} at step {int(task.step.numpy())}')
   description = task.run_description()
   if chief and description is not None:
     name, data, check = description

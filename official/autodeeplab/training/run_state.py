@@ -185,8 +185,10 @@ class ProgressMeter:
 
 
 def latest_checkpoint(workdir: str) -> str:
-  """The latest checkpoint of a training workdir; an error naming the workdir if it has none."""
-  path = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+  """The latest readable checkpoint of a training workdir (`checkpoints.latest_readable`: an
+  unreadable newest one is reported and skipped); an error naming the workdir if it has none."""
+  from official.autodeeplab.training import checkpoints
+  path = checkpoints.latest_readable(os.path.join(workdir, CHECKPOINT_DIR))
   if not path:
     raise UserInputError(f'{workdir}: no checkpoint in {CHECKPOINT_DIR}/; train first '
                          '(python -m tools.train --workdir=...)')

@@ -67,6 +67,11 @@ def lock(workdir: str, strategy: str = 'default') -> str:
   return directory
 
 
+def held(directory: str) -> bool:
+  """Whether this process holds `directory`'s lock."""
+  return os.path.join(directory, LOCK_FILE) in _HELD
+
+
 def _read_holder(descriptor: int) -> dict:
   try:
     return json.loads(os.pread(descriptor, 65536, 0).decode() or '{}')
