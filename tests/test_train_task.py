@@ -265,3 +265,33 @@ def test_an_unreadable_latest_checkpoint_falls_back_and_is_set_aside(tmp_path):
       f.truncate(10)
   with pytest.raises(UserInputError, match=r'none of its \d checkpoint\(s\) can be read'):
     train(make_task(config), dataset(), str(tmp_path), stop_at=5, log=lambda _: None)
+
+
+def test_a_full_disk_at_a_checkpoint_stops_in_one_line_keeping_the_last(tmp_path, monkeypatch):
+  """An injected ENOSPC at the second checkpoint (CI runs as root, which ignores read-only
+  permission bits, and cannot always mount a small tmpfs)."""
+  save = tf.train.CheckpointManager.save
+
+  def full_disk(manager, checkpoint_number=None, **kwargs):
+    if checkpoint_number == 2:
+      raise tf.errors.ResourceExhaustedError(None, None, 'ckpt-2_temp: No space left on device')
+    return save(manager, checkpoint_number=checkpoint_number, **kwargs)
+
+  monkeypatch.setattr(tf.train.CheckpointManager, 'save', full_disk)
+  config = dataclasses.replace(CONFIG, checkpoint_every=1)
+  with pytest.raises(UserInputError, match=r'checkpoints: cannot write checkpoint 2 \(ckpt-2_temp: '
+                                           r'No space left on device\); the last one written, '
+                                           r'\S+ckpt-1, is intact'):
+    train(make_task(config), dataset(), str(tmp_path), stop_at=3, log=lambda _: None)
+  assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith('ckpt-1')
+
+
+def test_an_unwritable_file_is_one_line_and_leaves_the_old_one(tmp_path):
+  (tmp_path / 'eval.json').write_text('old')
+  run_state.write_text(str(tmp_path / 'eval.json'), 'new')
+  assert (tmp_path / 'eval.json').read_text() == 'new'
+  (tmp_path / 'not_a_dir').write_text('')
+  with pytest.raises(UserInputError, match=r'not_a_dir/eval.json: cannot write it \(.+\); the '
+                                           'previous version'):
+    run_state.write_text(str(tmp_path / 'not_a_dir' / 'eval.json'), 'x')
+  assert sorted(os.listdir(tmp_path)) == ['eval.json', 'not_a_dir']

@@ -22,6 +22,7 @@ from typing import Sequence
 
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.search import space
+from official.autodeeplab.utils import files
 
 Pair = tuple[int, str]
 Block = tuple[Pair, Pair]
@@ -70,13 +71,8 @@ class Genotype:
             'path': list(self.path)}
 
   def to_json(self, path: str | os.PathLike) -> None:
-    """Writes the genotype atomically (a temporary file renamed into place)."""
-    path = os.fspath(path)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
-      json.dump(self.to_dict(), f, indent=1)
-      f.write('\n')
-    os.replace(tmp, path)
+    """Writes the genotype atomically (`utils/files.write_text`)."""
+    files.write_text(os.fspath(path), json.dumps(self.to_dict(), indent=1) + '\n')
 
   @classmethod
   def from_dict(cls, data, source: str = 'genotype') -> Genotype:

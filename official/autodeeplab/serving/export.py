@@ -213,7 +213,10 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
   if os.path.exists(target):
     raise UserInputError(f'{target}: version {version} already exists; pass another --version '
                          'or leave it out for the next one')
-  os.makedirs(model_dir, exist_ok=True)
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+  except OSError as e:
+    raise UserInputError(f'{model_dir}: cannot create it ({e.strerror})') from None
   tmp = os.path.join(model_dir, f'.tmp-{version}-{os.getpid()}')
   shutil.rmtree(tmp, ignore_errors=True)
   server = SegmentationServer(model, scales, flip)
@@ -232,6 +235,10 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
                  'signatures': [SERVING_DEFAULT, PREDICT_TENSOR]}, f, indent=1)
     warmup_requests(model_name, os.path.join(extra, WARMUP_FILE))
     os.rename(tmp, target)
+  except (OSError, tf.errors.OpError) as e:  # a full disk, an unwritable export_dir
+    reason = getattr(e, 'message', None) or getattr(e, 'strerror', None) or str(e)
+    raise UserInputError(f'{target}: cannot write the export ({reason.strip().splitlines()[0]}'
+                         '); nothing of it was left behind') from None
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return target

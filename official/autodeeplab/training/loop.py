@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.errors import DivergedError
+from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.training import checkpoints
 from official.autodeeplab.training import run_state
 
@@ -124,7 +125,7 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
         log(f'[{task.name}] step {step}/{num_steps}{text}{speed}')
       final = step == num_steps or stop.requested
       if step % cadence.checkpoint_every == 0 or final:
-        manager.save(checkpoint_number=step)
+        _save(manager, step)
       for line in task.after_step(workdir_here, step, result, final, chief) or ():
         log(line)
       if stop.requested:
@@ -133,6 +134,19 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
     result = task.finish(workdir, step, chief)
   writer.flush()
   return result
+
+
+def _save(manager: tf.train.CheckpointManager, step: int) -> None:
+  """Saves checkpoint `step`; a full disk or an unwritable directory is one line naming it, the
+  last checkpoint written staying intact (TensorFlow writes a temporary one, then renames)."""
+  kept = run_state.kept_checkpoint(manager)
+  try:
+    manager.save(checkpoint_number=step)
+  except (OSError, tf.errors.OpError) as e:
+    reason = getattr(e, 'message', None) or getattr(e, 'strerror', None) or str(e)
+    raise UserInputError(f'{manager.directory}: cannot write checkpoint {step} '
+                         f'({reason.strip().splitlines()[0][:200]}); the last one written, '
+                         f'{kept}, is intact') from None
 
 
 class _CheckedIterators:

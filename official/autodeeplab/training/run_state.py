@@ -27,6 +27,7 @@ from official.autodeeplab.errors import Preempted
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.search import genotype as genotype_lib
+from official.autodeeplab.utils import files
 
 MODEL_FILE = 'model.json'
 CHECKPOINT_DIR = 'checkpoints'
@@ -43,12 +44,8 @@ def model_description(genotype: genotype_lib.Genotype, filter_multiplier: int, n
 
 
 def write_text(path: str, text: str) -> None:
-  """Atomic write (temporary file renamed into place): never a half-written file."""
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  """Atomic write, a failure as one line (`utils/files.write_text`)."""
+  files.write_text(path, text)
 
 
 def write_json(path: str, data) -> None:
