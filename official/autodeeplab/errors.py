@@ -5,6 +5,13 @@ one-line `error: ...` message and exit code 2 instead of a traceback.
 """
 
 
+def reason(error: BaseException, limit: int = 200) -> str:
+  """The first line of what an OS, TensorFlow or Python error says, for a one-line message."""
+  text = (getattr(error, 'message', None) or getattr(error, 'strerror', None) or str(error)
+          or type(error).__name__)
+  return text.strip().splitlines()[0][:limit]
+
+
 class UserInputError(ValueError):
   """Input that a user can fix: the message names the file or flag and what was expected."""
 

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from official.autodeeplab.data import datasets
 from official.autodeeplab.data import example
+from official.autodeeplab import errors
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.training import evaluation
@@ -236,9 +237,8 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
     warmup_requests(model_name, os.path.join(extra, WARMUP_FILE))
     os.rename(tmp, target)
   except (OSError, tf.errors.OpError) as e:  # a full disk, an unwritable export_dir
-    reason = getattr(e, 'message', None) or getattr(e, 'strerror', None) or str(e)
-    raise UserInputError(f'{target}: cannot write the export ({reason.strip().splitlines()[0]}'
-                         '); nothing of it was left behind') from None
+    raise UserInputError(f'{target}: cannot write the export ({errors.reason(e, 500)}); '
+                         'nothing of it was left behind') from None
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return target

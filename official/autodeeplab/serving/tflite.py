@@ -22,13 +22,13 @@ neighbour. `LiteRTModel` runs a `.tflite` file with LiteRT's interpreter (XNNPAC
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Iterable
 
 import numpy as np
 
 from official.autodeeplab.errors import UserInputError
+from official.autodeeplab.utils import files
 
 QUANTIZATIONS = ('none', 'float16', 'int8')
 PAD_VALUE = 128  # uint8 mid-grey: 0 after normalisation, the training padding
@@ -117,17 +117,8 @@ def _conversion_error(message: str, quantize: str) -> str:
 
 
 def write_model(data: bytes, path: str) -> str:
-  """Writes the flatbuffer atomically (temporary name, then rename); returns `path`."""
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  try:
-    with open(tmp, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
+  """Writes the flatbuffer atomically, a failure as one line (`utils/files.write_bytes`)."""
+  return files.write_bytes(path, data)
 
 
 def calibration_images(files: list[str], height: int, width: int, count: int) -> list[np.ndarray]:

@@ -18,6 +18,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from official.autodeeplab import errors
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.utils import workdir_lock
 
@@ -31,8 +32,7 @@ def problem(path: str) -> str | None:
       if dtype != tf.variant:
         reader.get_tensor(name)
   except Exception as e:  # noqa: BLE001 (TensorFlow raises OpErrors and plain Python errors)
-    message = getattr(e, 'message', None) or str(e) or type(e).__name__
-    return message.strip().splitlines()[0][:200]
+    return errors.reason(e)
   return None
 
 

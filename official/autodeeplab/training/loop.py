@@ -42,6 +42,7 @@ from typing import Callable
 import tensorflow as tf
 
 from official.autodeeplab.data import input_pipeline
+from official.autodeeplab import errors
 from official.autodeeplab.errors import DivergedError
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.training import checkpoints
@@ -143,10 +144,8 @@ def _save(manager: tf.train.CheckpointManager, step: int) -> None:
   try:
     manager.save(checkpoint_number=step)
   except (OSError, tf.errors.OpError) as e:
-    reason = getattr(e, 'message', None) or getattr(e, 'strerror', None) or str(e)
     raise UserInputError(f'{manager.directory}: cannot write checkpoint {step} '
-                         f'({reason.strip().splitlines()[0][:200]}); the last one written, '
-                         f'{kept}, is intact') from None
+                         f'({errors.reason(e)}); the last one written, {kept}, is intact') from None
 
 
 class _CheckedIterators:

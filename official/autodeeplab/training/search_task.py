@@ -194,7 +194,8 @@ class SearchTask:
   def log_scalars(self, step: int) -> tuple[dict, str]:
     """Both losses, the trainB mIoU of the arch steps since the last line, the learning rate."""
     scalars = dict(self._losses)
-    miou = self.metrics.result()['miou'] if self.metrics.confusion_matrix().any() else None
+    confusion = self.metrics.confusion_matrix()  # read once: the replicas' copies are summed
+    miou = evaluation.scores(confusion)['miou'] if confusion.any() else None
     self.metrics.reset()
     if miou is not None:
       scalars['miou/trainB'] = miou
