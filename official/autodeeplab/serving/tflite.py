@@ -50,7 +50,8 @@ def frozen_function(model, height: int, width: int, quantize: str = 'none',
   float op inside an integer graph.
   """
   import tensorflow as tf
-  from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
+  # The public converter has no freezing step of its own for a concrete function.
+  from tensorflow.python.framework import convert_to_constants
   from official.autodeeplab.data import datasets
   dtype = tf.float32 if quantize == 'int8' else tf.uint8
 
