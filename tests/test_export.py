@@ -17,6 +17,7 @@ from official.autodeeplab.data import example
 from official.autodeeplab.modeling import segmenter
 from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
 from official.autodeeplab.serving import export
+from tests import image_bombs
 from tests.conftest import ROOT, randomize_batch_norm, run_tool
 
 GENOTYPE = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(0, 1, 1))
@@ -37,7 +38,8 @@ def exported(tmp_path_factory):
   GENOTYPE.to_json(genotype)
   result = run_tool('export', f'--genotype={genotype}', '--filter_multiplier=2',
                     '--num_classes=5', '--dataset=synthetic', f'--checkpoint={checkpoint}',
-                    f'--export_dir={root / "serving"}', '--model_name=tiny')
+                    f'--export_dir={root / "serving"}', '--model_name=tiny',
+                    '--max_request_pixels=50000000')
   assert result.returncode == 0, result.stderr[-3000:]
   return {'root': root, 'model': model, 'path': str(root / 'serving' / 'tiny' / '1'),
           'genotype': genotype, 'checkpoint': checkpoint, 'stdout': result.stdout}
@@ -51,7 +53,10 @@ def test_layout_and_assets(exported):
     labels = json.load(f)
   assert labels['class_names'][:2] == ['background', 'shape1'] and len(labels['palette']) == 5
   with open(os.path.join(path, 'assets.extra', 'model.json')) as f:
-    assert json.load(f)['genotype']['path'] == [0, 1, 1]
+    description = json.load(f)
+  assert description['genotype']['path'] == [0, 1, 1]
+  assert (description['max_side'], description['max_pixels'],
+          description['max_request_pixels']) == (4096, 4096 * 4096, 50000000)
   assert 'docker run' in exported['stdout'] and 'tensorflow/serving' in exported['stdout']
 
 
@@ -71,7 +76,7 @@ def test_saved_model_cli_lists_both_signatures(exported):
 
 
 FRESH_CLIENT = r'''
-import json, sys
+import json, resource, sys, time
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
@@ -90,18 +95,38 @@ for record in tf.data.TFRecordDataset(path + '/assets.extra/tf_serving_warmup_re
   batch = tf.make_ndarray(request.inputs['image_bytes'])
   result = loaded.signatures[request.model_spec.signature_name](image_bytes=tf.constant(batch))
   answered.append([request.model_spec.name, list(result['semantic'].shape)])
+refused = {}
+for name in sys.argv[4].split(','):  # eight bombs of each format in one request
+  with open(f'{image_file}.{name}', 'rb') as f:
+    bomb = f.read()
+  before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+  try:
+    serve(image_bytes=tf.constant([bomb] * 8))
+    refused[name] = None
+  except tf.errors.InvalidArgumentError as e:
+    refused[name] = [e.message.strip().splitlines()[-2], time.perf_counter() - start,
+                     (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024]
 print(json.dumps(answered))
+print(json.dumps(refused))
 '''
 
 
-def test_fresh_process_matches_the_keras_model_and_answers_warmup(exported, tmp_path):
+def test_fresh_process_matches_the_keras_model_answers_warmup_and_refuses_bombs(exported,
+                                                                                tmp_path):
+  """The served model in a process of its own, as TF Serving runs it: outputs, warm-up records,
+  and decompression bombs of each format refused from their headers (the process's peak RSS
+  does not grow by the 8 x 768 MB that decoding them would take)."""
   image_file = str(tmp_path / 'image.png')
   with open(image_file, 'wb') as f:
     f.write(example.png_bytes(IMAGE))
   np.save(image_file + '.npy', IMAGE.astype(np.float32))
+  for name, make in image_bombs.FORMATS.items():
+    with open(f'{image_file}.{name}', 'wb') as f:
+      f.write(make(16000, 16000))
   outputs = str(tmp_path / 'outputs.npz')
   result = subprocess.run([sys.executable, '-c', FRESH_CLIENT, exported['path'], image_file,
-                           outputs], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                           outputs, ','.join(image_bombs.FORMATS)], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3'))
   assert result.returncode == 0, result.stderr[-3000:]
   got = np.load(outputs)
@@ -111,8 +136,12 @@ def test_fresh_process_matches_the_keras_model_and_answers_warmup(exported, tmp_
   np.testing.assert_array_equal(got['semantic'][0], logits[0].argmax(-1))
   probabilities = tf.nn.softmax(logits[0]).numpy()
   np.testing.assert_allclose(got['confidence'][0], probabilities.max(-1), rtol=1e-5)
-  warmup = json.loads(result.stdout.strip().splitlines()[-1])
+  warmup = json.loads(result.stdout.strip().splitlines()[-2])
   assert warmup == [['tiny', [1, 64, 96]], ['tiny', [2, 48, 56]]]
+  refused = json.loads(result.stdout.strip().splitlines()[-1])
+  for name, (message, _, rss_growth_mb) in refused.items():
+    assert 'image_bytes[0]: image of 16000x16000 pixels' in message, (name, message)
+    assert rss_growth_mb < 100, (name, rss_growth_mb)
 
 
 @pytest.fixture(scope='module')
@@ -144,6 +173,14 @@ def test_mixed_sizes_grayscale_and_rgba_in_one_batch(served, exported):
     ([], 'empty batch'),
     ([example.png_bytes(np.zeros([8, 4097], np.uint8))],
      r'image of 8x4097 pixels; height and width must be at most 4096'),
+    ([example.png_bytes(IMAGE), example.png_bytes(IMAGE)[:-20]],
+     r'image_bytes\[1\]: truncated PNG: it does not end with the IEND chunk'),
+    ([image_bombs.jpeg(40, 40)[:-2]], r'image_bytes\[0\]: truncated JPEG: no end-of-image'),
+    ([example.png_bytes(IMAGE)[:30]], r'a PNG of 30 bytes is shorter than its header'),
+    ([image_bombs.gif(3000, 3000, frames=3)], r'animated GIF of 3 frames of 3000x3000 pixels '
+     r'\(27000000 pixels to decode\); at most 16777216 pixels are decoded per image'),
+    ([image_bombs.png(4000, 4000)] * 5, r'image_bytes: the request holds 5 images that decode '
+     r'to 80000000 pixels; at most 50000000 per request'),
 ])
 def test_bad_requests_are_invalid_argument(served, batch, message):
   with pytest.raises(tf.errors.InvalidArgumentError, match=message):
@@ -164,11 +201,20 @@ def test_predict_tool_on_a_directory(exported, tmp_path):
                                      'b_colour.png', 'b_overlay.png']
   from PIL import Image
   assert np.asarray(Image.open(out / 'b.png')).shape == (33, 40)
-  (inputs / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n but no image')
-  result = run_tool('predict', f'--saved_model={exported["path"]}',
-                    f'--input={inputs / "broken.png"}', f'--output_dir={out}')
-  assert result.returncode == 2 and 'broken.png' in result.stderr
-  assert 'Traceback' not in result.stderr
+  corrupt = bytearray(example.png_bytes(IMAGE))
+  corrupt[60:200] = b'x' * 140  # the header and IEND intact, the pixel data not
+  (inputs / 'corrupt.png').write_bytes(bytes(corrupt))
+  (inputs / 'bomb.jpg').write_bytes(image_bombs.jpeg(16000, 16000))
+  for name in os.listdir(out):
+    os.remove(out / name)
+  result = run_tool('predict', f'--saved_model={exported["path"]}', f'--input={inputs}',
+                    f'--output_dir={out}')
+  assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+  assert 'bomb.jpg: image of 16000x16000 pixels; height and width must be at most 4096' in (
+      result.stderr)
+  assert 'corrupt.png: the decoder refused it: Invalid PNG data' in result.stderr
+  assert '2 of 4 image(s) could not be segmented' in result.stderr
+  assert sorted(os.listdir(out))[:2] == ['a.png', 'a_colour.png'] and len(os.listdir(out)) == 6
 
 
 class _FakeServing(http.server.BaseHTTPRequestHandler):

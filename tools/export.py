@@ -10,7 +10,9 @@ r"""Exports a trained segmenter as a SavedModel in TF Serving's layout, or as a 
 
 Writes `{export_dir}/{model_name}/{version}/` (version: the next integer unless given) with the
 `serving_default` (encoded image bytes) and `predict_tensor` signatures, `assets.extra/labels.json`,
-`model.json` and TF Serving warm-up requests; see official/autodeeplab/serving/export.py.
+`model.json` and TF Serving warm-up requests; see official/autodeeplab/serving/export.py. What a
+request may cost (`--max_side`, `--max_pixels`, `--max_request_pixels`) is checked in the graph from
+each image's header before it is decoded (serving/image_limits.py).
 `--format=tflite` writes `{export_dir}/{model_name}/{model_name}_{H}x{W}[_{quantize}].tflite`
 beside a `labels.json` (serving/tflite.py): uint8 [1, H, W, 3] in, class ids [1, H, W] out.
 """
@@ -42,6 +44,12 @@ flags.DEFINE_integer('calibration_images', 100, '--quantize=int8: images to cali
 flags.DEFINE_bool('with_logits', False, '--format=tflite: also output the logits.')
 flags.DEFINE_string('export_dir', None, 'Model server base path.')
 flags.DEFINE_integer('version', None, 'Version to write (default: the next integer).')
+flags.DEFINE_integer('max_side', sizes.MAX_IMAGE_SIDE, 'The served model refuses an image with a '
+                     'longer side (read from its header, before decoding).')
+flags.DEFINE_integer('max_pixels', sizes.MAX_IMAGE_PIXELS, 'The served model refuses an image '
+                     'that decodes to more pixels (frames x pixels for an animated GIF).')
+flags.DEFINE_integer('max_request_pixels', sizes.MAX_REQUEST_PIXELS, 'The served model refuses '
+                     'a request whose images decode to more pixels together.')
 flags.mark_flag_as_required('export_dir')
 
 
@@ -129,6 +137,11 @@ def main(argv):
     raise common.UserInputError(f'--version={FLAGS.version}: must be a positive integer')
   from official.autodeeplab.data import datasets
   from official.autodeeplab.serving import export
+  from official.autodeeplab.serving import image_limits
+  try:
+    limits = image_limits.Limits(FLAGS.max_side, FLAGS.max_pixels, FLAGS.max_request_pixels)
+  except ValueError as e:
+    raise common.UserInputError(f'--{e}') from None
   from official.autodeeplab.training import run_state
   if FLAGS.workdir:
     if FLAGS.genotype or FLAGS.model_size or FLAGS.filter_multiplier or FLAGS.num_classes:
@@ -155,7 +168,7 @@ def main(argv):
   description = {**description, 'dataset': dataset, 'checkpoint': checkpoint}
   path = export.export(model, FLAGS.export_dir, FLAGS.model_name, FLAGS.version,
                        spec.class_names if spec else None, spec.palette if spec else None,
-                       scales, FLAGS.flip, description, _dataset_ids(spec))
+                       scales, FLAGS.flip, description, _dataset_ids(spec), limits)
   print(f'[export] {checkpoint or "freshly initialised weights"} -> {path}\n'
         f'  serve:   docker run -p 8501:8501 -v "$(realpath {FLAGS.export_dir})/'
         f'{FLAGS.model_name}:/models/{FLAGS.model_name}" -e MODEL_NAME={FLAGS.model_name} '

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sys
 
 from absl import flags
 
@@ -75,19 +76,26 @@ class LocalModel:
       model, self.description, self.path = run_state.load_trained_model(workdir)
       self._fn = export.SegmentationServer(model).serve_image_bytes
     self._errors = (tf.errors.InvalidArgumentError,)
+    self._error_text = export.error_text
 
   def __call__(self, data: bytes):
     import tensorflow as tf
     try:
       out = self._fn(image_bytes=tf.constant([data]))
     except self._errors as e:
-      raise ValueError(e.message.strip().splitlines()[-1]) from None
+      raise ValueError(_without_index(self._error_text(e.message))) from None
     return out['semantic'].numpy()[0], out['image_size'].numpy()[0]
+
+
+def _without_index(text: str) -> str:
+  """'image_bytes[0]: image of ...' -> 'image of ...': one file per request here."""
+  return text.split(': ', 1)[1] if text.startswith('image_bytes[0]: ') else text
 
 
 class LiteRTClient:
   """A LiteRT model file (tools.export --format=tflite): each image decoded here (RGB), fitted
-  to the model's input by `tflite.letterbox`, run by LiteRT's interpreter."""
+  to the model's input by `tflite.letterbox`, run by LiteRT's interpreter. The export's limits
+  hold here too: the size is read from the header (Pillow opens lazily) before decoding."""
 
   def __init__(self, path: str, num_threads: int | None):
     from official.autodeeplab.serving import tflite
@@ -98,9 +106,19 @@ class LiteRTClient:
     import io
     import numpy as np
     from PIL import Image
+    from official.autodeeplab.modeling import sizes
     try:
-      image = np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
-    except (OSError, ValueError) as e:  # Pillow's UnidentifiedImageError is an OSError
+      opened = Image.open(io.BytesIO(data))
+      width, height = opened.size
+      frames = getattr(opened, 'n_frames', 1)
+      if max(height, width) > sizes.MAX_IMAGE_SIDE:
+        raise ValueError(f'image of {height}x{width} pixels; height and width must be at most '
+                         f'{sizes.MAX_IMAGE_SIDE}')
+      if frames * height * width > sizes.MAX_IMAGE_PIXELS:
+        raise ValueError(f'{frames} frames of {height}x{width} pixels; at most '
+                         f'{sizes.MAX_IMAGE_PIXELS} pixels are decoded per image')
+      image = np.asarray(opened.convert('RGB'))
+    except (OSError, Image.DecompressionBombError) as e:  # UnidentifiedImageError: an OSError
       raise ValueError(f'not a decodable image ({e})') from None
     return self.model.predict(image), image.shape[:2]
 
@@ -123,7 +141,13 @@ class RestClient:
       with urllib.request.urlopen(request, timeout=self.timeout) as response:
         prediction = json.load(response)['predictions'][0]
     except urllib.error.HTTPError as e:
-      raise ValueError(f'{e.code}: {e.read().decode(errors="replace")[:300]}') from None
+      body = e.read().decode(errors='replace')
+      try:
+        from official.autodeeplab.serving import export
+        text = _without_index(export.error_text(json.loads(body)['error']))
+      except (ValueError, KeyError, TypeError):
+        text = body[:300]
+      raise ValueError(f'HTTP {e.code}: {text}') from None
     except (urllib.error.URLError, OSError) as e:
       raise common.UserInputError(f'--server={self.url}: {e}') from None
     return np.asarray(prediction['semantic']), np.asarray(prediction['image_size'])
@@ -150,7 +174,8 @@ class GrpcClient:
       response = self.stub.Predict(request, timeout=self.timeout)
     except grpc.RpcError as e:
       if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        raise ValueError(e.details()) from None
+        from official.autodeeplab.serving import export
+        raise ValueError(_without_index(export.error_text(e.details()))) from None
       raise common.UserInputError(f'--server={self.server}: {e.code().name}: {e.details()}') from None
     return (tf.make_ndarray(response.outputs['semantic'])[0],
             tf.make_ndarray(response.outputs['image_size'])[0])
@@ -216,13 +241,18 @@ def main(argv):
   palette = _palette(labels, dataset)
   dataset_ids = (_dataset_ids(labels, dataset) if FLAGS.prediction_ids == 'dataset' else None)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
+  failed = []
   for path in tqdm(files, unit='img', desc='predict'):
-    with open(path, 'rb') as f:
-      data = f.read()
     try:
+      with open(path, 'rb') as f:
+        data = f.read()
       semantic, (height, width) = client(data)
-    except ValueError as e:
-      raise common.UserInputError(f'{path}: {e}') from None
+    except common.UserInputError:  # the model or server itself: nothing else would work either
+      raise
+    except (OSError, ValueError) as e:  # one bad file: said, and the others still written
+      failed.append(path)
+      tqdm.write(f'error: {path}: {e.strerror if isinstance(e, OSError) else e}', file=sys.stderr)
+      continue
     ids = np.asarray(semantic)[:height, :width].astype(np.uint8)
     name = os.path.splitext(os.path.basename(path))[0]
     if dataset_ids is not None:  # the benchmark server's input: one PNG per image, nothing else
@@ -237,7 +267,10 @@ def main(argv):
                        os.path.join(FLAGS.output_dir, f'{name}_overlay.png'))
   written = ('{name}.png in the dataset\'s own label ids' if dataset_ids is not None else
              '{name}.png ids, {name}_colour.png, {name}_overlay.png')
-  print(f'[predict] {len(files)} image(s) -> {FLAGS.output_dir} ({written})')
+  print(f'[predict] {len(files) - len(failed)} image(s) -> {FLAGS.output_dir} ({written})')
+  if failed:
+    raise common.UserInputError(f'--input: {len(failed)} of {len(files)} image(s) could not be '
+                                'segmented (each named above); the others were written')
 
 
 if __name__ == '__main__':

@@ -17,6 +17,10 @@ BATCH_NORM_MOMENTUM = 0.9997
 BATCH_NORM_EPSILON = 1e-3
 MIN_IMAGE_SIZE = 32  # every level (strides 4..32) then has at least one pixel
 MAX_IMAGE_SIDE = 4096  # the largest side an export accepts (SavedModel requests, LiteRT inputs)
+# What a served image may decode to (a 4096 x 4096 image is 48 MB of RGB; frames x pixels for an
+# animated GIF) and all the images of one request together (serving/image_limits).
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+MAX_REQUEST_PIXELS = 4 * MAX_IMAGE_PIXELS
 
 
 def resolve_filter_multiplier(model_size: str | None = None,

@@ -19,10 +19,13 @@ Signatures:
 
 Input policy: images are normalised to [-1, 1] as in training and never resized (the network is
 fully convolutional; multi-scale inference resizes internally and averages at the input size);
-sides below 32 px are padded with the mean and the result cropped back; a side above `MAX_SIDE`
-(4096) is refused. Bad requests (bytes that are no image, an empty string, an empty batch, an image
-above the maximum, a tensor without 3 channels) fail with InvalidArgument and a message saying what
-was expected.
+sides below 32 px are padded with the mean and the result cropped back. What a request may cost is
+bounded before anything is decoded (`image_limits`): each image's header gives its size, and a side
+above `max_side` (4096), an image decoding to more than `max_pixels` (4096 x 4096; frames x pixels
+for an animated GIF) or a request above `max_request_pixels` (4 x 4096 x 4096) is refused. Bad
+requests (bytes that are no image, a truncated PNG or JPEG, an empty batch, an image above the
+limits, a tensor without 3 channels) fail with InvalidArgument naming the image's index and what
+was expected; the decoder's own errors keep TensorFlow's message.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from official.autodeeplab.data import example
 from official.autodeeplab import errors
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import sizes
+from official.autodeeplab.serving import image_limits
 from official.autodeeplab.training import evaluation
 
 MAX_SIDE = sizes.MAX_IMAGE_SIDE
@@ -47,7 +51,6 @@ MIN_SIDE = sizes.MIN_IMAGE_SIZE
 SERVING_DEFAULT = 'serving_default'
 PREDICT_TENSOR = 'predict_tensor'
 WARMUP_FILE = 'tf_serving_warmup_requests'
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
 class SegmentationServer(tf.Module):
@@ -57,11 +60,13 @@ class SegmentationServer(tf.Module):
     model: images in [-1, 1] -> logits at the input size.
     scales: inference scales (1.0: single scale), averaged as in evaluation.
     flip: also average left-right flipped predictions.
+    limits: the largest side and the decoded pixels accepted per image and per request.
   """
 
-  def __init__(self, model, scales: Sequence[float] = (1.0,), flip: bool = False):
+  def __init__(self, model, scales: Sequence[float] = (1.0,), flip: bool = False,
+               limits: image_limits.Limits = image_limits.Limits()):
     super().__init__(name='autodeeplab')
-    self.model = model
+    self.model, self.limits = model, limits
     self.scales, self.flip = tuple(float(s) for s in scales), bool(flip)
 
   def _probabilities(self, images):
@@ -82,14 +87,22 @@ class SegmentationServer(tf.Module):
                                               name='images')])
   def predict_tensor(self, images):
     shape = tf.shape(images)
+    pixels = tf.cast(shape[1], tf.int64) * tf.cast(shape[2], tf.int64)
+    limits = self.limits
     checks = [
         tf.debugging.assert_equal(shape[3], 3, message='images: expected RGB, [N, H, W, 3]'),
         tf.debugging.assert_positive(shape[0], message='images: empty batch'),
         tf.debugging.assert_less_equal(
-            tf.reduce_max(shape[1:3]), MAX_SIDE,
-            message=f'images: height and width must be at most {MAX_SIDE}'),
+            tf.reduce_max(shape[1:3]), limits.max_side,
+            message=f'images: height and width must be at most {limits.max_side}'),
         tf.debugging.assert_positive(tf.reduce_min(shape[1:3]),
                                      message='images: height and width must be positive'),
+        tf.debugging.assert_less_equal(
+            pixels, tf.constant(limits.max_pixels, tf.int64),
+            message=f'images: at most {limits.max_pixels} pixels per image'),
+        tf.debugging.assert_less_equal(
+            pixels * tf.cast(shape[0], tf.int64), tf.constant(limits.max_request_pixels, tf.int64),
+            message=f'images: at most {limits.max_request_pixels} pixels per request'),
     ]
     with tf.control_dependencies(checks):
       images = tf.identity(images)
@@ -109,12 +122,17 @@ class SegmentationServer(tf.Module):
     with tf.control_dependencies([tf.debugging.assert_positive(
         count, message='image_bytes: empty batch; send at least one encoded image')]):
       indices = tf.range(count)
-    sizes_ = tf.map_fn(lambda i: tf.shape(self._decode(image_bytes[i], i))[:2], indices,
-                       fn_output_signature=tf.int32)
+    # Every header is read and bounded before anything is decoded (serving/image_limits).
+    headers = tf.map_fn(
+        lambda i: tf.stack(image_limits.checked_size(image_bytes[i], i, self.limits)), indices,
+        fn_output_signature=tf.int64)
+    with tf.control_dependencies([image_limits.check_request(headers[:, 2], self.limits)]):
+      indices = tf.identity(indices)
+    sizes_ = tf.cast(headers[:, :2], tf.int32)
     height, width = tf.reduce_max(sizes_[:, 0]), tf.reduce_max(sizes_[:, 1])
 
     def segment(i):
-      image = tf.cast(self._decode(image_bytes[i], i), tf.float32)
+      image = tf.cast(self._decode(image_bytes[i]), tf.float32)
       probabilities = self._probabilities(image[tf.newaxis])[0]
       pad = [[0, height - tf.shape(image)[0]], [0, width - tf.shape(image)[1]]]
       semantic = tf.pad(tf.argmax(probabilities, -1, output_type=tf.int32), pad,
@@ -126,23 +144,21 @@ class SegmentationServer(tf.Module):
                                      fn_output_signature=(tf.int32, tf.float32))
     return {'semantic': semantic, 'confidence': confidence, 'image_size': sizes_}
 
-  def _decode(self, data, index):
-    """One encoded image -> uint8 [H, W, 3], with the request's errors checked."""
-    prefix = tf.strings.substr(data, 0, 8)
-    is_image = (tf.io.is_jpeg(data) | tf.equal(prefix, _PNG_SIGNATURE) |
-                tf.equal(tf.strings.substr(data, 0, 4), b'GIF8') |
-                tf.equal(tf.strings.substr(data, 0, 2), b'BM'))
-    check = tf.debugging.Assert(is_image, [tf.strings.format(
-        'image_bytes[{}]: not a PNG, JPEG, GIF or BMP image ({} bytes)',
-        (index, tf.strings.length(data)))])
-    with tf.control_dependencies([check]):
-      image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    shape = tf.shape(image)
-    too_large = tf.debugging.Assert(tf.reduce_max(shape[:2]) <= MAX_SIDE, [tf.strings.format(
-        'image_bytes[{}]: image of {}x{} pixels; height and width must be at most '
-        f'{MAX_SIDE}', (index, shape[0], shape[1]))])
-    with tf.control_dependencies([too_large]):
-      return tf.ensure_shape(tf.identity(image), [None, None, 3])
+  def _decode(self, data):
+    """One encoded image -> uint8 [H, W, 3]; only called once its header passed the limits."""
+    return tf.ensure_shape(tf.io.decode_image(data, channels=3, expand_animations=False),
+                           [None, None, 3])
+
+
+def error_text(message: str) -> str:
+  """What a client shows for a refused request: the assertion's own words (`image_bytes[i]:
+  ...`), or the decoder's error line as TensorFlow states it, without node names and graph
+  tracebacks."""
+  lines = [line.strip() for line in message.strip().splitlines()
+           if line.strip() and not line.strip().startswith('[[')]
+  line = re.sub(r'^\{\{function_node [^}]*\}\}\s*', '', lines[-1] if lines else message)
+  found = re.fullmatch(r'assertion failed: \[(.*)\]', line)
+  return found.group(1) if found else f'the decoder refused it: {line}'
 
 
 def next_version(model_dir: str) -> int:
@@ -189,7 +205,8 @@ def labels_document(num_classes: int, class_names: Sequence[str] | None = None,
 def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int | None = None,
            class_names: Sequence[str] | None = None, palette: np.ndarray | None = None,
            scales: Sequence[float] = (1.0,), flip: bool = False,
-           description: dict | None = None, dataset_ids: Sequence[int] | None = None) -> str:
+           description: dict | None = None, dataset_ids: Sequence[int] | None = None,
+           limits: image_limits.Limits = image_limits.Limits()) -> str:
   """Writes `{export_dir}/{model_name}/{version}` (default: the next version); returns its path.
 
   Args:
@@ -203,6 +220,7 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
     flip: left-right flip averaging in the graph.
     description: what the model is (`run_state.model_description`), for `model.json`.
     dataset_ids: the dataset's own label value per class, for `labels.json`.
+    limits: what a request may cost (`image_limits.Limits`), checked from the image headers.
   """
   if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', model_name):
     raise UserInputError(f'model_name={model_name}: expected letters, digits, _ . -')
@@ -220,7 +238,7 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
     raise UserInputError(f'{model_dir}: cannot create it ({e.strerror})') from None
   tmp = os.path.join(model_dir, f'.tmp-{version}-{os.getpid()}')
   shutil.rmtree(tmp, ignore_errors=True)
-  server = SegmentationServer(model, scales, flip)
+  server = SegmentationServer(model, scales, flip, limits)
   try:
     tf.saved_model.save(server, tmp, signatures={
         SERVING_DEFAULT: server.serve_image_bytes.get_concrete_function(),
@@ -232,7 +250,8 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
                 indent=1)
     with open(os.path.join(extra, 'model.json'), 'w') as f:
       json.dump({**(description or {}), 'scales': list(server.scales), 'flip': server.flip,
-                 'max_side': MAX_SIDE, 'min_side_padded_to': MIN_SIDE,
+                 'max_side': limits.max_side, 'max_pixels': limits.max_pixels,
+                 'max_request_pixels': limits.max_request_pixels, 'min_side_padded_to': MIN_SIDE,
                  'signatures': [SERVING_DEFAULT, PREDICT_TENSOR]}, f, indent=1)
     warmup_requests(model_name, os.path.join(extra, WARMUP_FILE))
     os.rename(tmp, target)
