@@ -121,6 +121,28 @@ def test_periodic_exports_summaries_and_progress_line(task, tmp_path):
   assert decoded == saved and step == start + 4 and transitions.shape == (3, 4, 3)
 
 
+def test_a_full_disk_at_an_architecture_export_keeps_the_previous_files(task, tmp_path,
+                                                                       monkeypatch):
+  """ENOSPC injected into the atomic writer: one line naming the file, the last export intact."""
+  import errno
+  from official.autodeeplab.utils import files
+  first = search_task.export_architecture(task.model, str(tmp_path), 7)
+  written = {name: (tmp_path / name).read_bytes()
+             for name in ('arch.npz', 'genotype.json', 'architecture.png')}
+
+  def full_disk(path, mode='r', *args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(files, 'open', full_disk, raising=False)
+  with pytest.raises(UserInputError, match=r'arch.npz: cannot write it \(No space left on '
+                                           r'device\); the previous version, if any, is intact'):
+    search_task.export_architecture(task.model, str(tmp_path), 8)
+  for name, data in written.items():
+    assert (tmp_path / name).read_bytes() == data, name
+  assert sorted(os.listdir(tmp_path)) == sorted(written)  # no temporary file left
+  assert first == Genotype.from_json(tmp_path / 'genotype.json')
+
+
 def test_sigterm_checkpoints_then_the_rerun_resumes(task, tmp_path):
   start = int(task.step.numpy())
   a, b = datasets()

@@ -11,7 +11,7 @@ from tests.conftest import assert_bad_input
 # A bad flag -> what its one error line says.
 BAD_FLAGS = {
     '--gin_file=nope.gin': '--gin_file=nope.gin: no such file',
-    '--gin_bindings=build_supernet.no_such_arg = 1': '--gin_file/--gin_bindings',
+    '--gin_bindings=build_supernet.no_such_arg = 1': '--gin_bindings (binding 1): ',
     '--crop_size=0': '--crop_size=0: must be positive',
     '--strategy=gpu_farm': '--strategy=gpu_farm: expected one of',
     '--gin_bindings=search_config.arch_lr_min = 3': 'search_config.arch_lr_min: no such setting; '
@@ -27,6 +27,30 @@ def test_search_binary_bad_input(tool, tmp_path, flag):
   assert_bad_input(result, message)
   lines = [l for l in result.stderr.strip().splitlines() if l.startswith('error:')]
   assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+
+
+def test_gin_files_that_do_not_parse_are_named_with_their_line(tool, tmp_path):
+  import gin
+  from official.autodeeplab.training import configs  # noqa: F401 (registers the configurables)
+  from tools import common
+  cases = {
+      'unclosed.gin': ('search_config.num_layers = 4\nsearch_config.arch_lr = (3,\n',
+                       'unclosed.gin, line 3: EOF in multi-line statement'),
+      'syntax.gin': ('search_config.num_layers = 4\nsearch_config.arch_lr = 1e-3 1\n',
+                     'syntax.gin, line 2: Expected newline'),
+      'include.gin': ('include "missing.gin"\n', 'include.gin, line 1: Unable to open file: '
+                      'missing.gin'),
+      'unknown.gin': ('search_config.num_layers = 4\nsearch_confg.arch_lr = 1\n',
+                      "unknown.gin, line 2: No configurable matching 'search_confg'"),
+  }
+  for name, (text, message) in cases.items():
+    (tmp_path / name).write_text(text)
+    with pytest.raises(common.UserInputError) as raised:
+      common.parse_gin([str(tmp_path / name)], [])
+    gin.clear_config()
+    assert message in str(raised.value) and '\n' not in str(raised.value), str(raised.value)
+  result = tool('search', f'--workdir={tmp_path / "run"}', f'--gin_file={tmp_path / "syntax.gin"}')
+  assert_bad_input(result, f'--gin_file={tmp_path / "syntax.gin"}, line 2: Expected newline')
 
 
 def test_search_binary_names_a_corrupt_shard(tool, tmp_path):

@@ -127,6 +127,7 @@ def test_train_bad_input(trained, tmp_path, args, message):
     (['--scales=1,zero'], '--scales=1,zero'),
     (['--checkpoint=/nope/ckpt-3'], '--checkpoint=/nope/ckpt-3'),
     (['--checkpoint=best'], '--checkpoint=best: '),
+    (['--gin_bindings=inference_options.flips = True'], 'inference_options.flips: no such'),
 ])
 def test_evaluate_bad_input(trained, args, message):
   result = run_tool('evaluate', f'--workdir={trained["workdir"]}',

@@ -106,15 +106,40 @@ def parse_scales(values: list[str]) -> list[float]:
 
 
 def parse_gin(gin_files, gin_bindings) -> None:
-  """Parses gin files and bindings; a missing file or bad binding is a one-line error."""
+  """Parses gin files, then bindings; a missing file, a file or binding that does not parse or
+  names nothing configurable is one line naming the file (and line) or the binding."""
+  import importlib.util  # noqa: F401 (gin's `include` needs it imported)
   import gin
   for path in gin_files:
     if not os.path.isfile(path):
       raise UserInputError(f'--gin_file={path}: no such file')
+  for path in gin_files:
+    try:
+      gin.parse_config_file(path)
+    except Exception as e:  # gin raises many types (ValueError, KeyError, SyntaxError...)
+      raise UserInputError(gin_error(f'--gin_file={path}', e)) from None
   try:
-    gin.parse_config_files_and_bindings(gin_files, gin_bindings)
-  except Exception as e:  # gin raises many types (ValueError, KeyError, SyntaxError...)
-    raise UserInputError(f'--gin_file/--gin_bindings: {type(e).__name__}: {e}'.splitlines()[0])
+    gin.parse_config(gin_bindings)
+  except Exception as e:
+    raise UserInputError(gin_error('--gin_bindings', e)) from None
+
+
+def gin_error(source: str, error: BaseException) -> str:
+  """One line for a gin parse error: where (file and line, or the bindings) and what."""
+  text = str(error).strip()
+  first = text.splitlines()[0] if text else type(error).__name__
+  located = re.search(r'In file "(.+?)", line (\d+)', text)
+  if located:  # an included file or a configurable's own error: gin appends the location
+    return f'--gin_file={located.group(1)}, line {located.group(2)}: {first}'
+  if isinstance(error, SyntaxError) and error.lineno:
+    return f'{source}, line {error.lineno}: {error.msg}'
+  if type(error).__name__ == 'TokenError':  # tokenize's ('EOF in multi-line statement', (l, c))
+    message, (line, _) = error.args
+    return f'{source}, line {line}: {message} (an unclosed bracket or string?)'
+  located = re.search(r'In bindings string line (\d+)', text)
+  if located and source == '--gin_bindings':
+    return f'--gin_bindings (binding {located.group(1)}): {first}'
+  return f'{source}: {first}'
 
 
 # Start-up lines of TensorFlow's C++ runtime that say nothing about this program's work.

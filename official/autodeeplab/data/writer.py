@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from official.autodeeplab.errors import UserInputError
+from official.autodeeplab.utils import files
 
 
 def shard_path(output_dir: str, split: str, index: int, num_shards: int) -> str:
@@ -34,11 +35,7 @@ def shard_files(directory: str, split: str) -> list[str]:
 
 
 def _write_json(path: str, data: Any) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(data, f, indent=1)
-    f.write('\n')
-  os.replace(tmp, path)
+  files.write_text(path, json.dumps(data, indent=1) + '\n')
 
 
 def _check_manifest(output_dir: str, manifest: dict) -> None:

@@ -20,6 +20,7 @@ from any workdir's latest checkpoint without training.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import typing
@@ -43,6 +44,7 @@ from official.autodeeplab.training import run_state
 from official.autodeeplab.training.configs import LoopSettings
 from official.autodeeplab.training.configs import SearchConfig
 from official.autodeeplab.training.configs import SearchData
+from official.autodeeplab.utils import files
 from official.autodeeplab.utils import runtime as runtime_lib
 from official.autodeeplab.utils import visualize
 
@@ -283,10 +285,9 @@ def export_architecture(model: supernet.Supernet, workdir: str,
   `architecture.png`. Returns the genotype."""
   alpha, beta = (v.numpy() for v in model.arch_variables)
   transitions = decode.transition_probabilities(beta)
-  arch_path = os.path.join(workdir, 'arch.npz')
-  tmp = f'{arch_path}.tmp-{os.getpid()}.npz'
-  np.savez(tmp, alpha=alpha, beta=beta, transition_probabilities=transitions, step=step)
-  os.replace(tmp, arch_path)
+  buffer = io.BytesIO()
+  np.savez(buffer, alpha=alpha, beta=beta, transition_probabilities=transitions, step=step)
+  files.write_bytes(os.path.join(workdir, 'arch.npz'), buffer.getvalue())
   found = decode.decode(alpha, beta, model.num_blocks)
   found.to_json(os.path.join(workdir, 'genotype.json'))
   visualize.plot_architecture(found, os.path.join(workdir, 'architecture.png'), transitions,

@@ -13,13 +13,14 @@ prediction write; `side_by_side` is their TensorFlow form for TensorBoard.
 """
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 
 from official.autodeeplab.data import datasets
 from official.autodeeplab.search import space
 from official.autodeeplab.search.genotype import Genotype
+from official.autodeeplab.utils import files
 
 OVERLAY_ALPHA = 0.5  # weight of the mask colour in an overlay
 
@@ -47,11 +48,20 @@ def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = OVERLAY_ALPHA
 
 
 def save_png(array: np.ndarray, path: str) -> None:
-  """Writes a PNG atomically (temporary name, then rename)."""
+  """Writes a PNG atomically, a full disk as one line (`utils/files.write_bytes`)."""
   from PIL import Image
-  tmp = f'{path}.tmp-{os.getpid()}.png'
-  Image.fromarray(array).save(tmp)
-  os.replace(tmp, path)
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format='PNG')
+  files.write_bytes(path, buffer.getvalue())
+
+
+def save_figure(fig, path: str, dpi: int) -> str:
+  """Renders a matplotlib figure to PNG, closes it and writes it atomically (`save_png`)."""
+  import matplotlib.pyplot as plt
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=dpi)
+  plt.close(fig)
+  return files.write_bytes(path, buffer.getvalue())
 
 
 def side_by_side(images, labels, predictions, palette: np.ndarray):
@@ -98,11 +108,7 @@ def plot_architecture(genotype: Genotype, output_path: str,
   if title:
     fig.suptitle(title, fontsize=11)
   fig.tight_layout(rect=(0, 0.07, 1, 0.95 if title else 1))
-  tmp = f'{output_path}.tmp-{os.getpid()}.png'
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  os.replace(tmp, output_path)
-  return output_path
+  return save_figure(fig, output_path, 120)
 
 
 def _plot_path(ax, genotype: Genotype, transitions: np.ndarray | None) -> None:
@@ -207,8 +213,4 @@ def plot_confusion(confusion: np.ndarray, class_names, output_path: str, title: 
   ax.set_title(title or 'confusion matrix (each row sums to 1)', fontsize=10)
   fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
   fig.tight_layout()
-  tmp = f'{output_path}.tmp-{os.getpid()}.png'
-  fig.savefig(tmp, dpi=dpi)
-  plt.close(fig)
-  os.replace(tmp, output_path)
-  return output_path
+  return save_figure(fig, output_path, dpi)
