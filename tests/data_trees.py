@@ -8,6 +8,18 @@ from PIL import Image
 from official.autodeeplab.data import datasets
 
 
+def read_back(output_dir, split):
+  """{filename: (image uint8, label uint8)} through the eval pipeline (no augmentation)."""
+  import tensorflow as tf
+  from official.autodeeplab.data import input_pipeline
+  files = input_pipeline.split_files(output_dir, split)
+  out = {}
+  for serialized in tf.data.TFRecordDataset(files):
+    ex = input_pipeline.example.parse(serialized)
+    out[ex['filename'].numpy().decode()] = (ex['image'].numpy(), ex['label'].numpy())
+  return out
+
+
 def _save_rgb(path, array, fmt=None):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   Image.fromarray(array).save(path, format=fmt)
@@ -85,3 +97,60 @@ def ade20k(root, split='training', count=3, size=(18, 26), seed=0):
     _save_label(os.path.join(root, 'annotations', split, name + '.png'), label)
     raw[name] = label
   return raw
+
+
+# A user's own dataset (converters/folder.py): 4 classes told apart by colour and place.
+FOLDER_CLASSES = ['background', 'road', 'car', 'sign']
+FOLDER_PALETTE = [[0, 0, 0], [128, 64, 128], [0, 0, 142], [220, 220, 0]]
+
+
+def folder_example(rng, size=(40, 48)):
+  """(RGB image, class ids): a background with a road band, a car box and a sign disc, each in
+  its own colour plus noise."""
+  height, width = size
+  label = np.zeros(size, np.uint8)
+  label[height * 2 // 3:] = 1
+  top, left = rng.integers(4, height // 2), rng.integers(0, width - 16)
+  label[top:top + 10, left:left + 14] = 2
+  y, x = np.mgrid[:height, :width]
+  cy, cx = rng.integers(4, height // 2), rng.integers(4, width - 4)
+  label[(y - cy) ** 2 + (x - cx) ** 2 <= 9] = 3
+  colours = np.array([[90, 150, 90], [110, 110, 110], [200, 40, 40], [240, 220, 40]])
+  image = colours[label] + rng.normal(0, 12, [*size, 3])
+  return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def folder(root, layout='subfolders', label_format='ids', count=8, seed=0, spec=None,
+           label_map=None, size=(40, 48)):
+  """Writes a folder dataset: layout 'subfolders' (images/{train,val}/), 'lists' (flat +
+  train.txt / val.txt) or 'flat' (SHA-1 split). Masks: 'ids' (grey PNG; raw = id + 10 when
+  `label_map`), or 'colours' (RGB PNG in FOLDER_PALETTE). Returns {stem: class ids}."""
+  import json
+  rng = np.random.default_rng(seed)
+  document = spec or {'name': 'streets', 'class_names': FOLDER_CLASSES,
+                      'palette': FOLDER_PALETTE, 'label_format': label_format}
+  if label_map:
+    document['label_map'] = label_map
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, 'dataset.json'), 'w') as f:
+    json.dump(document, f)
+  ids, lists = {}, {'train': [], 'val': []}
+  for i in range(count):
+    stem = f'img_{i:03d}'
+    split = 'val' if i % 4 == 3 else 'train'
+    image, label = folder_example(rng, size)
+    sub = split if layout == 'subfolders' else ''
+    _save_rgb(os.path.join(root, 'images', sub, f'{stem}.jpg' if i % 2 else f'{stem}.png'), image)
+    if label_format == 'colours':
+      _save_rgb(os.path.join(root, 'labels', sub, f'{stem}.png'),
+                np.asarray(FOLDER_PALETTE, np.uint8)[label])
+    else:
+      _save_label(os.path.join(root, 'labels', sub, f'{stem}.png'),
+                  label + 10 if label_map else label)
+    ids[stem] = label
+    lists[split].append(stem)
+  if layout == 'lists':
+    for split, stems in lists.items():
+      with open(os.path.join(root, f'{split}.txt'), 'w') as f:
+        f.write('\n'.join(stems) + '\n')
+  return ids

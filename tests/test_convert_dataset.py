@@ -14,16 +14,7 @@ from official.autodeeplab.data import convert
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.errors import UserInputError
 from tests import data_trees
-
-
-def read_back(output_dir, split):
-  """{filename: (image uint8, label uint8)} through the eval pipeline (no augmentation)."""
-  files = input_pipeline.split_files(output_dir, split)
-  out = {}
-  for serialized in tf.data.TFRecordDataset(files):
-    ex = input_pipeline.example.parse(serialized)
-    out[ex['filename'].numpy().decode()] = (ex['image'].numpy(), ex['label'].numpy())
-  return out
+from tests.data_trees import read_back
 
 
 def official_cityscapes_train_ids(raw):
@@ -166,7 +157,7 @@ def test_bad_input_through_the_tool_exits_2(tool, city, tmp_path):
 def test_output_dir_with_another_dataset(city, tmp_path):
   convert.convert('synthetic', str(tmp_path / 'out'), 'train', 1, num_examples=2, image_size=16,
                   progress=False)
-  with pytest.raises(UserInputError, match='already holds a different dataset'):
+  with pytest.raises(UserInputError, match='already holds another dataset'):
     convert.convert('cityscapes', str(tmp_path / 'out'), 'train', 1, str(city), progress=False)
 
 

@@ -11,6 +11,8 @@ r"""Converts a dataset split into sharded TFRecords (Google DeepLab's feature ke
       --split=val --output_dir=...
   python -m tools.convert_dataset --dataset=synthetic --output_dir=... --split=train \
       --num_examples=64 --image_size=129
+  python -m tools.convert_dataset --dataset=folder --data_dir=my_data --output_dir=... \
+      --split=train [--val_fraction=0.1]        # your own: dataset.json, images/, labels/
 
 Writes {output_dir}/{split}-{i:05d}-of-{n:05d}.tfrecord and {split}-summary.json; rerunning the
 same command after an interruption finishes the job.
@@ -24,8 +26,11 @@ from absl import flags
 from tools import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('dataset', None, ['cityscapes', 'voc', 'ade20k', 'synthetic'], 'Dataset.')
+flags.DEFINE_enum('dataset', None, ['cityscapes', 'voc', 'ade20k', 'synthetic', 'folder'],
+                  'Dataset; folder: your own (dataset.json, images/, labels/ in --data_dir).')
 flags.DEFINE_string('data_dir', '', 'Root of the raw dataset tree.')
+flags.DEFINE_float('val_fraction', 0.1, '--dataset=folder, flat without list files: the share of '
+                   'stems (by SHA-1) in val.')
 flags.DEFINE_string('output_dir', None, 'Where the shards go.')
 flags.DEFINE_string('split', 'train', 'Split to convert.')
 flags.DEFINE_integer('num_shards', 4, 'Number of output shards.')
@@ -46,7 +51,8 @@ def main(argv):
   summary = convert.convert(
       FLAGS.dataset, FLAGS.output_dir, FLAGS.split, FLAGS.num_shards, FLAGS.data_dir,
       FLAGS.num_workers, FLAGS.half_resolution, FLAGS.sbd_dir, FLAGS.num_examples,
-      FLAGS.image_size, FLAGS.num_classes, FLAGS.seed, tfds_data_dir=FLAGS.tfds_data_dir)
+      FLAGS.image_size, FLAGS.num_classes, FLAGS.seed, tfds_data_dir=FLAGS.tfds_data_dir,
+      val_fraction=FLAGS.val_fraction)
   print(json.dumps({k: v for k, v in summary.items() if k != 'class_pixels'}))
 
 

@@ -102,6 +102,13 @@ def main(argv):
     raise common.UserInputError(
         f'{FLAGS.tfrecord_dir}: split {FLAGS.split!r} has {spec.num_classes} classes, the model '
         f'in {FLAGS.workdir} predicts {description["num_classes"]}')
+  trained_on = description.get('class_names')
+  if trained_on is not None and tuple(trained_on) != spec.class_names:
+    mismatch = next(i for i, (a, b) in enumerate(zip(trained_on, spec.class_names)) if a != b)
+    raise common.UserInputError(
+        f'{FLAGS.tfrecord_dir}: split {FLAGS.split!r} has other classes than the model in '
+        f'{FLAGS.workdir} was trained on (class {mismatch}: {spec.class_names[mismatch]!r} '
+        f'there, {trained_on[mismatch]!r} in its model.json)')
   evaluator = evaluation.Evaluator(model, spec.num_classes, options['scales'], options['flip'],
                                    strategy)
   on_batch = (_prediction_writer(FLAGS.save_predictions, visualize.label_palette(spec.palette),

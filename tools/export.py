@@ -136,6 +136,7 @@ def main(argv):
   if FLAGS.version is not None and FLAGS.version < 1:
     raise common.UserInputError(f'--version={FLAGS.version}: must be a positive integer')
   from official.autodeeplab.data import datasets
+  from official.autodeeplab.data import spec_file
   from official.autodeeplab.serving import export
   from official.autodeeplab.serving import image_limits
   try:
@@ -153,9 +154,12 @@ def main(argv):
     (model, description), checkpoint = _model_from_flags(), FLAGS.checkpoint
   dataset = FLAGS.dataset or description.get('dataset')
   spec = None
-  if dataset:
+  if FLAGS.dataset:
     spec = (datasets.synthetic_spec(model.num_classes) if dataset == 'synthetic'
             else datasets.get_spec(dataset))
+  elif dataset:  # the workdir's: its own spec (model.json) or the built-in one it names
+    spec = spec_file.spec_of(description, f'{FLAGS.workdir}/model.json')
+  if spec is not None:
     if spec.num_classes != model.num_classes:
       raise common.UserInputError(f'--dataset={dataset} has {spec.num_classes} classes, the '
                                   f'model predicts {model.num_classes}')

@@ -181,13 +181,21 @@ class GrpcClient:
             tf.make_ndarray(response.outputs['image_size'])[0])
 
 
-def _dataset_ids(labels: str | None, dataset: str | None):
-  """--prediction_ids=dataset: each class's own label value, from --dataset or the export's
+def _spec(dataset: str | None, description: dict | None):
+  """The dataset spec: --dataset's, else the workdir's (model.json), else None."""
+  from official.autodeeplab.data import datasets
+  from official.autodeeplab.data import spec_file
+  if dataset:
+    return datasets.synthetic_spec() if dataset == 'synthetic' else datasets.get_spec(dataset)
+  return spec_file.spec_of(description, f'{FLAGS.workdir}/model.json') if description else None
+
+
+def _dataset_ids(labels: str | None, spec):
+  """--prediction_ids=dataset: each class's own label value, from the spec or the export's
   labels.json."""
   import numpy as np
   from official.autodeeplab.data import datasets
-  if dataset:
-    spec = datasets.synthetic_spec() if dataset == 'synthetic' else datasets.get_spec(dataset)
+  if spec is not None:
     return datasets.dataset_ids(spec)
   if labels and os.path.isfile(labels):
     with open(labels) as f:
@@ -198,12 +206,10 @@ def _dataset_ids(labels: str | None, dataset: str | None):
                               'dataset_ids (export it with --dataset, or pass --dataset here)')
 
 
-def _palette(labels: str | None, dataset: str | None):
-  """The dataset's colours: --dataset's, else the export's labels.json, else a fixed one."""
-  from official.autodeeplab.data import datasets
+def _palette(labels: str | None, spec):
+  """The dataset's colours: the spec's, else the export's labels.json, else a fixed one."""
   from official.autodeeplab.utils import visualize
-  if dataset:
-    spec = datasets.synthetic_spec() if dataset == 'synthetic' else datasets.get_spec(dataset)
+  if spec is not None:
     return visualize.label_palette(spec.palette)
   if labels and os.path.isfile(labels):
     with open(labels) as f:
@@ -226,7 +232,7 @@ def main(argv):
   from PIL import Image
   from tqdm import tqdm
   from official.autodeeplab.utils import visualize
-  labels, dataset = None, FLAGS.dataset
+  labels, description = None, None
   if FLAGS.server:
     client = (RestClient if FLAGS.protocol == 'rest' else GrpcClient)(
         FLAGS.server, FLAGS.model_name, FLAGS.timeout)
@@ -237,9 +243,10 @@ def main(argv):
     client = LocalModel(FLAGS.saved_model, FLAGS.workdir)
     if FLAGS.saved_model:
       labels = os.path.join(client.path, 'assets.extra', 'labels.json')
-    dataset = dataset or (getattr(client, 'description', {}) or {}).get('dataset')
-  palette = _palette(labels, dataset)
-  dataset_ids = (_dataset_ids(labels, dataset) if FLAGS.prediction_ids == 'dataset' else None)
+    description = getattr(client, 'description', None)
+  spec = _spec(FLAGS.dataset, description)
+  palette = _palette(labels, spec)
+  dataset_ids = (_dataset_ids(labels, spec) if FLAGS.prediction_ids == 'dataset' else None)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   failed = []
   for path in tqdm(files, unit='img', desc='predict'):

@@ -67,7 +67,7 @@ def main(argv):
   files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
   spec = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.split)
   description = run_state.model_description(geno, configs.retrain_filter_multiplier(),
-                                            spec.num_classes, spec.name)
+                                            spec.num_classes, spec.name, spec)
   eval_files = _validation_files(input_pipeline, config, spec)
   if _already_trained(run_state, description, config.total_steps):
     return
@@ -112,9 +112,9 @@ def _validation_files(input_pipeline, config, spec) -> list[str] | None:
           '(train_config.eval_every) skipped', flush=True)
     return None
   eval_spec = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.eval_split)
-  if eval_spec.num_classes != spec.num_classes:
-    raise common.UserInputError(f'--eval_split={FLAGS.eval_split}: {eval_spec.num_classes} '
-                                f'classes, the training split has {spec.num_classes}')
+  if eval_spec.class_names != spec.class_names:
+    raise common.UserInputError(f'--eval_split={FLAGS.eval_split}: classes {eval_spec.class_names}'
+                                f', the training split has {spec.class_names}')
   return files
 
 

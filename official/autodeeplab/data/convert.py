@@ -4,10 +4,12 @@ from __future__ import annotations
 import functools
 
 from official.autodeeplab.data import datasets
+from official.autodeeplab.data import spec_file
 from official.autodeeplab.data import writer
 from official.autodeeplab.data.converters import ade20k
 from official.autodeeplab.data.converters import base
 from official.autodeeplab.data.converters import cityscapes
+from official.autodeeplab.data.converters import folder
 from official.autodeeplab.data.converters import synthetic
 from official.autodeeplab.data.converters import voc
 from official.autodeeplab.errors import UserInputError
@@ -19,7 +21,8 @@ def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir
             num_workers: int = 1, half_resolution: bool = False, sbd_dir: str | None = None,
             num_examples: int = synthetic.NUM_EXAMPLES, image_size: int = synthetic.IMAGE_SIZE,
             num_classes: int = synthetic.NUM_CLASSES, seed: int = 0,
-            progress: bool = True, tfds_data_dir: str | None = None) -> dict:
+            progress: bool = True, tfds_data_dir: str | None = None,
+            val_fraction: float = 0.1) -> dict:
   """Converts one split of a dataset into sharded TFRecords; returns the split summary.
 
   For `synthetic`, `num_examples` images of `image_size` with `num_classes` classes are
@@ -40,6 +43,23 @@ def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir
                 'seed': seed}
     shard_examples = functools.partial(writer.examples_of_shard, sources=sources,
                                        make_example=make)
+    count = len(sources)
+  elif dataset == 'folder':
+    if not data_dir:
+      raise UserInputError('--data_dir is required for --dataset=folder (the folder holding '
+                           'dataset.json, images/ and labels/)')
+    base.require_dir(data_dir, 'the dataset folder')
+    loaded = folder.load(data_dir, val_fraction)
+    if split not in loaded.splits:
+      raise UserInputError(f'--split={split}: {data_dir} has the splits '
+                           f'{", ".join(sorted(loaded.splits))}')
+    if not loaded.splits[split]:
+      raise UserInputError(f'--split={split}: {data_dir} has no image/mask pairs in it')
+    spec, sources = loaded.spec, loaded.splits[split]
+    manifest = {'dataset': spec.name, 'source': 'folder', 'half_resolution': half_resolution,
+                **spec_file.document(spec)}
+    shard_examples = functools.partial(writer.examples_of_shard, sources=sources,
+                                       make_example=folder.make_example(loaded, half_resolution))
     count = len(sources)
   elif tfds_data_dir:
     if dataset != 'ade20k':

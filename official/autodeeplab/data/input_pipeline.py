@@ -19,6 +19,7 @@ import tensorflow as tf
 from official.autodeeplab.data import example
 from official.autodeeplab.data import writer
 from official.autodeeplab.data import datasets
+from official.autodeeplab.data import spec_file
 from official.autodeeplab.data.datasets import IGNORE_LABEL
 from official.autodeeplab.errors import UserInputError
 
@@ -154,11 +155,15 @@ def num_classes(directory: str, split: str) -> int:
 
 
 def dataset_spec(directory: str, split: str) -> datasets.DatasetSpec:
-  """The spec (class names, palette) of the dataset a converted split holds."""
+  """The spec (class names, palette) of the dataset a converted split holds: its own copy
+  (a folder dataset's), else the built-in dataset it names."""
   summary = split_summary(directory, split)
-  if summary.get('dataset') == 'synthetic':
-    return datasets.synthetic_spec(int(summary['num_classes']))
-  return datasets.get_spec(summary.get('dataset', ''))
+  source = os.path.join(directory, f'{split}-summary.json')
+  spec = spec_file.spec_of(summary, source)
+  if spec is None:
+    raise UserInputError(f'{source}: names dataset {summary.get("dataset")!r}, which is not '
+                         'built in, and carries no class names')
+  return spec
 
 
 def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,

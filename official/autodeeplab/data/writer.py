@@ -44,8 +44,11 @@ def _check_manifest(output_dir: str, manifest: dict) -> None:
     with open(path) as f:
       existing = json.load(f)
     if existing != manifest:
-      raise UserInputError(f'{output_dir}: already holds a different dataset ({existing}); '
-                           f'expected {manifest}: use another --output_dir')
+      key = next(k for k in sorted(set(existing) | set(manifest))
+                 if existing.get(k) != manifest.get(k))
+      raise UserInputError(f'{output_dir}: already holds another dataset '
+                           f'({existing.get("dataset")!r}; its dataset.json differs in {key!r}); '
+                           'use another --output_dir')
   else:
     _write_json(path, manifest)
 

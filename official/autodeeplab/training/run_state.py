@@ -36,11 +36,20 @@ BEST_FILE = 'best.json'
 
 
 def model_description(genotype: genotype_lib.Genotype, filter_multiplier: int, num_classes: int,
-                      dataset: str | None = None) -> dict:
-  """What `model.json` holds; `model_size` is S/M/L when F is one of theirs, else null."""
+                      dataset: str | None = None, spec=None) -> dict:
+  """What `model.json` holds; `model_size` is S/M/L when F is one of theirs, else null. With the
+  dataset's `spec`, its class names (compared on resume), and for a dataset that is not built in
+  its whole spec (palette, label map: `spec_file.document`), so export and predict need no
+  --dataset."""
   size = {f: name for name, f in sizes.MODEL_SIZES.items()}.get(int(filter_multiplier))
-  return {'genotype': genotype.to_dict(), 'filter_multiplier': int(filter_multiplier),
-          'model_size': size, 'num_classes': int(num_classes), 'dataset': dataset}
+  description = {'genotype': genotype.to_dict(), 'filter_multiplier': int(filter_multiplier),
+                 'model_size': size, 'num_classes': int(num_classes), 'dataset': dataset}
+  if spec is not None:
+    from official.autodeeplab.data import datasets
+    from official.autodeeplab.data import spec_file
+    description.update({'class_names': list(spec.class_names)} if spec.name in datasets.DATASETS
+                       else spec_file.document(spec))
+  return description
 
 
 def write_text(path: str, text: str) -> None:
@@ -59,9 +68,11 @@ def check_or_write_model(workdir: str, description: dict, write: bool = True) ->
 
 
 def check_or_write_json(workdir: str, name: str, description: dict, write: bool = True,
-                        what: str = 'configuration', keys=None, read=None) -> None:
+                        what: str = 'configuration', keys=None, read=None,
+                        optional=()) -> None:
   """Writes `workdir/name` (unless `write` is False), or checks that the one there holds the same
-  description: every key, or `keys`; `read(workdir)` reads (and validates) the existing one."""
+  description: every key, or `keys` (those in `optional` only when both have them);
+  `read(workdir)` reads (and validates) the existing one."""
   path = os.path.join(workdir, name)
   if not os.path.exists(path):
     if not write:
@@ -70,6 +81,8 @@ def check_or_write_json(workdir: str, name: str, description: dict, write: bool 
     return
   existing = read(workdir) if read is not None else read_json(workdir, name)
   for key in keys or sorted(set(existing) | set(description)):
+    if key in optional and (key not in existing or key not in description):
+      continue  # written by a newer version than the file's, or not known to the caller
     if existing.get(key) != description.get(key):
       raise UserInputError(
           f'{workdir}: holds a run of another {what} ({key} {existing.get(key)} in {path}, '
@@ -108,8 +121,9 @@ def read_model(workdir: str) -> dict:
 
 
 # How `model.json` is compared when a run resumes (`check_or_write_json`'s keyword arguments).
-MODEL_CHECK = {'what': 'model', 'keys': ('genotype', 'filter_multiplier', 'num_classes'),
-               'read': read_model}
+MODEL_CHECK = {'what': 'model', 'keys': ('genotype', 'filter_multiplier', 'num_classes',
+                                         'class_names'),
+               'read': read_model, 'optional': ('class_names',)}
 
 _SHAPE_MISMATCH = re.compile(r'incompatible tensor with shape (\(.*?\)) when attempting to '
                              r'restore variable with shape (\(.*?\)) and name (\S+?)\.?(\s|$)')

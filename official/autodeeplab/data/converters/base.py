@@ -89,11 +89,14 @@ def load_image(path: str) -> tuple[bytes, Image.Image]:
   return data, image
 
 
-def to_example(record: Record, spec: datasets.DatasetSpec,
-               half_resolution: bool = False) -> tuple[bytes, np.ndarray]:
-  """(serialized tf.train.Example, per-class pixel counts [num_classes + 1], last = ignored)."""
+def to_example(record: Record, spec: datasets.DatasetSpec, half_resolution: bool = False,
+               read_label=None) -> tuple[bytes, np.ndarray]:
+  """(serialized tf.train.Example, per-class pixel counts [num_classes + 1], last = ignored).
+  `read_label(record)` -> uint8 train ids, when the dataset's masks are not raw values mapped by
+  the spec's label table (a folder dataset's colour masks)."""
   data, image = load_image(record.image_path)
-  label = datasets.map_labels(read_raw_label(record), spec, record.label_path)
+  label = (read_label(record) if read_label is not None else
+           datasets.map_labels(read_raw_label(record), spec, record.label_path))
   if label.shape != (image.height, image.width):
     raise UserInputError(
         f'{record.label_path}: label is {label.shape[1]}x{label.shape[0]} but image '

@@ -1,0 +1,173 @@
+"""A user's own dataset (converters/folder.py, data/spec_file.py): each layout and label format
+converted and read back pixel by pixel; the spec travels with the records; every bad input is one
+line naming the file or field."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from official.autodeeplab.data import convert
+from official.autodeeplab.data import input_pipeline
+from official.autodeeplab.data.converters import folder
+from official.autodeeplab.errors import UserInputError
+from tests import data_trees
+from tests.conftest import assert_bad_input
+from tests.data_trees import read_back
+
+
+def _convert(data_dir, output_dir, split, **options):
+  return convert.convert('folder', str(output_dir), split, 2, data_dir=str(data_dir),
+                         progress=False, **options)
+
+
+@pytest.mark.parametrize('layout,label_format,label_map', [
+    ('subfolders', 'ids', None), ('lists', 'colours', None),
+    ('flat', 'ids', {str(i + 10): i for i in range(4)})])
+def test_layouts_and_label_formats_round_trip(tmp_path, layout, label_format, label_map):
+  ids = data_trees.folder(tmp_path / 'raw', layout, label_format, count=8, label_map=label_map)
+  expected_splits = {'train': sorted(s for s in ids if int(s[-3:]) % 4 != 3),
+                     'val': sorted(s for s in ids if int(s[-3:]) % 4 == 3)}
+  if layout == 'flat':
+    expected_splits = {split: sorted(s for s in ids if folder.in_val(s, 0.3) == (split == 'val'))
+                       for split in ('train', 'val')}
+  for split in ('train', 'val'):
+    summary = _convert(tmp_path / 'raw', tmp_path / 'out', split, val_fraction=0.3)
+    assert summary['class_names'] == data_trees.FOLDER_CLASSES
+    back = read_back(str(tmp_path / 'out'), split)
+    assert sorted(back) == expected_splits[split]
+    for stem, (image, label) in back.items():
+      np.testing.assert_array_equal(label, ids[stem])
+      assert image.shape == (*ids[stem].shape, 3)
+  spec = input_pipeline.dataset_spec(str(tmp_path / 'out'), 'train')
+  assert spec.name == 'streets' and list(spec.class_names) == data_trees.FOLDER_CLASSES
+  assert spec.palette.tolist() == data_trees.FOLDER_PALETTE
+  with open(tmp_path / 'out' / 'dataset.json') as f:
+    assert json.load(f)['class_names'] == data_trees.FOLDER_CLASSES
+
+
+def test_ignore_values_grey_and_rgba_images(tmp_path):
+  root = tmp_path / 'raw'
+  data_trees.folder(root, 'subfolders', count=4)
+  label = np.array(Image.open(root / 'labels' / 'train' / 'img_000.png'))
+  label[:3] = 7  # the spec's raw ignore value
+  Image.fromarray(label).save(root / 'labels' / 'train' / 'img_000.png')
+  spec = json.loads((root / 'dataset.json').read_text())
+  (root / 'dataset.json').write_text(json.dumps({**spec, 'ignore_label': 7}))
+  rgb = np.array(Image.open(root / 'images' / 'train' / 'img_000.png'))
+  Image.fromarray(rgb[..., 0]).save(root / 'images' / 'train' / 'img_000.png')  # grey
+  Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])).save(
+      root / 'images' / 'train' / 'img_002.png')  # RGBA
+  _convert(root, tmp_path / 'out', 'train')
+  back = read_back(str(tmp_path / 'out'), 'train')
+  image, label_back = back['img_000']
+  assert (label_back[:3] == 255).all() and (label_back[3:] < 4).all()
+  np.testing.assert_array_equal(image[..., 0], image[..., 1])  # grey replicated
+  np.testing.assert_array_equal(back['img_002'][0], rgb)  # alpha dropped
+
+
+def _write(path, text):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(text)
+
+
+def _bad(root):
+  """Changes that make the folder invalid -> what the one error line says."""
+  masks, images = root / 'labels' / 'train', root / 'images' / 'train'
+
+  def spec_with(**changes):
+    def change():
+      spec = json.loads((root / 'dataset.json').read_text())
+      _write(root / 'dataset.json', json.dumps({**spec, **changes}))
+    return change
+
+  def mask_values(value):
+    def change():
+      label = np.array(Image.open(masks / 'img_000.png'))
+      label[:2, :5] = value
+      Image.fromarray(label).save(masks / 'img_000.png')
+    return change
+
+  return {
+      'no dataset.json': (lambda: os.remove(root / 'dataset.json'), 'dataset.json: missing'),
+      'no class_names': (spec_with(class_names=None), '"class_names" must list'),
+      'duplicate names': (spec_with(class_names=['a', 'b', 'a', 'c']), "names 'a' twice"),
+      'short palette': (spec_with(palette=[[0, 0, 0]]), '"palette" must hold one [r, g, b] per '
+                        'class (4), got 1'),
+      'palette value': (spec_with(palette=[[0, 0, 0], [1, 2, 3], [4, 5, 256], [7, 8, 9]]),
+                        'palette[2]: expected [r, g, b] with integers 0-255'),
+      'label format': (spec_with(label_format='rgb'), '"label_format" must be "ids" or '
+                       '"colours"'),
+      'image without mask': (lambda: os.remove(masks / 'img_000.png'),
+                             'img_000.png: image has no mask img_000.png'),
+      'mask without image': (lambda: os.remove(images / 'img_000.png'),
+                             'img_000.png: mask has no image'),
+      'stem twice': (lambda: Image.open(images / 'img_000.png').save(images / 'img_000.jpg'),
+                     "image stem 'img_000' appears twice"),
+      'sizes differ': (lambda: Image.fromarray(np.zeros([8, 8], np.uint8)).save(
+          masks / 'img_002.png'), 'img_002.png: mask is 8x8 but image'),
+      'value': (mask_values(9), 'img_000.png: value 9 (10 pixels) is no class id, not in '
+                'label_map and not the ignore label'),
+      'jpeg mask': (lambda: Image.open(masks / 'img_000.png').save(masks / 'img_000.jpg'),
+                    'img_000.jpg: a JPEG mask'),
+      '16-bit mask': (lambda: Image.fromarray(np.zeros([40, 48], np.uint16)).save(
+          masks / 'img_000.png'), 'a I;16 (16/32-bit) mask'),
+      'rgb mask': (lambda: Image.fromarray(np.zeros([40, 48, 3], np.uint8)).save(
+          masks / 'img_000.png'), 'a RGB mask under "label_format": "ids"'),
+      'empty split': (lambda: [os.remove(p) for d in (images.parent / 'val', masks.parent / 'val')
+                               for p in d.iterdir()], "--split=val: "),
+  }
+
+
+@pytest.mark.parametrize('name', list(_bad(__import__('pathlib').Path('/nonexistent'))))
+def test_bad_folder_is_one_line_and_writes_nothing(tmp_path, name):
+  root = tmp_path / 'raw'
+  data_trees.folder(root, 'subfolders', count=4)
+  change, message = _bad(root)[name]
+  change()
+  split = 'val' if name == 'empty split' else 'train'
+  with pytest.raises(UserInputError) as raised:
+    _convert(root, tmp_path / 'out', split)
+  assert message in str(raised.value) and '\n' not in str(raised.value), str(raised.value)
+  assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').glob('*.tfrecord'))
+
+
+def test_colour_and_list_errors(tmp_path):
+  root = tmp_path / 'raw'
+  data_trees.folder(root, 'lists', 'colours', count=4)
+  with open(root / 'val.txt', 'a') as f:
+    f.write('img_999\n')
+  with pytest.raises(UserInputError, match=r"val.txt: line 2: stem 'img_999' has no image"):
+    _convert(root, tmp_path / 'out', 'train')
+  (root / 'val.txt').write_text('img_003\n')
+  label = np.array(Image.open(root / 'labels' / 'img_001.png'))
+  label[0, :3] = (1, 2, 3)
+  Image.fromarray(label).save(root / 'labels' / 'img_001.png')
+  # The bad mask is in train; converting val is refused too: every pair is checked first.
+  with pytest.raises(UserInputError, match=r'img_001.png: colour \[1, 2, 3\] \(3 pixels\) is '
+                                           'not in the palette of dataset.json'):
+    _convert(root, tmp_path / 'out', 'val')
+  with pytest.raises(UserInputError, match=r'--val_fraction=1.5: expected a fraction in \(0, 1\)'):
+    _convert(root, tmp_path / 'out', 'val', val_fraction=1.5)
+
+
+def test_another_spec_in_the_output_dir_is_refused(tmp_path):
+  data_trees.folder(tmp_path / 'a', 'subfolders', count=4)
+  _convert(tmp_path / 'a', tmp_path / 'out', 'train')
+  data_trees.folder(tmp_path / 'b', 'subfolders', count=4, spec={
+      'name': 'streets', 'class_names': ['x', 'y', 'z', 'w']})
+  with pytest.raises(UserInputError, match="already holds another dataset .'streets'; its "
+                                           "dataset.json differs in 'class_names'"):
+    _convert(tmp_path / 'b', tmp_path / 'out', 'val')
+
+
+def test_the_tool_converts_a_folder(tool, tmp_path):
+  data_trees.folder(tmp_path / 'raw', 'flat', count=6)
+  result = tool('convert_dataset', '--dataset=folder', f'--data_dir={tmp_path / "raw"}',
+                f'--output_dir={tmp_path / "out"}', '--split=train', '--val_fraction=0.5')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert json.loads(result.stdout.strip().splitlines()[-1])['dataset'] == 'streets'
+  result = tool('convert_dataset', '--dataset=folder', f'--data_dir={tmp_path / "nope"}',
+                f'--output_dir={tmp_path / "out"}', '--split=train')
+  assert_bad_input(result, 'nope: missing directory')
