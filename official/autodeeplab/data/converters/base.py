@@ -42,14 +42,17 @@ def require_dir(path: str, what: str) -> str:
   return path
 
 
-def pair_by_key(images: dict[str, str], labels: dict[str, str]) -> list[tuple[str, str, str]]:
-  """Matches {key: image path} with {key: label path}; an unmatched file is an error."""
+def pair_by_key(images: dict[str, str], labels: dict[str, str],
+                no_label: str = 'image has no label file',
+                no_image: str = 'label has no image file') -> list[tuple[str, str, str]]:
+  """Matches {key: image path} with {key: label path}; an unmatched file is an error, said by
+  `no_label` / `no_image` (formatted with the key)."""
   for key in sorted(images):
     if key not in labels:
-      raise UserInputError(f'{images[key]}: image has no label file')
+      raise UserInputError(f'{images[key]}: {no_label.format(key=key)}')
   for key in sorted(labels):
     if key not in images:
-      raise UserInputError(f'{labels[key]}: label has no image file')
+      raise UserInputError(f'{labels[key]}: {no_image.format(key=key)}')
   return [(key, images[key], labels[key]) for key in sorted(images)]
 
 

@@ -68,13 +68,9 @@ def _by_stem(directory: str, extensions: tuple[str, ...], what: str) -> dict[str
 def _pairs(image_dir: str, label_dir: str) -> list[base.Record]:
   images = _by_stem(image_dir, IMAGE_EXTENSIONS, 'image')
   labels = _by_stem(label_dir, ('.png',), 'mask')
-  for stem in sorted(images):
-    if stem not in labels:
-      raise UserInputError(f'{images[stem]}: image has no mask {stem}.png in {label_dir}')
-  for stem in sorted(labels):
-    if stem not in images:
-      raise UserInputError(f'{labels[stem]}: mask has no image in {image_dir}')
-  return [base.Record(stem, images[stem], labels[stem]) for stem in sorted(images)]
+  pairs = base.pair_by_key(images, labels, f'image has no mask {{key}}.png in {label_dir}',
+                           f'mask has no image in {image_dir}')
+  return [base.Record(stem, image, label) for stem, image, label in pairs]
 
 
 def list_splits(data_dir: str, val_fraction: float = 0.1) -> dict[str, list[base.Record]]:
