@@ -1,13 +1,18 @@
 r"""The quickstart: every stage end to end on the built-in synthetic dataset.
 
   python -m tools.pipeline [--workdir=runs/quickstart] [--fast]
+  python -m tools.pipeline --data_dir=my_data --workdir=runs/mine [--fast]    # your own data
 
 convert (train + val TFRecords) -> search (bilevel, L=4) -> decode (genotype.json + plot) ->
 retrain the found genotype (experiments/retrain/synthetic.gin) -> evaluate (eval.json + overlays)
 -> export (SavedModel in TF Serving's layout) -> predict one image through the exported model.
 Each stage is the stage's own binary run as a user would run it, and is skipped when its output
 is complete, so a rerun resumes where an interrupted one stopped. `--fast` shrinks every stage
-(for tests).
+(for tests). With `--data_dir` (a folder with dataset.json, images/, labels/: converters/folder.py)
+every stage runs on that dataset instead: experiments/search/custom.gin and
+experiments/retrain/custom.gin (the paper's settings, for an accelerator), or with `--fast` the
+quickstart's small settings (a few CPU minutes that still learn), and a few val images are
+predicted.
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ from tools import common
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/quickstart', 'Where every stage writes its outputs.')
 flags.DEFINE_bool('fast', False, 'Smallest configuration of every stage (for tests).')
+flags.DEFINE_string('data_dir', None, 'Your own dataset folder (dataset.json, images/, labels/) '
+                    'instead of the synthetic one.')
 
 MODEL_NAME = 'autodeeplab'
 
@@ -43,21 +50,26 @@ def main(argv):
         f'(first layer at stride 4) / {counts["num_paths_first_stride4_or_8"]:,} (stride 4 or 8)',
         flush=True)
 
-  # 1. Data: the synthetic dataset as sharded TFRecords (train for search and retrain, val).
+  # 1. Data: sharded TFRecords (train for search and retrain, val): the synthetic dataset, or the
+  # user's folder.
   examples = {'train': 16 if FLAGS.fast else 48, 'val': 8 if FLAGS.fast else 16}
   for split, count in examples.items():
     if _stage_done(os.path.join(paths['data'], f'{split}-summary.json'), f'convert {split}'):
       continue
-    _stage('convert_dataset', '--dataset=synthetic', f'--output_dir={paths["data"]}',
-           f'--split={split}', f'--num_examples={count}', '--image_size=96', '--num_shards=2')
+    source = (['--dataset=folder', f'--data_dir={FLAGS.data_dir}'] if FLAGS.data_dir else
+              ['--dataset=synthetic', f'--num_examples={count}', '--image_size=96'])
+    _stage('convert_dataset', *source, f'--output_dir={paths["data"]}', f'--split={split}',
+           '--num_shards=2')
 
   # 2-3. Search and decode: genotype.json, arch.npz and architecture.png at the end.
   genotype_path = os.path.join(paths['search'], 'genotype.json')
+  own = FLAGS.data_dir and not FLAGS.fast  # the user's data at the paper's settings
   if not _stage_done(genotype_path, 'search'):
     _stage('search', f'--workdir={paths["search"]}', f'--tfrecord_dir={paths["data"]}',
-           '--gin_file=experiments/search/synthetic_quickstart.gin',
+           f'--gin_file=experiments/search/{"custom" if own else "synthetic_quickstart"}.gin',
            *(['--num_steps=4', '--gin_bindings=search_config.arch_start_step = 2',
-              '--gin_bindings=build_supernet.num_layers = 3'] if FLAGS.fast else []))
+              '--gin_bindings=build_supernet.num_layers = 3']
+             if FLAGS.fast and not FLAGS.data_dir else []))
   found = genotype_lib.Genotype.from_json(genotype_path)
   print(f'[decode] {genotype_path}: {found.num_blocks} blocks, path {list(found.path)} '
         f'(strides {list(found.strides())}); plot {os.path.join(paths["search"], "architecture.png")}',
@@ -65,8 +77,9 @@ def main(argv):
 
   # 4. Retrain the found genotype from scratch (whatever its path: level 0 or 1 first).
   _stage('train', f'--workdir={paths["train"]}', f'--tfrecord_dir={paths["data"]}',
-         f'--genotype={genotype_path}', '--gin_file=experiments/retrain/synthetic.gin',
-         *(['--num_steps=6'] if FLAGS.fast else []))
+         f'--genotype={genotype_path}',
+         f'--gin_file=experiments/retrain/{"custom" if own else "synthetic"}.gin',
+         *(['--num_steps=6'] if FLAGS.fast and not FLAGS.data_dir else []))
 
   # 5. Evaluate on val: eval.json and overlays.
   eval_path = os.path.join(paths['train'], 'eval.json')
@@ -83,14 +96,16 @@ def main(argv):
   if not _stage_done(os.path.join(model_dir, '1', 'saved_model.pb'), 'export'):
     _stage('export', f'--workdir={paths["train"]}', f'--export_dir={paths["serving"]}',
            f'--model_name={MODEL_NAME}', '--version=1')
-  image = _new_image(work)
-  if not _stage_done(os.path.join(paths['predicted'], _stem(image) + '_overlay.png'), 'predict'):
-    _stage('predict', f'--saved_model={model_dir}', f'--input={image}',
+  images = _val_images(FLAGS.data_dir) if FLAGS.data_dir else [_new_image(work)]
+  if not _stage_done(os.path.join(paths['predicted'], _stem(images[-1]) + '_overlay.png'),
+                     'predict'):
+    _stage('predict', f'--saved_model={model_dir}', f'--input={",".join(images)}',
            f'--output_dir={paths["predicted"]}')
 
   chance = _majority_class_miou(paths['data'])
   print(f'\n[done] in {time.time() - start:.0f} s. Artefacts under {work}/:\n'
-        f'  data/                      synthetic train/val TFRecords (+ split summaries)\n'
+        f'  data/                      {FLAGS.data_dir or "synthetic"} train/val TFRecords '
+        '(+ split summaries, dataset.json)\n'
         f'  search/genotype.json       the found architecture; search/architecture.png its plot;\n'
         f'  search/arch.npz            alpha, beta and transition probabilities\n'
         f'  train/checkpoints/         the retrained model; train/model.json what it is\n'
@@ -99,7 +114,8 @@ def main(argv):
         f'{100 * report["pixel_accuracy"]:.1f}\n'
         f'  predictions/               val masks and overlays\n'
         f'  {f"serving/{MODEL_NAME}/1/":<27}the SavedModel (TF Serving layout)\n'
-        f'  predicted/                 new_image.png segmented by the exported model\n'
+        f'  predicted/                 {", ".join(map(os.path.basename, images))} segmented by '
+        'the exported model\n'
         f'Next:\n'
         f'  tensorboard --logdir {work}            (search and retrain curves, predicted masks)\n'
         f'  docker run -p 8501:8501 -v "$PWD/{model_dir}:/models/{MODEL_NAME}" '
@@ -149,6 +165,13 @@ def _new_image(work: str) -> str:
     image, _ = synthetic.make_one(0, 96, 128, 5, seed=12345)
     visualize.save_png(image, path)
   return path
+
+
+def _val_images(data_dir: str, count: int = 3) -> list[str]:
+  """A few images of the folder's val split, to predict through the export."""
+  from official.autodeeplab.data.converters import folder
+  splits = folder.list_splits(data_dir)
+  return [record.image_path for record in splits.get('val', [])[:count]]
 
 
 def _stem(path: str) -> str:

@@ -69,16 +69,19 @@ def main(argv):
   distribute.configure_graph_optimizer(runtime.graph_optimizer)
   keras.utils.set_random_seed(FLAGS.seed)  # deterministic initialisation of every layer
   strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
-  num_steps = FLAGS.num_steps if FLAGS.num_steps is not None else config.total_steps
   num_classes, files, examples = FLAGS.num_classes, None, None
+  num_examples = FLAGS.num_examples
   if FLAGS.tfrecord_dir:
     files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
     num_classes = input_pipeline.num_classes(FLAGS.tfrecord_dir, FLAGS.split)
+    num_examples = input_pipeline.split_summary(FLAGS.tfrecord_dir, FLAGS.split)['num_examples']
   else:
     images, labels = synthetic.arrays(FLAGS.num_examples, FLAGS.image_size, FLAGS.image_size,
                                       num_classes, FLAGS.seed)
     examples = (images, labels, [synthetic.example_name(i, FLAGS.seed)
                                  for i in range(len(images))])
+  config = configs.with_epochs(config, num_examples // 2, data.batch_size)  # trainA: half
+  num_steps = FLAGS.num_steps if FLAGS.num_steps is not None else config.total_steps
   task = search_task.SearchTask(lambda: configs.build_supernet(num_classes), config, strategy,
                                 runtime, settings)
   task.build_inputs(data, files, examples, FLAGS.seed)

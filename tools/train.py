@@ -66,6 +66,9 @@ def main(argv):
   from official.autodeeplab.training import run_state
   files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
   spec = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.split)
+  if FLAGS.num_steps is None:  # --num_steps wins over train_config.num_epochs
+    config = configs.with_epochs(config, input_pipeline.split_summary(
+        FLAGS.tfrecord_dir, FLAGS.split)['num_examples'], config.batch_size)
   description = run_state.model_description(geno, configs.retrain_filter_multiplier(),
                                             spec.num_classes, spec.name, spec)
   eval_files = _validation_files(input_pipeline, config, spec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from typing import ClassVar, Sequence
 
 import gin
@@ -41,9 +42,14 @@ class SearchConfig:
       beta only (no weight gradients). Costs a second trace and instantiation at start-up and
       saves part of every architecture step at large crops (docs/performance.md), which adds up
       over the paper's 14,880 architecture steps. Off: both steps share one graph (quick runs).
+    num_epochs: when positive, the search's length in epochs of trainA (half the split) instead
+      of total_steps: a length that fits a dataset of any size (`with_epochs`).
+    arch_start_epoch: with num_epochs, when the architecture steps start (in epochs).
   """
   total_steps: int = 1000
   arch_start_step: int = 500
+  num_epochs: float = 0.0
+  arch_start_epoch: float = 0.0
   weight_lr: float = 0.025
   weight_lr_min: float = 0.001
   weight_momentum: float = 0.9
@@ -53,6 +59,21 @@ class SearchConfig:
   arch_beta_1: float = 0.9
   arch_beta_2: float = 0.999
   arch_only_gradients: bool = False
+
+
+def with_epochs(config, num_examples: int, batch_size: int):
+  """`config` (SearchConfig or TrainConfig) with total_steps (and the search's arch_start_step)
+  from its num_epochs over `num_examples` images in batches of `batch_size`; unchanged when
+  num_epochs is 0 (steps given directly)."""
+  if config.num_epochs < 0 or getattr(config, 'arch_start_epoch', 0) < 0:
+    raise UserInputError(f'num_epochs={config.num_epochs}: must be positive (0: total_steps)')
+  if not config.num_epochs:
+    return config
+  steps = lambda epochs: max(1, math.ceil(epochs * num_examples / batch_size))
+  changes = {'total_steps': steps(config.num_epochs)}
+  if hasattr(config, 'arch_start_epoch'):
+    changes['arch_start_step'] = steps(config.arch_start_epoch) if config.arch_start_epoch else 0
+  return dataclasses.replace(config, **changes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +143,8 @@ class TrainConfig:
       pixels only (DeepLab's online hard-pixel mining); 1.0: every labelled pixel, the paper.
     hard_example_mining_step: steps over which that fraction ramps linearly from 1.0 to
       top_k_percent_pixels (0: from the start).
+    num_epochs: when positive, the length in epochs of the training split instead of
+      total_steps (`with_epochs`).
   """
   total_steps: int = 1_500_000
   batch_size: int = 8
@@ -136,6 +159,7 @@ class TrainConfig:
   momentum: float = 0.9
   top_k_percent_pixels: float = 1.0
   hard_example_mining_step: int = 0
+  num_epochs: float = 0.0
   # The loop's cadence. `validate` checks that these and the sizes above are positive.
   POSITIVE: ClassVar[tuple[str, ...]] = (
       'total_steps', 'batch_size', 'crop_size', 'log_every', 'checkpoint_every',
