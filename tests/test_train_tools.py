@@ -127,7 +127,9 @@ def test_train_bad_input(trained, tmp_path, args, message):
     (['--scales=1,zero'], '--scales=1,zero'),
     (['--checkpoint=/nope/ckpt-3'], '--checkpoint=/nope/ckpt-3'),
     (['--checkpoint=best'], '--checkpoint=best: '),
-    (['--gin_bindings=inference_options.flips = True'], 'inference_options.flips: no such'),
+    (['--gin_bindings=inference_options.flips = True'],
+     "--gin_bindings (binding 1): Configurable 'inference_options' doesn't have a parameter named "
+     "'flips'"),
 ])
 def test_evaluate_bad_input(trained, args, message):
   result = run_tool('evaluate', f'--workdir={trained["workdir"]}',
