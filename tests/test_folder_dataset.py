@@ -208,3 +208,22 @@ def test_pipeline_on_a_folder_dataset(tool, tmp_path):
   result = tool('evaluate', f'--workdir={tmp_path / "run" / "train"}',
                 f'--tfrecord_dir={tmp_path / "other_records"}', '--split=val')
   assert_bad_input(result, "other classes than the model in")
+
+
+def test_model_json_of_a_built_in_dataset_names_it():
+  """model.json keeps a built-in dataset's class names (compared on resume) and resolves it by
+  name; a folder dataset's carries the whole spec."""
+  from official.autodeeplab.data import datasets
+  from official.autodeeplab.data import spec_file
+  from official.autodeeplab.search.genotype import PAPER_GENOTYPE
+  from official.autodeeplab.training import run_state
+  built_in = datasets.synthetic_spec(5)
+  description = run_state.model_description(PAPER_GENOTYPE, 4, 5, 'synthetic', built_in)
+  assert description['class_names'] == list(built_in.class_names)
+  assert 'label_map' not in description
+  assert spec_file.spec_of(description, 'model.json').class_names == built_in.class_names
+  own, _, _ = spec_file.parse({'name': 'streets', 'class_names': data_trees.FOLDER_CLASSES}, 'x')
+  description = run_state.model_description(PAPER_GENOTYPE, 4, 4, 'streets', own)
+  resolved = spec_file.spec_of(description, 'model.json')
+  assert resolved.class_names == own.class_names and resolved.name == 'streets'
+  np.testing.assert_array_equal(resolved.palette, own.palette)

@@ -155,10 +155,11 @@ def from_document(data: dict, name: str, source: str) -> datasets.DatasetSpec:
 
 
 def spec_of(description: dict, source: str) -> datasets.DatasetSpec | None:
-  """The spec a split summary or model.json names: its own document when it carries one, else
-  the built-in dataset of that name; None when it names none."""
+  """The spec a split summary or model.json names: its own document when it carries one (a
+  folder dataset's: `document`), else the built-in dataset of that name; None when it names
+  none."""
   name = description.get('dataset')
-  if description.get('class_names') is not None:
+  if description.get('label_map') is not None:
     return from_document(description, name or 'dataset', source)
   if name == 'synthetic':
     return datasets.synthetic_spec(int(description['num_classes']))
