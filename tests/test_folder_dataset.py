@@ -227,3 +227,67 @@ def test_model_json_of_a_built_in_dataset_names_it():
   resolved = spec_file.spec_of(description, 'model.json')
   assert resolved.class_names == own.class_names and resolved.name == 'streets'
   np.testing.assert_array_equal(resolved.palette, own.palette)
+
+
+def _mock_tfds(tfds, expected_split, examples, label_key='segmentation_mask'):
+  import tensorflow as tf
+
+  def as_dataset(self, split, *args, **kwargs):
+    assert split == expected_split
+    return tf.data.Dataset.from_generator(
+        lambda: ({'image': i, label_key: m, 'file_name': b'x'} for i, m in examples),
+        output_signature={'image': tf.TensorSpec([None, None, 3], tf.uint8),
+                          label_key: tf.TensorSpec([None, None, 1], tf.uint8),
+                          'file_name': tf.TensorSpec([], tf.string)})
+  return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+
+
+def test_a_tfds_dataset_with_a_spec_file(tool, tmp_path):
+  """oxford_iiit_pet's masks hold 1 (pet), 2 (background), 3 (border): a label_map makes them
+  classes, the border ignored; --tfds_split=test becomes the records' val."""
+  tfds = pytest.importorskip('tensorflow_datasets')
+  rng = np.random.default_rng(1)
+  examples = [(rng.integers(0, 255, [h, w, 3], dtype=np.uint8),
+               rng.integers(1, 4, [h, w, 1], dtype=np.uint8)) for h, w in ((12, 16), (9, 7))]
+  spec = tmp_path / 'pets.json'
+  spec.write_text(json.dumps({'name': 'pets', 'class_names': ['pet', 'background'],
+                              'label_map': {'1': 0, '2': 1, '3': 255}}))
+  from official.autodeeplab.data.converters import tfds_source
+  source = tfds_source.TfdsSource('oxford_iiit_pet', 'image', 'segmentation_mask', 'test',
+                                  str(tmp_path / 'tfds'))
+  with _mock_tfds(tfds, 'test', examples):
+    summary = convert.convert('tfds', str(tmp_path / 'out'), 'val', 2, progress=False,
+                              tfds=source, dataset_spec=str(spec))
+    with pytest.raises(UserInputError, match=r"--label_key=mask: oxford_iiit_pet has the "
+                                             r"features \['file_name', 'image', "):
+      convert.convert('tfds', str(tmp_path / 'out2'), 'val', 1, progress=False,
+                      tfds=tfds_source.TfdsSource('oxford_iiit_pet', 'image', 'mask', 'test'),
+                      dataset_spec=str(spec))
+  assert summary['num_examples'] == 2 and summary['class_names'] == ['pet', 'background']
+  back = read_back(str(tmp_path / 'out'), 'val')
+  for number, (image, mask) in enumerate(examples):
+    got_image, got_label = back[f'oxford_iiit_pet_val_{number:06d}']
+    np.testing.assert_array_equal(got_image, image)
+    np.testing.assert_array_equal(got_label, np.array([255, 0, 1, 255])[mask[..., 0]])
+  assert input_pipeline.dataset_spec(str(tmp_path / 'out'), 'val').name == 'pets'
+  result = tool('convert_dataset', '--dataset=tfds', f'--output_dir={tmp_path / "x"}',
+                '--tfds_name=oxford_iiit_pet', f'--tfds_data_dir={tmp_path / "none"}',
+                f'--dataset_spec={spec}')
+  assert_bad_input(result, "no prepared TFDS oxford_iiit_pet split 'train'")
+
+
+def test_a_tfds_label_with_class_names_needs_no_spec_file(tmp_path):
+  """Without --dataset_spec, the label feature's ClassLabel names are the classes."""
+  tfds = pytest.importorskip('tensorflow_datasets')
+  rng = np.random.default_rng(2)
+  examples = [(rng.integers(0, 255, [8, 8, 3], dtype=np.uint8),
+               rng.integers(0, 37, [8, 8, 1], dtype=np.uint8))]
+  from official.autodeeplab.data.converters import tfds_source
+  source = tfds_source.TfdsSource('oxford_iiit_pet', 'image', 'label', 'train')
+  with _mock_tfds(tfds, 'train', examples, label_key='label'):
+    summary = convert.convert('tfds', str(tmp_path / 'out'), 'train', 1, progress=False,
+                              tfds=source)
+    source = tfds_source.TfdsSource('oxford_iiit_pet', 'image', 'segmentation_mask', 'train')
+    with pytest.raises(UserInputError, match='gives no class names for it; pass --dataset_spec'):
+      convert.convert('tfds', str(tmp_path / 'out2'), 'train', 1, progress=False, tfds=source)
+  assert len(summary['class_names']) == 37 and summary['class_names'][0] == 'Abyssinian'
