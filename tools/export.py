@@ -155,8 +155,7 @@ def main(argv):
   dataset = FLAGS.dataset or description.get('dataset')
   spec = None
   if FLAGS.dataset:
-    spec = (datasets.synthetic_spec(model.num_classes) if dataset == 'synthetic'
-            else datasets.get_spec(dataset))
+    spec = datasets.get_spec(dataset, model.num_classes)
   elif dataset:  # the workdir's: its own spec (model.json) or the built-in one it names
     spec = spec_file.spec_of(description, f'{FLAGS.workdir}/model.json')
   if spec is not None:

@@ -186,7 +186,7 @@ def _spec(dataset: str | None, description: dict | None):
   from official.autodeeplab.data import datasets
   from official.autodeeplab.data import spec_file
   if dataset:
-    return datasets.synthetic_spec() if dataset == 'synthetic' else datasets.get_spec(dataset)
+    return datasets.get_spec(dataset)
   return spec_file.spec_of(description, f'{FLAGS.workdir}/model.json') if description else None
 
 

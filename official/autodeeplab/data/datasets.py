@@ -157,9 +157,13 @@ _BUILDERS = {'cityscapes': _cityscapes, 'voc': _voc, 'ade20k': _ade20k, 'synthet
 DATASETS = tuple(_BUILDERS)
 
 
-def get_spec(name: str) -> DatasetSpec:
+def get_spec(name: str, num_classes: int | None = None) -> DatasetSpec:
+  """A built-in dataset's spec; `num_classes` sizes the synthetic one (its class count is a
+  conversion option), the others have theirs."""
   if name not in _BUILDERS:
     raise UserInputError(f'dataset={name}: expected one of {", ".join(DATASETS)}')
+  if name == 'synthetic' and num_classes is not None:
+    return synthetic_spec(int(num_classes))
   return _BUILDERS[name]()
 
 

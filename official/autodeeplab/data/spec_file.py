@@ -161,8 +161,6 @@ def spec_of(description: dict, source: str) -> datasets.DatasetSpec | None:
   name = description.get('dataset')
   if description.get('label_map') is not None:
     return from_document(description, name or 'dataset', source)
-  if name == 'synthetic':
-    return datasets.synthetic_spec(int(description['num_classes']))
   if name in datasets.DATASETS:
-    return datasets.get_spec(name)
+    return datasets.get_spec(name, description.get('num_classes'))
   return None
