@@ -60,3 +60,25 @@ def test_model_size_bad_input(tool):
     result = tool('describe', '--genotype=paper', *args)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
         f'error: {message}'), result.stderr[-1000:]
+
+
+def test_history_figure_of_several_exports(tool, tmp_path):
+  """plot_history draws arch_history.jsonl records (here: three exports, the path changing once;
+  the tool's --history on a real search: test_pipeline); --history needs a workdir."""
+  import dataclasses
+  from official.autodeeplab.search.genotype import PAPER_GENOTYPE
+  from official.autodeeplab.training import arch_history
+  moved = dataclasses.replace(PAPER_GENOTYPE, path=(0,) + PAPER_GENOTYPE.path[1:4] +
+                              PAPER_GENOTYPE.path[4:])
+  changed = dataclasses.replace(PAPER_GENOTYPE, path=(1,) + PAPER_GENOTYPE.path[1:])
+  for step, genotype in ((10, moved), (20, changed), (30, changed)):
+    arch_history.append(str(tmp_path), {
+        'step': step, 'epoch': step / 10, 'genotype': genotype.to_dict(), 'alpha_entropy': 2.0,
+        'transition_entropy': 1.0, 'miou_trainB': None if step == 10 else 0.5})
+  from official.autodeeplab.utils import visualize
+  path = visualize.plot_history(arch_history.read(str(tmp_path)), str(tmp_path / 'h.png'))
+  from PIL import Image
+  with Image.open(path) as image:
+    assert image.format == 'PNG' and image.height > 300
+  result = tool('describe', '--genotype=paper', f'--history={tmp_path / "x.png"}')
+  assert result.returncode == 2 and '--history needs --workdir' in result.stderr

@@ -41,13 +41,15 @@ def test_every_artefact_exists_and_is_valid(quickstart):
   assert '[done]' in result.stdout and 'tensorboard --logdir' in result.stdout
 
 
-def test_describe_decodes_the_search_workdir(quickstart):
+def test_describe_decodes_the_search_workdir(quickstart, tmp_path):
   work, _ = quickstart
-  result = run_tool('describe', f'--workdir={work / "search"}', '--json')
+  result = run_tool('describe', f'--workdir={work / "search"}', '--json',
+                    f'--history={tmp_path / "history.png"}')
   assert result.returncode == 0, result.stderr[-2000:]
   report = json.loads(result.stdout)
   assert report['genotype'] == Genotype.from_json(work / 'search' / 'genotype.json').to_dict()
   assert report['step'] == 4
+  assert report['exports'] == 1 and (tmp_path / 'history.png').stat().st_size > 0
 
 
 def test_output_is_free_of_start_up_noise(quickstart):

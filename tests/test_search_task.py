@@ -14,6 +14,7 @@ from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.training import distribute
 from official.autodeeplab.training import run_state
 from official.autodeeplab.training import configs
+from official.autodeeplab.training import search_outputs
 from official.autodeeplab.training import search_task
 from tests.search_helpers import datasets
 from tests.search_helpers import run
@@ -117,7 +118,7 @@ def test_periodic_exports_summaries_and_progress_line(task, tmp_path):
   saved = Genotype.from_json(tmp_path / 'genotype.json')
   assert saved == result['genotype']
   # Decoding the workdir's latest checkpoint without training gives the same architecture.
-  decoded, transitions, step = search_task.decode_checkpoint(str(tmp_path))
+  decoded, transitions, step = search_outputs.decode_checkpoint(str(tmp_path))
   assert decoded == saved and step == start + 4 and transitions.shape == (3, 4, 3)
 
 
@@ -126,7 +127,7 @@ def test_a_full_disk_at_an_architecture_export_keeps_the_previous_files(task, tm
   """ENOSPC injected into the atomic writer: one line naming the file, the last export intact."""
   import errno
   from official.autodeeplab.utils import files
-  first = search_task.export_architecture(task.model, str(tmp_path), 7)
+  first = search_outputs.export_architecture(task.model, str(tmp_path), 7)
   written = {name: (tmp_path / name).read_bytes()
              for name in ('arch.npz', 'genotype.json', 'architecture.png')}
 
@@ -136,11 +137,71 @@ def test_a_full_disk_at_an_architecture_export_keeps_the_previous_files(task, tm
   monkeypatch.setattr(files, 'open', full_disk, raising=False)
   with pytest.raises(UserInputError, match=r'arch.npz: cannot write it \(No space left on '
                                            r'device\); the previous version, if any, is intact'):
-    search_task.export_architecture(task.model, str(tmp_path), 8)
+    search_outputs.export_architecture(task.model, str(tmp_path), 8)
   for name, data in written.items():
     assert (tmp_path / name).read_bytes() == data, name
   assert sorted(os.listdir(tmp_path)) == sorted(written)  # no temporary file left
   assert first == Genotype.from_json(tmp_path / 'genotype.json')
+
+
+def test_history_and_the_stop_when_the_architecture_is_stable(task, tmp_path):
+  """Every export appends a record; with stop_when_stable=2 the search stops at the second export
+  in a row with the same genotype after arch_start_step (frozen here: the architecture's
+  learning rate is 0), checkpoints there, and a rerun keeps the count: nothing left to do."""
+  import dataclasses
+  from official.autodeeplab.training import arch_history
+  start = int(task.step.numpy())
+  a, b = datasets()
+  saved = task.config, float(task.arch_optimizer.learning_rate)
+  task.config = dataclasses.replace(task.config, arch_start_step=start + 2, stop_when_stable=2)
+  task.arch_optimizer.learning_rate.assign(0.0)
+  settings = configs.LoopSettings(log_every=1, checkpoint_every=100, export_every=1)
+  try:
+    task._stop = task._found = None
+    lines = []
+    result = run(task, a, b, start + 10, str(tmp_path), settings, log=lines.append,
+                 half_sizes=(4, 4))
+    assert result['step'] == start + 4 and 'has not changed over the last 2 exports' in (
+        result['stopped'])
+    assert any(f'stopped at step {start + 4} of {start + 10}' in line for line in lines)
+    assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith(f'ckpt-{start + 4}')
+    records = arch_history.read(str(tmp_path))
+    assert [r['step'] for r in records] == list(range(start + 1, start + 5))
+    assert records[-1]['epoch'] == (start + 4) / 2
+    assert records[0]['miou_trainB'] is None and records[-1]['miou_trainB'] is not None
+    assert records[-1]['genotype'] == Genotype.from_json(tmp_path / 'genotype.json').to_dict()
+    assert 0 < records[-1]['alpha_entropy'] <= np.log(8) + 1e-6
+    assert 0 < records[-1]['transition_entropy'] <= np.log(3) + 1e-6
+    assert sorted(events(tmp_path / 'tensorboard')['architecture/alpha_entropy']) == [
+        r['step'] for r in records]
+    task._stop = task._found = None  # a new process on the same workdir
+    lines = []
+    result = run(task, a, b, start + 10, str(tmp_path), settings, log=lines.append,
+                 half_sizes=(4, 4))
+    assert result['step'] == start + 4 and any('nothing to do' in line for line in lines)
+    assert len(arch_history.read(str(tmp_path))) == 4  # no second record for that step
+  finally:
+    task.config = saved[0]
+    task.arch_optimizer.learning_rate.assign(saved[1])
+    task._stop = None
+
+
+def test_history_file_and_stable_counting(tmp_path):
+  from official.autodeeplab.training import arch_history
+  one, other = {'cell': 1}, {'cell': 2}
+  records = [{'step': s, 'genotype': g} for s, g in ((5, one), (10, one), (15, other),
+                                                     (20, other), (25, other))]
+  assert arch_history.stable_run(records, arch_start_step=10) == 3
+  assert arch_history.stable_run(records, arch_start_step=20) == 1
+  assert arch_history.stable_run(records[:2], arch_start_step=10) == 0
+  assert arch_history.stop_reason(records, 10, 4) is None
+  assert 'steps 15-25' in arch_history.stop_reason(records, 10, 3)
+  for record in records:
+    assert arch_history.append(str(tmp_path), record)
+  assert not arch_history.append(str(tmp_path), records[-1])  # the same step again
+  with open(tmp_path / arch_history.HISTORY_FILE, 'a') as f:
+    f.write('{"step": 30, "geno')  # a process killed while writing
+  assert arch_history.read(str(tmp_path)) == records
 
 
 def test_sigterm_checkpoints_then_the_rerun_resumes(task, tmp_path):

@@ -4,10 +4,11 @@ r"""Prints the search space's size, a genotype's cell and path, and a retrain mo
   python -m tools.describe --genotype=paper|PATH.json [--plot=architecture.png] [--json]
   python -m tools.describe --genotype=paper --model_size=S|M|L [--filter_multiplier=N] \
       --num_classes=19 --image_size=1024,2048 [--json]
-  python -m tools.describe --workdir=runs/search [--plot=PNG] [--json]   # a search in progress
+  python -m tools.describe --workdir=runs/search [--plot=PNG] [--history=PNG] [--json]
 
 With --workdir, the architecture a search workdir's latest checkpoint holds is decoded (cell and
-Viterbi path) without training, written to `--plot` if given. With a model size, `params` (trainable parameters) and `multiply_adds` (convolutions, exact
+Viterbi path) without training, written to `--plot` if given; `--history` draws how the decoded
+path and cell changed over the search's exports (arch_history.jsonl). With a model size, `params` (trainable parameters) and `multiply_adds` (convolutions, exact
 logical shapes; see utils/complexity.py) are printed with a per-component breakdown, and
 `multiply_adds_tf_profiler` (TensorFlow's own profiler, the convention of the paper's era).
 """
@@ -36,6 +37,8 @@ common.define_flags('genotype', 'model_size', 'filter_multiplier', 'workdir', ge
 flags.DEFINE_string('image_size', '1024,2048', 'HEIGHT,WIDTH for multiply-adds.')
 flags.DEFINE_string('plot', None, 'With --genotype or --workdir: write the architecture plot '
                     '(PNG) here.')
+flags.DEFINE_string('history', None, 'With --workdir: draw how the decoded architecture changed '
+                    'over the exports (PNG) here.')
 
 
 def _model_report(geno) -> tuple[dict, list[str]]:
@@ -66,6 +69,22 @@ def _model_report(geno) -> tuple[dict, list[str]]:
   return report, text
 
 
+def _history(report: dict, text: list[str]) -> None:
+  """--history: the workdir's exports, drawn, and counted in the report."""
+  from official.autodeeplab.training import arch_history
+  from official.autodeeplab.utils import visualize
+  records = arch_history.read(FLAGS.workdir)
+  if not records:
+    raise common.UserInputError(f'--history: {FLAGS.workdir} has no {arch_history.HISTORY_FILE} '
+                                '(the search writes one record per export)')
+  visualize.plot_history(records, FLAGS.history, title=f'{FLAGS.workdir}: {len(records)} exports')
+  changes = sum(a['genotype'] != b['genotype'] for a, b in zip(records, records[1:]))
+  report.update({'history': FLAGS.history, 'exports': len(records), 'changes': changes})
+  text.append(f'history of {len(records)} exports (steps {records[0]["step"]}-'
+              f'{records[-1]["step"]}, the decoded architecture changed {changes} times) '
+              f'drawn to {FLAGS.history}')
+
+
 def main(argv):
   del argv
   if not FLAGS.space and not FLAGS.genotype and not FLAGS.workdir:
@@ -73,6 +92,8 @@ def main(argv):
                                 '--workdir=SEARCH_WORKDIR')
   if FLAGS.genotype and FLAGS.workdir:
     raise common.UserInputError('pass --genotype or --workdir, not both')
+  if FLAGS.history and not FLAGS.workdir:
+    raise common.UserInputError('--history needs --workdir=SEARCH_WORKDIR')
   if FLAGS.num_layers < 1 or FLAGS.num_blocks < 1:
     raise common.UserInputError('--num_layers and --num_blocks must be positive')
   report = {}
@@ -92,8 +113,8 @@ def main(argv):
   if FLAGS.genotype or FLAGS.workdir:
     transitions = None
     if FLAGS.workdir:
-      from official.autodeeplab.training import search_task
-      geno, transitions, step = search_task.decode_checkpoint(FLAGS.workdir)
+      from official.autodeeplab.training import search_outputs
+      geno, transitions, step = search_outputs.decode_checkpoint(FLAGS.workdir)
       source = f'{FLAGS.workdir} at search step {step}'
       report['step'] = step
     else:
@@ -101,6 +122,8 @@ def main(argv):
     report['genotype'] = geno.to_dict()
     text.append(f'genotype {source}:')
     text.append(geno.describe())
+    if FLAGS.history:
+      _history(report, text)
     if FLAGS.plot:
       from official.autodeeplab.utils import visualize
       report['plot'] = visualize.plot_architecture(geno, FLAGS.plot, transitions, title=source)

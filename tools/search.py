@@ -56,6 +56,7 @@ def main(argv):
   common.parse_gin(FLAGS.gin_file,
                    list(FLAGS.gin_bindings) + common.positive_flag_bindings(FLAGS, FLAG_BINDINGS))
   config, data, settings = configs.search_config(), configs.search_data(), configs.loop_settings()
+  config.validate()
   runtime = runtime_lib.resolve('search', data.crop_size,
                                 runtime_lib.probe_device(FLAGS.strategy))
   runtime.apply()
@@ -96,8 +97,9 @@ def main(argv):
   result = loop.run(task, FLAGS.workdir, num_steps, log=lambda line: print(line, flush=True),
                     operative_config=gin.operative_config_str())
   if result['genotype'] is not None:  # the chief's
-    print(f'[search] done at step {result["step"]}; genotype written to '
-          f'{os.path.join(FLAGS.workdir, "genotype.json")}:')
+    print(f'[search] done at step {result["step"]}'
+          f'{" (stopped early: " + result["stopped"] + ")" if result.get("stopped") else ""}; '
+          f'genotype written to {os.path.join(FLAGS.workdir, "genotype.json")}:')
     print(result['genotype'].describe())
 
 

@@ -45,11 +45,20 @@ class SearchConfig:
     num_epochs: when positive, the search's length in epochs of trainA (half the split) instead
       of total_steps: a length that fits a dataset of any size (`with_epochs`).
     arch_start_epoch: with num_epochs, when the architecture steps start (in epochs).
+    stop_when_stable: when positive, the search stops (final files written, exit 0) at the
+      first `stop_when_stable` exports in a row, all at steps after arch_start_step, that decode
+      the same genotype (arch_history.jsonl); 0: run every step (the paper's protocol).
   """
   total_steps: int = 1000
   arch_start_step: int = 500
   num_epochs: float = 0.0
   arch_start_epoch: float = 0.0
+  stop_when_stable: int = 0
+
+  def validate(self) -> None:
+    if self.stop_when_stable < 0:
+      raise UserInputError(f'search_config.stop_when_stable={self.stop_when_stable}: expected 0 '
+                           '(off) or the number of exports in a row with the same genotype')
   weight_lr: float = 0.025
   weight_lr_min: float = 0.001
   weight_momentum: float = 0.9

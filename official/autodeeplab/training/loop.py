@@ -31,6 +31,8 @@ The task protocol (duck-typed):
   after_step(workdir, step, result, final, chief)  periodic work (exports, images, validation)
                             on every worker, `workdir` this process's own; returns lines to log.
   finish(workdir, step, chief)  the run's result (a dict).
+  stop_reason(workdir)      optional: why the run ends before num_steps (checked before the first
+                            step and after each), or None.
 """
 from __future__ import annotations
 
@@ -106,8 +108,10 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
   meter = run_state.ProgressMeter(num_steps, task.images_per_step)
   cadence = task.cadence
   step = int(task.step.numpy())
+  stop_reason = getattr(task, 'stop_reason', lambda _: None)
+  reason = initial_reason = stop_reason(workdir)
   with run_state.StopOnSigterm() as stop, writer.as_default():
-    while step < num_steps:
+    while step < num_steps and reason is None:
       result = task.train_step(_CheckedIterators(iterators, task.shard_files))
       step = int(task.step.numpy())
       if not result.finite():
@@ -129,9 +133,16 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
         _save(manager, step)
       for line in task.after_step(workdir_here, step, result, final, chief) or ():
         log(line)
+      reason = None if final else stop_reason(workdir)
+      if reason is not None:
+        if step % cadence.checkpoint_every:
+          _save(manager, step)
+        log(f'[{task.name}] stopped at step {step} of {num_steps}: {reason}')
       if stop.requested:
         writer.flush()
         raise run_state.preempted(task.name, step, manager, stop.signum)
+    if initial_reason is not None and step < num_steps:
+      log(f'[{task.name}] nothing to do at step {step}: {initial_reason}')
     result = task.finish(workdir, step, chief)
   writer.flush()
   return result

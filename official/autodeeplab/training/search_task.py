@@ -14,15 +14,13 @@ computes weight gradients it does not use: for a short run that costs less than 
 graph. A long run (`SearchConfig.arch_only_gradients`, on in the paper's gin) gives the arch step
 its own `_arch_gradients` graph differentiating alpha and beta only.
 
-`export_architecture` writes what the search has found so far (arch.npz, genotype.json,
-architecture.png), every `export_every` steps and at the end; `decode_checkpoint` does the same
-from any workdir's latest checkpoint without training.
+Every `export_every` steps and at the end, `search_outputs.export_architecture` writes what the
+search has found so far (arch.npz, genotype.json, architecture.png) and `arch_history` appends it
+to the workdir's history (which `search_config.stop_when_stable` reads).
 """
 from __future__ import annotations
 
-import io
 import math
-import os
 import typing
 
 import keras
@@ -31,24 +29,18 @@ import tensorflow as tf
 
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.errors import UserInputError
-from official.autodeeplab.modeling import supernet
-from official.autodeeplab.search import decode
-from official.autodeeplab.search import genotype as genotype_lib
-from official.autodeeplab.search import space
+from official.autodeeplab.training import arch_history
 from official.autodeeplab.training import distribute
 from official.autodeeplab.training import evaluation
 from official.autodeeplab.training import loop
 from official.autodeeplab.training import losses
 from official.autodeeplab.training import optimization
-from official.autodeeplab.training import run_state
+from official.autodeeplab.training import search_outputs
 from official.autodeeplab.training.configs import LoopSettings
 from official.autodeeplab.training.configs import SearchConfig
 from official.autodeeplab.training.configs import SearchData
-from official.autodeeplab.utils import files
 from official.autodeeplab.utils import runtime as runtime_lib
-from official.autodeeplab.utils import visualize
 
-SUPERNET_FILE = 'supernet.json'  # what the supernet of a search workdir is (to rebuild it)
 
 
 class StepOutput(typing.NamedTuple):
@@ -119,6 +111,8 @@ class SearchTask:
     self.shard_files, self.steps_per_epoch, self.half_sizes = None, None, None
     self._losses = {}
     self._found = None
+    self._confusion = {'log': 0, 'export': 0}  # trainB confusion since the last line / export
+    self._stop = None
 
   # -- inputs ------------------------------------------------------------------------------------
   def build_inputs(self, data: SearchData, files: list[str] | None = None,
@@ -175,7 +169,7 @@ class SearchTask:
                                arch_optimizer=self.arch_optimizer, step=self.step)
 
   def run_description(self):
-    return SUPERNET_FILE, self.model.description(), {}
+    return search_outputs.SUPERNET_FILE, self.model.description(), {}
 
   def train_step(self, iterators) -> loop.StepResult:
     """One weight step on a trainA batch, then (once active) one arch step on a trainB batch."""
@@ -196,9 +190,7 @@ class SearchTask:
   def log_scalars(self, step: int) -> tuple[dict, str]:
     """Both losses, the trainB mIoU of the arch steps since the last line, the learning rate."""
     scalars = dict(self._losses)
-    confusion = self.metrics.confusion_matrix()  # read once: the replicas' copies are summed
-    miou = evaluation.scores(confusion)['miou'] if confusion.any() else None
-    self.metrics.reset()
+    miou = self._trainb_miou('log')
     if miou is not None:
       scalars['miou/trainB'] = miou
     scalars['learning_rate'] = float(self.weight_optimizer.learning_rate)
@@ -211,19 +203,61 @@ class SearchTask:
 
   def after_step(self, workdir: str, step: int, result: loop.StepResult, final: bool,
                  chief: bool) -> None:
-    if chief and (step % self.settings.export_every == 0 or final):
-      self._export(workdir, step)
+    if step % self.settings.export_every == 0 or final:
+      if chief:
+        self._export(workdir, step)
+      if not final and self.config.stop_when_stable:
+        self._agree_on_stop(chief)
+
+  def stop_reason(self, workdir: str) -> str | None:
+    """Why the search ends before num_steps (search_config.stop_when_stable), or None; a resumed
+    run finds its count in the workdir's history."""
+    if self._stop is None and self._found is None and self.config.stop_when_stable:
+      self._stop = arch_history.stop_reason(arch_history.read(workdir),
+                                            self.config.arch_start_step,
+                                            self.config.stop_when_stable)
+    return self._stop
 
   def finish(self, workdir: str, step: int, chief: bool) -> dict:
     if self._found is None and chief:  # resumed at the end: nothing was left to do
       self._export(workdir, step)
     return {'step': step, 'loss_trainA': self._losses.get('loss/trainA', math.nan),
-            'loss_trainB': self._losses.get('loss/trainB'), 'genotype': self._found}
+            'loss_trainB': self._losses.get('loss/trainB'), 'genotype': self._found,
+            'stopped': self._stop}
 
   def _export(self, workdir: str, step: int) -> None:
-    self._found = export_architecture(self.model, workdir, step)
-    architecture_summaries(self.model, self._found, step)
+    """The export files, the history record (its entropies to TensorBoard) and the stop check."""
+    self._found = search_outputs.export_architecture(self.model, workdir, step)
+    search_outputs.architecture_summaries(self.model, self._found, step)
+    epoch = step / self.steps_per_epoch if self.steps_per_epoch else None
+    record = arch_history.make_record(
+        step, epoch, self._found, self.model.alpha.numpy(),
+        self.model.transition_probabilities().numpy(), self._trainb_miou('export'))
+    if arch_history.append(workdir, record):
+      for name in ('alpha_entropy', 'transition_entropy'):
+        tf.summary.scalar(f'architecture/{name}', record[name], step=step)
+    self._stop = arch_history.stop_reason(arch_history.read(workdir), self.config.arch_start_step,
+                                          self.config.stop_when_stable)
     tf.summary.flush()
+
+  def _agree_on_stop(self, chief: bool) -> None:
+    """Every worker stops at the same step: the chief's decision (from its history) is summed
+    over the replicas of all workers."""
+    vote = tf.constant(int(chief and self._stop is not None), tf.int32)
+    votes = self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(lambda: vote),
+                                 axis=None)
+    if int(votes) and self._stop is None:
+      self._stop = 'the chief found the decoded architecture stable'
+
+  def _trainb_miou(self, reader: str) -> float | None:
+    """trainB mIoU since `reader` ('log' line or 'export') last asked; the metric variables are
+    read once and reset, their counts kept for the other reader."""
+    confusion = self.metrics.confusion_matrix()  # read once: the replicas' copies are summed
+    self.metrics.reset()
+    for name in self._confusion:
+      self._confusion[name] = self._confusion[name] + confusion
+    total, self._confusion[reader] = self._confusion[reader], 0
+    return evaluation.scores(total)['miou'] if np.any(total) else None
 
   # -- the steps ---------------------------------------------------------------------------------
   def _replica_gradients(self, images, labels, variables):
@@ -276,51 +310,3 @@ class SearchTask:
 
   def arch_active(self) -> bool:
     return int(self.step.numpy()) >= self.config.arch_start_step
-
-
-def export_architecture(model: supernet.Supernet, workdir: str,
-                        step: int) -> genotype_lib.Genotype:
-  """Writes what the search has found at `step`, each file atomically: `arch.npz` (raw alpha,
-  beta and the transition probabilities), `genotype.json` (cell + Viterbi path) and
-  `architecture.png`. Returns the genotype."""
-  alpha, beta = (v.numpy() for v in model.arch_variables)
-  transitions = decode.transition_probabilities(beta)
-  buffer = io.BytesIO()
-  np.savez(buffer, alpha=alpha, beta=beta, transition_probabilities=transitions, step=step)
-  files.write_bytes(os.path.join(workdir, 'arch.npz'), buffer.getvalue())
-  found = decode.decode(alpha, beta, model.num_blocks)
-  found.to_json(os.path.join(workdir, 'genotype.json'))
-  visualize.plot_architecture(found, os.path.join(workdir, 'architecture.png'), transitions,
-                              f'search step {step}')
-  return found
-
-
-def architecture_summaries(model: supernet.Supernet, found: genotype_lib.Genotype,
-                           step: int) -> None:
-  """TensorBoard: softmax(alpha) [edges x ops] and the transition probabilities [layers x (level,
-  transition)] as heatmaps, and the decoded architecture as text (in the default writer)."""
-  alpha = tf.nn.softmax(model.alpha).numpy()
-  transitions = model.transition_probabilities().numpy().reshape(model.num_layers, -1)
-  columns = [f'{k}:{t}' for k in range(model.num_levels) for t in space.TRANSITIONS]
-  for name, values, xlabels, ylabel in (
-      ('architecture/softmax_alpha', alpha, space.PRIMITIVES, 'edge'),
-      ('architecture/transition_probabilities', transitions, columns, 'layer')):
-    png = visualize.heatmap_png(values, f'{name.split("/")[1]} at step {step}', xlabels, ylabel)
-    tf.summary.image(name, tf.io.decode_png(png, channels=3)[tf.newaxis], step=step)
-  tf.summary.text('architecture/decoded', '    ' + found.describe().replace('\n', '\n    '),
-                  step=step)
-
-
-def decode_checkpoint(workdir: str) -> tuple[genotype_lib.Genotype, np.ndarray, int]:
-  """(genotype, transition probabilities, step) of a search workdir's latest checkpoint, without
-  training: the supernet is rebuilt from `supernet.json` and only restored."""
-  description = run_state.read_json(workdir, SUPERNET_FILE, 'is it a tools.search workdir?')
-  path = run_state.latest_checkpoint(workdir)
-  model = supernet.Supernet.from_description(description,
-                                             os.path.join(workdir, SUPERNET_FILE))
-  model.build((None, None, None, 3))
-  step = tf.Variable(0, dtype=tf.int64)
-  run_state.restore(tf.train.Checkpoint(model=model, step=step), path, workdir, partial=True)
-  alpha, beta = (v.numpy() for v in model.arch_variables)
-  return (decode.decode(alpha, beta, model.num_blocks), decode.transition_probabilities(beta),
-          int(step.numpy()))

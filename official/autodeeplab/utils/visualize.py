@@ -169,6 +169,60 @@ def _plot_cell(ax, genotype: Genotype) -> None:
                fontsize=10)
 
 
+def plot_history(records: list[dict], output_path: str, title: str = '') -> str:
+  """How a search's decoded architecture changed over its exports (arch_history.jsonl records):
+  the path's level per layer, each block's two chosen ops (colour) and inputs (the number), and
+  the entropies and trainB mIoU. Writes the PNG atomically and returns its path."""
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+  from matplotlib.colors import ListedColormap
+  genotypes = [Genotype.from_dict(r['genotype']) for r in records]
+  steps = [r['step'] for r in records]
+  n = len(records)
+  paths = np.array([g.path for g in genotypes]).T  # [layers, exports]
+  choices = np.array([[space.PRIMITIVES.index(op) for block in g.cell for _, op in block]
+                      for g in genotypes]).T  # [2 x blocks, exports]
+  inputs = np.array([[index for block in g.cell for index, _ in block] for g in genotypes]).T
+  fig, (path_ax, cell_ax, curve_ax) = plt.subplots(
+      3, 1, figsize=(max(8, 0.35 * n + 3), 3 + 0.3 * (paths.shape[0] + choices.shape[0])),
+      sharex=True, gridspec_kw={'height_ratios': [paths.shape[0], choices.shape[0], 6]})
+  levels = path_ax.imshow(paths, aspect='auto', cmap=ListedColormap(
+      ['#c6dbef', '#6baed6', '#2171b5', '#08306b']), vmin=-0.5, vmax=space.NUM_LEVELS - 0.5,
+                          interpolation='nearest')
+  colorbar = fig.colorbar(levels, ax=path_ax, ticks=range(space.NUM_LEVELS), pad=0.01)
+  colorbar.ax.set_yticklabels([f'1/{space.level_stride(k)}' for k in range(space.NUM_LEVELS)])
+  path_ax.set_ylabel('layer')
+  path_ax.set_title('decoded path: output stride of each layer', fontsize=10)
+  ops = cell_ax.imshow(choices, aspect='auto', cmap=plt.get_cmap('tab10', len(space.PRIMITIVES)),
+                       vmin=-0.5, vmax=len(space.PRIMITIVES) - 0.5, interpolation='nearest')
+  colorbar = fig.colorbar(ops, ax=cell_ax, ticks=range(len(space.PRIMITIVES)), pad=0.01)
+  colorbar.ax.set_yticklabels(space.PRIMITIVES, fontsize=7)
+  if n <= 60:  # the chosen input of each op, while the numbers stay readable
+    for (row, column), index in np.ndenumerate(inputs):
+      cell_ax.text(column, row, str(index), ha='center', va='center', fontsize=6, color='white')
+  cell_ax.set_yticks(range(choices.shape[0]),
+                     [f'block {b} op {k}' for b in range(choices.shape[0] // 2) for k in (1, 2)],
+                     fontsize=7)
+  cell_ax.set_title('cell: op of each block input (colour) and the state it reads (number)',
+                    fontsize=10)
+  for key, label in (('alpha_entropy', 'entropy of softmax(alpha), mean per edge'),
+                     ('transition_entropy', 'entropy of the transitions, mean per node')):
+    curve_ax.plot(range(n), [r[key] for r in records], marker='.', label=label)
+  mious = [r.get('miou_trainB') for r in records]
+  if any(m is not None for m in mious):
+    curve_ax.plot(range(n), [np.nan if m is None else m for m in mious], marker='.',
+                  label='trainB mIoU since the previous export')
+  curve_ax.legend(fontsize=7, loc='best')
+  ticks = range(0, n, max(1, n // 20))
+  curve_ax.set_xticks(list(ticks), [str(steps[i]) for i in ticks], fontsize=7)
+  curve_ax.set_xlabel('search step of the export')
+  if title:
+    fig.suptitle(title, fontsize=11)
+  fig.tight_layout()
+  return save_figure(fig, output_path, 110)
+
+
 def heatmap_png(values: np.ndarray, title: str, xlabels, ylabel: str) -> bytes:
   """A [rows, columns] array of values in [0, 1] as a PNG heatmap (TensorBoard images)."""
   import io

@@ -1,0 +1,70 @@
+"""What a search writes and how a search workdir is read back: `arch.npz`, `genotype.json` and
+`architecture.png` at each export (each file atomically), the TensorBoard heatmaps of softmax(alpha)
+and the transition probabilities, and the architecture of any workdir's latest checkpoint decoded
+without training (`tools.describe --workdir`).
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from official.autodeeplab.modeling import supernet
+from official.autodeeplab.search import decode
+from official.autodeeplab.search import genotype as genotype_lib
+from official.autodeeplab.search import space
+from official.autodeeplab.training import run_state
+from official.autodeeplab.utils import files
+from official.autodeeplab.utils import visualize
+
+SUPERNET_FILE = 'supernet.json'  # what the supernet of a search workdir is (to rebuild it)
+
+
+def export_architecture(model: supernet.Supernet, workdir: str,
+                        step: int) -> genotype_lib.Genotype:
+  """Writes what the search has found at `step`, each file atomically: `arch.npz` (raw alpha,
+  beta and the transition probabilities), `genotype.json` (cell + Viterbi path) and
+  `architecture.png`. Returns the genotype."""
+  alpha, beta = (v.numpy() for v in model.arch_variables)
+  transitions = decode.transition_probabilities(beta)
+  buffer = io.BytesIO()
+  np.savez(buffer, alpha=alpha, beta=beta, transition_probabilities=transitions, step=step)
+  files.write_bytes(os.path.join(workdir, 'arch.npz'), buffer.getvalue())
+  found = decode.decode(alpha, beta, model.num_blocks)
+  found.to_json(os.path.join(workdir, 'genotype.json'))
+  visualize.plot_architecture(found, os.path.join(workdir, 'architecture.png'), transitions,
+                              f'search step {step}')
+  return found
+
+
+def architecture_summaries(model: supernet.Supernet, found: genotype_lib.Genotype,
+                           step: int) -> None:
+  """TensorBoard: softmax(alpha) [edges x ops] and the transition probabilities [layers x (level,
+  transition)] as heatmaps, and the decoded architecture as text (in the default writer)."""
+  alpha = tf.nn.softmax(model.alpha).numpy()
+  transitions = model.transition_probabilities().numpy().reshape(model.num_layers, -1)
+  columns = [f'{k}:{t}' for k in range(model.num_levels) for t in space.TRANSITIONS]
+  for name, values, xlabels, ylabel in (
+      ('architecture/softmax_alpha', alpha, space.PRIMITIVES, 'edge'),
+      ('architecture/transition_probabilities', transitions, columns, 'layer')):
+    png = visualize.heatmap_png(values, f'{name.split("/")[1]} at step {step}', xlabels, ylabel)
+    tf.summary.image(name, tf.io.decode_png(png, channels=3)[tf.newaxis], step=step)
+  tf.summary.text('architecture/decoded', '    ' + found.describe().replace('\n', '\n    '),
+                  step=step)
+
+
+def decode_checkpoint(workdir: str) -> tuple[genotype_lib.Genotype, np.ndarray, int]:
+  """(genotype, transition probabilities, step) of a search workdir's latest checkpoint, without
+  training: the supernet is rebuilt from `supernet.json` and only restored."""
+  description = run_state.read_json(workdir, SUPERNET_FILE, 'is it a tools.search workdir?')
+  path = run_state.latest_checkpoint(workdir)
+  model = supernet.Supernet.from_description(description,
+                                             os.path.join(workdir, SUPERNET_FILE))
+  model.build((None, None, None, 3))
+  step = tf.Variable(0, dtype=tf.int64)
+  run_state.restore(tf.train.Checkpoint(model=model, step=step), path, workdir, partial=True)
+  alpha, beta = (v.numpy() for v in model.arch_variables)
+  return (decode.decode(alpha, beta, model.num_blocks), decode.transition_probabilities(beta),
+          int(step.numpy()))
