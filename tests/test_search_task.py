@@ -118,8 +118,9 @@ def test_periodic_exports_summaries_and_progress_line(task, tmp_path):
   saved = Genotype.from_json(tmp_path / 'genotype.json')
   assert saved == result['genotype']
   # Decoding the workdir's latest checkpoint without training gives the same architecture.
-  decoded, transitions, step = search_outputs.decode_checkpoint(str(tmp_path))
+  decoded, transitions, step, expected = search_outputs.decode_checkpoint(str(tmp_path))
   assert decoded == saved and step == start + 4 and transitions.shape == (3, 4, 3)
+  assert expected > 0
 
 
 def test_a_full_disk_at_an_architecture_export_keeps_the_previous_files(task, tmp_path,
@@ -184,6 +185,31 @@ def test_history_and_the_stop_when_the_architecture_is_stable(task, tmp_path):
     task.config = saved[0]
     task.arch_optimizer.learning_rate.assign(saved[1])
     task._stop = None
+
+
+def test_the_cost_term_pulls_the_expected_multiply_adds_down(task, tmp_path):
+  """With a binding cost weight (a target far below), architecture steps lower the expected
+  cells' multiply-adds, which the log and the history record."""
+  import dataclasses
+  from official.autodeeplab.training import arch_history
+  start = int(task.step.numpy())
+  a, b = datasets()
+  saved = task.config
+  task.config = dataclasses.replace(task.config, arch_start_step=0, cost_weight=5.0,
+                                    cost_target=1e6, cost_image_size=(65, 65),
+                                    cost_filter_multiplier=4)
+  task._cost = tf.function(task._cost_term)
+  try:
+    before = float(task._cost()[0])
+    settings = configs.LoopSettings(log_every=1, checkpoint_every=100, export_every=3)
+    run(task, a, b, start + 3, str(tmp_path), settings, log=lambda _: None)
+    after = float(task._cost()[0])
+    assert after < before
+    assert arch_history.read(str(tmp_path))[-1]['expected_multiply_adds'] == pytest.approx(
+        after, rel=1e-4)
+    assert 'cost/expected_multiply_adds' in events(tmp_path / 'tensorboard')
+  finally:
+    task.config, task._cost = saved, None
 
 
 def test_history_file_and_stable_counting(tmp_path):

@@ -114,9 +114,11 @@ def main(argv):
     transitions = None
     if FLAGS.workdir:
       from official.autodeeplab.training import search_outputs
-      geno, transitions, step = search_outputs.decode_checkpoint(FLAGS.workdir)
+      geno, transitions, step, expected = search_outputs.decode_checkpoint(FLAGS.workdir)
       source = f'{FLAGS.workdir} at search step {step}'
-      report['step'] = step
+      report.update(step=step, expected_multiply_adds=expected)
+      text.append(f'expected multiply-adds of the retrained cells (F=20, 1024x2048, under the '
+                  f'relaxation): {expected / 1e9:.2f}B')
     else:
       geno, source = genotype_lib.load(FLAGS.genotype), FLAGS.genotype
     report['genotype'] = geno.to_dict()

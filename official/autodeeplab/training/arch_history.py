@@ -9,7 +9,8 @@ ops changed.
 A record: {"step", "epoch", "genotype" (as genotype.json), "alpha_entropy" (mean over edges of the
 entropy of softmax(alpha), nats), "transition_entropy" (mean over the trellis nodes of the entropy
 of their transition probabilities), "miou_trainB" (of the architecture steps since the previous
-export; null before they start)}.
+export; null before they start), "expected_multiply_adds" (of the retrained network's cells
+under the relaxation, at search_config.cost_image_size and cost_filter_multiplier: search/cost.py)}.
 """
 from __future__ import annotations
 
@@ -44,12 +45,14 @@ def entropies(alpha: np.ndarray, transitions: np.ndarray) -> tuple[float, float]
 
 
 def make_record(step: int, epoch: float | None, found: genotype_lib.Genotype, alpha: np.ndarray,
-                transitions: np.ndarray, miou: float | None) -> dict:
+                transitions: np.ndarray, miou: float | None,
+                expected_multiply_adds: float | None = None) -> dict:
   alpha_entropy, transition_entropy = entropies(alpha, transitions)
   return {'step': int(step), 'epoch': None if epoch is None else round(float(epoch), 4),
           'genotype': found.to_dict(), 'alpha_entropy': alpha_entropy,
           'transition_entropy': transition_entropy,
-          'miou_trainB': None if miou is None else float(miou)}
+          'miou_trainB': None if miou is None else float(miou),
+          'expected_multiply_adds': expected_multiply_adds}
 
 
 def read(workdir: str) -> list[dict]:

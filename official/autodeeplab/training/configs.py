@@ -48,17 +48,39 @@ class SearchConfig:
     stop_when_stable: when positive, the search stops (final files written, exit 0) at the
       first `stop_when_stable` exports in a row, all at steps after arch_start_step, that decode
       the same genotype (arch_history.jsonl); 0: run every step (the paper's protocol).
+    cost_weight: weight of the cost term of the architecture loss, 0 (the paper: accuracy only)
+      or positive: cost_weight * max(0, log(E[cells' multiply-adds] / cost_target)), a hinge on
+      the log of the expected count relative to the target (`search/cost.expected_cells`): no pull
+      below the target, and a pull that does not depend on the count's scale.
+    cost_target: multiply-adds of the retrained network's cells to aim at (needed with a weight).
+    cost_image_size: (height, width) the multiply-adds are counted at (Cityscapes' full size).
+    cost_filter_multiplier: F of the retrained network they are counted for (20: S).
   """
   total_steps: int = 1000
   arch_start_step: int = 500
   num_epochs: float = 0.0
   arch_start_epoch: float = 0.0
   stop_when_stable: int = 0
+  cost_weight: float = 0.0
+  cost_target: float = 0.0
+  cost_image_size: tuple[int, int] = (1024, 2048)
+  cost_filter_multiplier: int = 20
 
   def validate(self) -> None:
     if self.stop_when_stable < 0:
       raise UserInputError(f'search_config.stop_when_stable={self.stop_when_stable}: expected 0 '
                            '(off) or the number of exports in a row with the same genotype')
+    if self.cost_weight < 0:
+      raise UserInputError(f'search_config.cost_weight={self.cost_weight}: must be 0 (off) or '
+                           'positive')
+    if self.cost_weight and self.cost_target <= 0:
+      raise UserInputError(f'search_config.cost_weight={self.cost_weight} needs '
+                           'search_config.cost_target (the cells\' multiply-adds to aim at, '
+                           'e.g. from tools.describe --genotype=paper --model_size=S)')
+    sizes.check_image_size(*self.cost_image_size, 'search_config.cost_image_size')
+    if self.cost_filter_multiplier < 1:
+      raise UserInputError(f'search_config.cost_filter_multiplier={self.cost_filter_multiplier}: '
+                           'must be positive')
   weight_lr: float = 0.025
   weight_lr_min: float = 0.001
   weight_momentum: float = 0.9
@@ -200,13 +222,16 @@ def _replace(name: str, default, overrides: dict):
   """`default` with gin's `overrides`; an unknown setting (with the nearest valid names) or a value
   of the wrong type is a one-line error naming it."""
   fields = {f.name: f for f in dataclasses.fields(default)}
-  for key, value in overrides.items():
+  overrides = dict(overrides)
+  for key, value in list(overrides.items()):
     if key not in fields:
       near = difflib.get_close_matches(key, fields, n=3)
       hint = f'; did you mean {" or ".join(near)}?' if near else ''
       raise UserInputError(f'{name}.{key}: no such setting{hint} (settings: '
                            f'{", ".join(fields)})')
     current = getattr(default, key)
+    if isinstance(current, tuple) and isinstance(value, list):  # gin's [a, b] for a pair
+      value = overrides[key] = tuple(value)
     if not _same_kind(value, current):
       raise UserInputError(f'{name}.{key} = {value!r}: expected a {type(current).__name__}')
   return dataclasses.replace(default, **overrides)

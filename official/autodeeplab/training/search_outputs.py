@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import io
 import os
+import typing
 
 import numpy as np
 import tensorflow as tf
 
 from official.autodeeplab.modeling import supernet
+from official.autodeeplab.search import cost
 from official.autodeeplab.search import decode
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab.search import space
@@ -55,9 +57,28 @@ def architecture_summaries(model: supernet.Supernet, found: genotype_lib.Genotyp
                   step=step)
 
 
-def decode_checkpoint(workdir: str) -> tuple[genotype_lib.Genotype, np.ndarray, int]:
-  """(genotype, transition probabilities, step) of a search workdir's latest checkpoint, without
-  training: the supernet is rebuilt from `supernet.json` and only restored."""
+class Decoded(typing.NamedTuple):
+  genotype: genotype_lib.Genotype
+  transitions: np.ndarray  # transition probabilities [L, levels, 3]
+  step: int
+  expected_multiply_adds: float  # of the retrained cells under the relaxation (search/cost.py)
+
+
+def decode_checkpoint(workdir: str, cost_filter_multiplier: int = 20,
+                      cost_image_size: tuple[int, int] = (1024, 2048)) -> Decoded:
+  """What a search workdir's latest checkpoint holds, without training: the supernet is rebuilt
+  from `supernet.json` and only restored; the expected multiply-adds are counted for F =
+  `cost_filter_multiplier` at `cost_image_size`."""
+  model, step = restore_supernet(workdir)
+  alpha, beta = (v.numpy() for v in model.arch_variables)
+  expected = cost.expected_cells(model.alpha, model.transition_probabilities(), model.num_blocks,
+                                 cost_filter_multiplier, *cost_image_size)
+  return Decoded(decode.decode(alpha, beta, model.num_blocks),
+                 decode.transition_probabilities(beta), step, float(expected))
+
+
+def restore_supernet(workdir: str):
+  """(the supernet of a search workdir, restored from its latest checkpoint; its step)."""
   description = run_state.read_json(workdir, SUPERNET_FILE, 'is it a tools.search workdir?')
   path = run_state.latest_checkpoint(workdir)
   model = supernet.Supernet.from_description(description,
@@ -65,6 +86,4 @@ def decode_checkpoint(workdir: str) -> tuple[genotype_lib.Genotype, np.ndarray, 
   model.build((None, None, None, 3))
   step = tf.Variable(0, dtype=tf.int64)
   run_state.restore(tf.train.Checkpoint(model=model, step=step), path, workdir, partial=True)
-  alpha, beta = (v.numpy() for v in model.arch_variables)
-  return (decode.decode(alpha, beta, model.num_blocks), decode.transition_probabilities(beta),
-          int(step.numpy()))
+  return model, int(step.numpy())

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.errors import UserInputError
+from official.autodeeplab.search import cost
 from official.autodeeplab.training import arch_history
 from official.autodeeplab.training import distribute
 from official.autodeeplab.training import evaluation
@@ -104,6 +105,7 @@ class SearchTask:
                                           weight_decay=0.0)
     self._apply_arch = self._update_fn(self.arch_optimizer, self.model.arch_variables,
                                        config.arch_weight_decay)
+    self._cost = tf.function(self._cost_term) if config.cost_weight else None
     self._update_metrics = tf.function(
         lambda labels, predictions: self.strategy.run(self.metrics.update,
                                                       args=(labels, predictions)))
@@ -230,9 +232,12 @@ class SearchTask:
     self._found = search_outputs.export_architecture(self.model, workdir, step)
     search_outputs.architecture_summaries(self.model, self._found, step)
     epoch = step / self.steps_per_epoch if self.steps_per_epoch else None
+    transitions = self.model.transition_probabilities()
+    expected = cost.expected_cells(self.model.alpha, transitions, self.model.num_blocks,
+                                   self.config.cost_filter_multiplier, *self.config.cost_image_size)
     record = arch_history.make_record(
-        step, epoch, self._found, self.model.alpha.numpy(),
-        self.model.transition_probabilities().numpy(), self._trainb_miou('export'))
+        step, epoch, self._found, self.model.alpha.numpy(), transitions.numpy(),
+        self._trainb_miou('export'), float(expected))
     if arch_history.append(workdir, record):
       for name in ('alpha_entropy', 'transition_entropy'):
         tf.summary.scalar(f'architecture/{name}', record[name], step=step)
@@ -273,19 +278,34 @@ class SearchTask:
     return self.strategy.run(fn, args=(images, labels))
 
   def _update_fn(self, optimizer, variables, weight_decay):
-    """A compiled update: L2 added to the gradients, then the optimiser, on every replica."""
-    def replica_update(grads):
+    """A compiled update: L2 added to the gradients (and `extra` ones, the same on every replica:
+    the cost term's), then the optimiser, on every replica."""
+    replicas = self.strategy.num_replicas_in_sync
+
+    def replica_update(grads, extra):
       # tf.identity puts each gradient on this replica's device (no copy): Keras all-reduces the
       # gradients, and under MultiWorkerMirroredStrategy a bare function argument has no device
       # ("destinations can not be empty").
       grads = [tf.identity(g) for g in grads]
+      if extra is not None:  # summed over the replicas by the all-reduce: a share each
+        grads = [g + e / replicas for g, e in zip(grads, extra)]
       decayed = optimization.add_weight_decay(grads, variables, weight_decay)
       optimizer.apply_gradients(zip(decayed, variables))
 
     @tf.function
-    def update(grads):
-      self.strategy.run(replica_update, args=(grads,))
+    def update(grads, extra=None):
+      self.strategy.run(replica_update, args=(grads, extra))
     return update
+
+  def _cost_term(self):
+    """(expected cells' multiply-adds, the gradients of the cost term for alpha and beta)."""
+    config, model = self.config, self.model
+    with tf.GradientTape() as tape:
+      expected = cost.expected_cells(model.alpha, model.transition_probabilities(),
+                                     model.num_blocks, config.cost_filter_multiplier,
+                                     *config.cost_image_size)
+      penalty = config.cost_weight * tf.maximum(0.0, tf.math.log(expected / config.cost_target))
+    return expected, tape.gradient(penalty, model.arch_variables)
 
   def _output(self, loss, nonfinite, predictions) -> StepOutput:
     total = lambda x: float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None))
@@ -305,7 +325,12 @@ class SearchTask:
     else:
       loss, nonfinite, predictions, grads = self._gradients(images, labels)
       grads = grads[self._num_weights:]
-    self._apply_arch(grads)
+    if self._cost is None:
+      self._apply_arch(grads)
+    else:
+      expected, cost_grads = self._cost()
+      self._losses['cost/expected_multiply_adds'] = float(expected)
+      self._apply_arch(grads, cost_grads)
     return self._output(loss, nonfinite, predictions)
 
   def arch_active(self) -> bool:
