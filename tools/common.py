@@ -10,11 +10,13 @@ warnings still show.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import math
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 from typing import Callable
@@ -221,3 +223,30 @@ def run(main: Callable[[list[str]], None]) -> None:
   except KeyboardInterrupt:  # Ctrl-C outside a training loop (which checkpoints and exits 130)
     print('interrupted', file=sys.stderr)
     sys.exit(128 + signal.SIGINT)
+
+
+def run_stage(tool: str, *args: str, caller: str = 'pipeline') -> None:
+  """Runs one binary exactly as a user would (tools.pipeline, tools.baseline); a failing stage
+  stops the caller. On Ctrl-C (which the stage receives too, and answers by checkpointing) it
+  waits for the stage, then exits 130."""
+  print(f'[{caller}] python -m tools.{tool} {" ".join(args)}', flush=True)
+  child = subprocess.Popen([sys.executable, '-m', f'tools.{tool}', *args])
+  try:
+    returncode = child.wait()
+  except KeyboardInterrupt:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the stage
+    child.wait()
+    print(f'[{caller}] interrupted during tools.{tool}; rerun to resume', flush=True)
+    sys.exit(128 + signal.SIGINT)
+  if returncode:
+    raise UserInputError(f'stage tools.{tool} failed with exit code {returncode}')
+
+
+def eval_is_current(eval_path: str, train_dir: str) -> bool:
+  """eval.json exists and scores the training workdir's latest checkpoint."""
+  state = os.path.join(train_dir, 'checkpoints', 'checkpoint')
+  if not (os.path.exists(eval_path) and os.path.exists(state)):
+    return False
+  with open(eval_path) as f, open(state) as g:
+    checkpoint = os.path.basename(json.load(f).get('checkpoint', ''))
+    return f'model_checkpoint_path: "{checkpoint}"' in g.read()

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 
 from absl import flags
@@ -28,6 +25,8 @@ from absl import flags
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab.search import space
 from tools import common
+
+_stage = common.run_stage
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/quickstart', 'Where every stage writes its outputs.')
@@ -83,7 +82,7 @@ def main(argv):
 
   # 5. Evaluate on val: eval.json and overlays.
   eval_path = os.path.join(paths['train'], 'eval.json')
-  if not _eval_current(eval_path, paths['train']):
+  if not common.eval_is_current(eval_path, paths['train']):
     _stage('evaluate', f'--workdir={paths["train"]}', f'--tfrecord_dir={paths["data"]}',
            '--split=val', f'--save_predictions={paths["predictions"]}')
   else:
@@ -123,37 +122,11 @@ def main(argv):
         f'  real data: README.md, "The stages" (details in docs/guide.md)', flush=True)
 
 
-def _stage(tool: str, *args: str) -> None:
-  """Runs one binary exactly as a user would; a failing stage stops the pipeline. On Ctrl-C (which
-  the stage receives too, and answers by checkpointing) it waits for the stage, then exits 130."""
-  print(f'[pipeline] python -m tools.{tool} {" ".join(args)}', flush=True)
-  child = subprocess.Popen([sys.executable, '-m', f'tools.{tool}', *args])
-  try:
-    returncode = child.wait()
-  except KeyboardInterrupt:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the stage
-    child.wait()
-    print(f'[pipeline] interrupted during tools.{tool}; rerun to resume', flush=True)
-    sys.exit(128 + signal.SIGINT)
-  if returncode:
-    raise common.UserInputError(f'stage tools.{tool} failed with exit code {returncode}')
-
-
 def _stage_done(output: str, name: str) -> bool:
   if os.path.exists(output):
     print(f'[{name}] {output} exists: skipped', flush=True)
     return True
   return False
-
-
-def _eval_current(eval_path: str, train_dir: str) -> bool:
-  """eval.json exists and scores the training workdir's latest checkpoint."""
-  state = os.path.join(train_dir, 'checkpoints', 'checkpoint')
-  if not (os.path.exists(eval_path) and os.path.exists(state)):
-    return False
-  with open(eval_path) as f, open(state) as g:
-    checkpoint = os.path.basename(json.load(f).get('checkpoint', ''))
-    return f'model_checkpoint_path: "{checkpoint}"' in g.read()
 
 
 def _new_image(work: str) -> str:

@@ -68,8 +68,9 @@ def parse(data: Any, source: str) -> tuple[datasets.DatasetSpec, str, dict | Non
     palette = datasets.voc_palette(len(names))
   else:
     if not isinstance(palette, list) or len(palette) != len(names):
+      got = len(palette) if isinstance(palette, list) else repr(palette)
       raise UserInputError(f'{source}: "palette" must hold one [r, g, b] per class '
-                           f'({len(names)}), got {len(palette) if isinstance(palette, list) else palette!r}')
+                           f'({len(names)}), got {got}')
     palette = np.array([_colour(c, f'{source}: palette[{i}]') for i, c in enumerate(palette)],
                        np.uint8)
   ignore = _byte(data.get('ignore_label', datasets.IGNORE_LABEL), f'{source}: "ignore_label"')

@@ -223,6 +223,33 @@ def plot_history(records: list[dict], output_path: str, title: str = '') -> str:
   return save_figure(fig, output_path, 110)
 
 
+def plot_baseline(entries: list[dict], output_path: str, image_size) -> str:
+  """tools.baseline's figure: mIoU against multiply-adds, random genotypes as dots, the given
+  ones as stars with their names; the random median as a line."""
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  random = [e for e in entries if e['source'] == 'random']
+  ax.scatter([e['multiply_adds'] / 1e9 for e in random], [100 * e['miou'] for e in random],
+             color='0.5', label=f'random genotypes ({len(random)})')
+  if random:
+    ax.axhline(100 * float(np.median([e['miou'] for e in random])), color='0.5', ls='--', lw=0.8,
+               label='random median')
+  for entry in (e for e in entries if e['source'] == 'given'):
+    ax.scatter(entry['multiply_adds'] / 1e9, 100 * entry['miou'], marker='*', s=220,
+               color='tab:red', zorder=3)
+    ax.annotate(entry['name'], (entry['multiply_adds'] / 1e9, 100 * entry['miou']), fontsize=8,
+                xytext=(6, 4), textcoords='offset points')
+  ax.scatter([], [], marker='*', s=120, color='tab:red', label='given (searched) genotypes')
+  ax.set_xlabel(f'multiply-adds (B) at {image_size[0]}x{image_size[1]}')
+  ax.set_ylabel('mIoU (%)')
+  ax.set_title('searched vs random architectures, same retraining', fontsize=10)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return save_figure(fig, output_path, 110)
+
+
 def heatmap_png(values: np.ndarray, title: str, xlabels, ylabel: str) -> bytes:
   """A [rows, columns] array of values in [0, 1] as a PNG heatmap (TensorBoard images)."""
   import io

@@ -1,0 +1,166 @@
+r"""A random-architecture baseline: do the searched genotypes beat random ones of the same space
+under the same training budget?
+
+  python -m tools.baseline --workdir=runs/baseline --genotype=runs/search/genotype.json \
+      [--genotype=...] --num_random=8 --gin_file=experiments/retrain/synthetic.gin \
+      --tfrecord_dir=runs/quickstart/data [--gin_bindings=...] [--match_cost=0.1] [--seed=0]
+
+Samples `--num_random` genotypes uniformly from the space the given ones come from (their L and B,
+paths starting at the levels theirs start at; search/sampling.py), optionally only those whose
+cells' multiply-adds are within `--match_cost` (a fraction) of the given genotypes' mean; retrains
+every architecture, given and random, with the same gin, seed and steps (`tools.train`), evaluates
+it on `--eval_split` (`tools.evaluate`), and writes `baseline.json` (one entry per architecture:
+source, genotype, mIoU, params, multiply-adds; and each given genotype's rank and percentile among
+the random ones) and `baseline.png` (mIoU against multiply-adds, the given ones marked). Each
+architecture is a sub-workdir (`given-0/`, `random-3/`), so a rerun resumes where it stopped; a
+workdir of another gin, seed or sample is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from absl import flags
+
+from tools import common
+
+FLAGS = flags.FLAGS
+common.define_flags('workdir', 'tfrecord_dir', 'seed')
+common.define_gin_flags()
+flags.DEFINE_multi_string('genotype', None, 'Given genotype(s): genotype.json files or "paper".')
+flags.DEFINE_integer('num_random', 8, 'Random genotypes to sample.')
+flags.DEFINE_float('match_cost', None, 'Keep random genotypes whose cells\' multiply-adds are '
+                   'within this fraction of the given genotypes\' mean (default: any).')
+flags.DEFINE_string('eval_split', 'val', 'Split the architectures are scored on.')
+flags.DEFINE_string('image_size', '1024,2048', 'HEIGHT,WIDTH the multiply-adds are counted at.')
+flags.mark_flags_as_required(['workdir', 'genotype', 'tfrecord_dir'])
+
+BASELINE_FILE, PLOT_FILE, CONFIG_FILE = 'baseline.json', 'baseline.png', 'baseline_config.json'
+MAX_DRAWS = 100_000  # draws to find each cost-matched genotype before giving up
+
+
+def _sample(given, multiplier: int, size: tuple[int, int]):
+  """The random genotypes (seeded by --seed), cost-matched when asked."""
+  import numpy as np
+  from official.autodeeplab.search import cost
+  from official.autodeeplab.search import sampling
+  first = tuple(sorted({g.path[0] for g in given}))
+  layers, blocks = given[0].num_layers, given[0].num_blocks
+  rng = np.random.default_rng(FLAGS.seed)
+  target = np.mean([cost.cells_multiply_adds(g, multiplier, *size) for g in given])
+  found = []
+  while len(found) < FLAGS.num_random:
+    for _ in range(MAX_DRAWS):
+      candidate = sampling.random_genotype(rng, layers, blocks, first)
+      madds = cost.cells_multiply_adds(candidate, multiplier, *size)
+      if FLAGS.match_cost is None or abs(madds - target) <= FLAGS.match_cost * target:
+        break
+    else:
+      raise common.UserInputError(f'--match_cost={FLAGS.match_cost}: no random genotype within '
+                                  f'{FLAGS.match_cost:.0%} of {target / 1e9:.2f}B multiply-adds '
+                                  f'in {MAX_DRAWS} draws; widen it')
+    found.append(candidate)
+  return found
+
+
+def _configuration(given) -> dict:
+  """What the workdir's results depend on: a rerun with anything else is refused."""
+  gin_text = ''.join(open(path).read() for path in FLAGS.gin_file)
+  return {'gin_sha1': hashlib.sha1(gin_text.encode()).hexdigest(),
+          'gin_bindings': list(FLAGS.gin_bindings), 'seed': FLAGS.seed,
+          'num_random': FLAGS.num_random, 'match_cost': FLAGS.match_cost,
+          'given': [g.to_dict() for g in given], 'tfrecord_dir': os.path.abspath(FLAGS.tfrecord_dir),
+          'eval_split': FLAGS.eval_split}
+
+
+def _retrain_and_evaluate(name: str, genotype) -> dict:
+  """One architecture's sub-workdir: trained (resumed) and evaluated unless already done."""
+  workdir = os.path.join(FLAGS.workdir, name)
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'genotype.json')
+  if not os.path.exists(path):
+    genotype.to_json(path)
+  gin = [f'--gin_file={g}' for g in FLAGS.gin_file] + [
+      f'--gin_bindings={b}' for b in FLAGS.gin_bindings]
+  common.run_stage('train', f'--workdir={workdir}', f'--tfrecord_dir={FLAGS.tfrecord_dir}',
+                   f'--genotype={path}', f'--seed={FLAGS.seed}', *gin, caller='baseline')
+  eval_path = os.path.join(workdir, 'eval.json')
+  if not common.eval_is_current(eval_path, workdir):
+    common.run_stage('evaluate', f'--workdir={workdir}', f'--tfrecord_dir={FLAGS.tfrecord_dir}',
+                     f'--split={FLAGS.eval_split}', *gin, caller='baseline')
+  with open(eval_path) as f:
+    report = json.load(f)
+  with open(os.path.join(workdir, 'model.json')) as f:
+    report['num_classes'] = json.load(f)['num_classes']
+  return report
+
+
+def _rank(miou: float, random_mious: list[float]) -> dict:
+  """1 = better than every random one; percentile = share of random ones it beats (ties half)."""
+  beaten = sum(m < miou for m in random_mious) + 0.5 * sum(m == miou for m in random_mious)
+  return {'rank': 1 + sum(m > miou for m in random_mious),
+          'percentile': 100.0 * beaten / len(random_mious)}
+
+
+def main(argv):
+  del argv
+  if FLAGS.num_random < 1:
+    raise common.UserInputError(f'--num_random={FLAGS.num_random}: must be at least 1')
+  if FLAGS.match_cost is not None and FLAGS.match_cost <= 0:
+    raise common.UserInputError(f'--match_cost={FLAGS.match_cost}: must be a positive fraction')
+  if not FLAGS.gin_file:
+    raise common.UserInputError('--gin_file: the retrain protocol every architecture gets, e.g. '
+                                'experiments/retrain/synthetic.gin')
+  for path in FLAGS.gin_file:
+    if not os.path.isfile(path):
+      raise common.UserInputError(f'--gin_file={path}: no such file')
+  from official.autodeeplab.modeling import sizes
+  from official.autodeeplab.search import genotype as genotype_lib
+  from official.autodeeplab.training import configs
+  from official.autodeeplab.training import run_state
+  size = sizes.parse_image_size(FLAGS.image_size, '--image_size')
+  given = [genotype_lib.load(g) for g in FLAGS.genotype]
+  shapes = {(g.num_layers, g.num_blocks) for g in given}
+  if len(shapes) > 1:
+    raise common.UserInputError(f'--genotype: the given genotypes come from different spaces '
+                                f'(L, B: {sorted(shapes)})')
+  common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings))
+  multiplier = configs.retrain_filter_multiplier()
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  run_state.check_or_write_json(FLAGS.workdir, CONFIG_FILE, _configuration(given),
+                                what='baseline (gin, seed, sample)')
+  architectures = ([('given', f'given-{i}', g) for i, g in enumerate(given)] +
+                   [('random', f'random-{i}', g)
+                    for i, g in enumerate(_sample(given, multiplier, size))])
+  import numpy as np
+  from official.autodeeplab.modeling import segmenter
+  from official.autodeeplab.utils import complexity
+  entries = []
+  for source, name, genotype in architectures:
+    report = _retrain_and_evaluate(name, genotype)
+    model = segmenter.build_segmenter(genotype, report['num_classes'],
+                                      filter_multiplier=multiplier)
+    entries.append({'source': source, 'name': name, 'genotype': genotype.to_dict(),
+                    'miou': report['miou'], 'params': complexity.count_parameters(model),
+                    'multiply_adds': complexity.multiply_adds(model, *size)['total']})
+  random_mious = [e['miou'] for e in entries if e['source'] == 'random']
+  for entry in entries:
+    if entry['source'] == 'given':
+      entry.update(_rank(entry['miou'], random_mious))
+  summary = {'image_size': list(size), 'filter_multiplier': multiplier,
+             'random_miou_median': float(np.median(random_mious)),
+             'random_miou_std': float(np.std(random_mious)), 'architectures': entries}
+  run_state.write_json(os.path.join(FLAGS.workdir, BASELINE_FILE), summary)
+  from official.autodeeplab.utils import visualize
+  visualize.plot_baseline(entries, os.path.join(FLAGS.workdir, PLOT_FILE), size)
+  for entry in entries:
+    if entry['source'] == 'given':
+      print(f'[baseline] {entry["name"]}: mIoU {100 * entry["miou"]:.1f}, rank {entry["rank"]} '
+            f'of {len(random_mious) + 1}, beats {entry["percentile"]:.0f}% of the random ones '
+            f'(median {100 * summary["random_miou_median"]:.1f})')
+  print(f'[baseline] {BASELINE_FILE} and {PLOT_FILE} written to {FLAGS.workdir}')
+
+
+if __name__ == '__main__':
+  common.run(main)
