@@ -291,3 +291,20 @@ def test_a_tfds_label_with_class_names_needs_no_spec_file(tmp_path):
     with pytest.raises(UserInputError, match='gives no class names for it; pass --dataset_spec'):
       convert.convert('tfds', str(tmp_path / 'out2'), 'train', 1, progress=False, tfds=source)
   assert len(summary['class_names']) == 37 and summary['class_names'][0] == 'Abyssinian'
+
+
+def test_a_workdir_of_another_class_list_is_refused_on_resume(tmp_path):
+  from official.autodeeplab.data import spec_file
+  from official.autodeeplab.search.genotype import PAPER_GENOTYPE
+  from official.autodeeplab.training import run_state
+  streets, _, _ = spec_file.parse({'name': 'streets', 'class_names': ['a', 'b', 'c']}, 'x')
+  other, _, _ = spec_file.parse({'name': 'streets', 'class_names': ['a', 'b', 'd']}, 'y')
+  run_state.check_or_write_model(str(tmp_path), run_state.model_description(
+      PAPER_GENOTYPE, 4, 3, 'streets', streets))
+  run_state.check_or_write_model(str(tmp_path), run_state.model_description(
+      PAPER_GENOTYPE, 4, 3, 'streets', streets))  # the same: resumes
+  with pytest.raises(UserInputError, match=r"holds a run of another model \(class_names"):
+    run_state.check_or_write_model(str(tmp_path), run_state.model_description(
+        PAPER_GENOTYPE, 4, 3, 'streets', other))
+  old = run_state.model_description(PAPER_GENOTYPE, 4, 3, 'streets')  # before class names
+  run_state.check_or_write_model(str(tmp_path), old)  # compared only when both have them
