@@ -206,8 +206,10 @@ class SearchTask:
   def after_step(self, workdir: str, step: int, result: loop.StepResult, final: bool,
                  chief: bool) -> None:
     if step % self.settings.export_every == 0 or final:
+      # Read on every worker: the metric's read is a collective across the replicas.
+      miou = self._trainb_miou('export')
       if chief:
-        self._export(workdir, step)
+        self._export(workdir, step, miou)
       if not final and self.config.stop_when_stable:
         self._agree_on_stop(chief)
 
@@ -222,13 +224,14 @@ class SearchTask:
 
   def finish(self, workdir: str, step: int, chief: bool) -> dict:
     if self._found is None and chief:  # resumed at the end: nothing was left to do
-      self._export(workdir, step)
+      self._export(workdir, step, None)
     return {'step': step, 'loss_trainA': self._losses.get('loss/trainA', math.nan),
             'loss_trainB': self._losses.get('loss/trainB'), 'genotype': self._found,
             'stopped': self._stop}
 
-  def _export(self, workdir: str, step: int) -> None:
-    """The export files, the history record (its entropies to TensorBoard) and the stop check."""
+  def _export(self, workdir: str, step: int, miou: float | None) -> None:
+    """The export files, the history record (its entropies to TensorBoard) and the stop check;
+    `miou`: trainB's since the previous export."""
     self._found = search_outputs.export_architecture(self.model, workdir, step)
     search_outputs.architecture_summaries(self.model, self._found, step)
     epoch = step / self.steps_per_epoch if self.steps_per_epoch else None
@@ -237,7 +240,7 @@ class SearchTask:
                                    self.config.cost_filter_multiplier, *self.config.cost_image_size)
     record = arch_history.make_record(
         step, epoch, self._found, self.model.alpha.numpy(), transitions.numpy(),
-        self._trainb_miou('export'), float(expected))
+        miou, float(expected))
     if arch_history.append(workdir, record):
       for name in ('alpha_entropy', 'transition_entropy'):
         tf.summary.scalar(f'architecture/{name}', record[name], step=step)
