@@ -3,8 +3,8 @@ r"""Can the search be trusted on the proxy task? One JSON line (issue "search tr
   python benchmarks/search_trust.py [--workdir=runs/search_trust] [--num_random=8] \
       [--search_seeds=0,1,2] [--cost_weight=10]
 
-On the quickstart's synthetic data and budget (experiments/search/synthetic_quickstart.gin,
-experiments/retrain/synthetic.gin), every stage run by its binary:
+On the proxy task (experiments/search/proxy.gin, experiments/retrain/proxy.gin: the quickstart's
+synthetic data and budget), every stage run by its binary:
 1. one search per seed in `search_seeds`; each found genotype is a "given" one;
 2. `tools.baseline` with those genotypes and `num_random` random ones of the same space, all
    retrained and evaluated alike (seed 0): each searched genotype's percentile among the random
@@ -33,8 +33,8 @@ flags.DEFINE_integer('num_random', 8, 'Random genotypes in the baseline.')
 flags.DEFINE_list('search_seeds', ['0', '1', '2'], 'Seeds of the searches.')
 flags.DEFINE_float('cost_weight', 10.0, 'search_config.cost_weight of the cost run.')
 FLAGS = flags.FLAGS
-SEARCH_GIN = 'experiments/search/synthetic_quickstart.gin'
-RETRAIN_GIN = 'experiments/retrain/synthetic.gin'
+SEARCH_GIN = 'experiments/search/proxy.gin'
+RETRAIN_GIN = 'experiments/retrain/proxy.gin'
 
 
 def tool(name: str, *args: str) -> str:
