@@ -81,7 +81,8 @@ def test_every_variable_and_the_iterator_are_checkpointed(tmp_path):
   saved = [name for name, _ in tf.train.list_variables(str(tmp_path / 'checkpoints'))]
   values = [n for n in saved if n.endswith('VARIABLE_VALUE')]
   # Each variable is saved once, under its shortest path (trainable ones under the optimizer).
-  unique = {id(v) for v in task.model.variables + task.optimizer.variables + [task.step]}
+  unique = {id(v) for v in task.model.variables + task.optimizer.variables + [task.step]
+            + list(task.loss_scale.variables)}
   assert 'save_counter/.ATTRIBUTES/VARIABLE_VALUE' in values
   assert len(values) - 1 == len(unique)
   assert any(n.startswith('iterator/') for n in saved) and 'step/.ATTRIBUTES/VARIABLE_VALUE' in saved

@@ -110,6 +110,30 @@ def split_in_halves(names: list[str]) -> dict[str, int]:
           for i, name in enumerate(ranked)}
 
 
+def search_halves(batch_size: int, crop_size: int, min_scale: float, max_scale: float,
+                  files: list[str] | None = None, examples: tuple | None = None,
+                  seed: int = 0) -> tuple[tf.data.Dataset, tf.data.Dataset, tuple[int, int]]:
+  """The search's trainA and trainB batches and their sizes in images, from TFRecord shards
+  (`files`) or in-memory (images, labels, names) `examples`, split by `split_in_halves`."""
+  scale = {'min_scale': min_scale, 'max_scale': max_scale}
+  if files is not None:
+    halves = split_in_halves(example_names(files))
+    make = lambda half, i: from_tfrecords(files, batch_size, crop_size, half=half,
+                                          seed=seed + i, halves=halves, **scale)
+  else:
+    images, labels, names = examples
+    halves = split_in_halves(names)
+    rows = {half: np.array([i for i, n in enumerate(names) if halves[n] == index])
+            for half, index in HALVES.items()}
+    make = lambda half, i: from_arrays(images[rows[half]], labels[rows[half]], batch_size,
+                                       crop_size, seed=seed + i, **scale)
+  counts = tuple(list(halves.values()).count(index) for index in HALVES.values())
+  if min(counts) < 1:
+    raise UserInputError(f'the search needs at least 2 images (one for trainA, one for '
+                         f'trainB), got {len(halves)}')
+  return make('trainA', 0), make('trainB', 1), counts
+
+
 def split_files(directory: str, split: str) -> list[str]:
   """Every shard of `split` in `directory`; an error if there are none or some are missing.
 

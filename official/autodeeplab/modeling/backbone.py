@@ -103,7 +103,7 @@ class Backbone(ops.TypedConfig, tracking.CheckpointLists, keras.layers.Layer):
       target = self.genotype.path[i]
       h_prev = outputs[-1]
       if target < level:
-        h_prev = tf.image.resize(h_prev, sizes[target], method='bilinear')
+        h_prev = ops.resize_bilinear(h_prev, sizes[target])
       level = target
       outputs.append(cell((h_prev, outputs[-2]), training=training))
       if i == self.low_level_index:

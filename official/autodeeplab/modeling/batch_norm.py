@@ -10,11 +10,18 @@ Same variables, same configuration, same checkpoints as the Keras layer; the dif
 * the moving variance is updated with the unbiased (Bessel-corrected) batch variance, as TF-slim's
   fused batch norm did in Google's DeepLab code (Keras uses the biased one);
 * cross-replica (`synchronized=True`), masked, non-NHWC or renorm uses go to the Keras path.
+
+Under a mixed-precision policy the kernel takes bfloat16 / float16 inputs and returns outputs of
+that type, while its scale, offset, moments and moving averages stay float32 (the variables are
+not autocast), which is what Keras' own layer does in more ops.
 """
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+
+_FUSED_TYPES = (tf.float32, tf.bfloat16, tf.float16)  # inputs; statistics are float32
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
@@ -24,15 +31,15 @@ class BatchNormalization(keras.layers.BatchNormalization):
   def _fusable(self, inputs, mask) -> bool:
     return (not self.synchronized and not self.renorm and mask is None and
             inputs.shape.rank == 4 and self.axis in (3, -1) and
-            inputs.dtype == tf.float32)
+            inputs.dtype in _FUSED_TYPES)
 
   def call(self, inputs, training=None, mask=None):
     inputs = tf.convert_to_tensor(inputs)
     if not self._fusable(inputs, mask):
       return super().call(inputs, training=training, mask=mask)
     channels = inputs.shape[-1]
-    scale = self.gamma if self.scale else tf.ones([channels], inputs.dtype)
-    offset = self.beta if self.center else tf.zeros([channels], inputs.dtype)
+    scale = self.gamma if self.scale else tf.ones([channels], tf.float32)
+    offset = self.beta if self.center else tf.zeros([channels], tf.float32)
     if training and self.trainable:
       outputs, moving_mean, moving_variance = tf.compat.v1.nn.fused_batch_norm(
           inputs, scale, offset, mean=self.moving_mean, variance=self.moving_variance,

@@ -50,13 +50,16 @@ class DropPath(keras.layers.Layer):
   def call(self, x, training=False):
     if not training or self.keep_prob >= 1.0:
       return x
-    keep = tf.cast(self.current_keep_prob(), x.dtype)
+    keep = tf.cast(self.current_keep_prob(), tf.float32)
     replica = tf.distribute.get_replica_context()
     replica_id = replica.replica_id_in_sync_group if replica is not None else 0
     seed = tf.stack([tf.cast(self.seed * 4096 + replica_id, tf.int64),
                      tf.convert_to_tensor(self.step.value, tf.int64)])
-    noise = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], seed, dtype=x.dtype)
-    return x * tf.floor(keep + noise) / keep
+    # Philox named: the default lets XLA choose another generator (other masks under
+    # jit_compile). The mask is drawn and scaled in float32 in every precision.
+    noise = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], seed, dtype=tf.float32,
+                                        alg=tf.random.Algorithm.PHILOX)
+    return x * tf.cast(tf.floor(keep + noise) / keep, x.dtype)
 
   def get_config(self):
     return {**super().get_config(), 'layer_ratio': self.layer_ratio, 'keep_prob': self.keep_prob,
@@ -113,7 +116,7 @@ class DiscreteCell(ops.TypedConfig, tracking.CheckpointLists, keras.layers.Layer
   def call(self, inputs, training=False):
     h_prev, h_prev_prev = inputs
     size = tf.shape(h_prev)[1:3]
-    h_prev_prev = tf.image.resize(h_prev_prev, size, method='bilinear')
+    h_prev_prev = ops.resize_bilinear(h_prev_prev, size)
     if self._project_prev_prev:
       h_prev_prev = self.prev_prev_bn(self.prev_prev_conv(tf.nn.relu(h_prev_prev)),
                                       training=training)

@@ -123,18 +123,24 @@ def batch_norm(x: tf.Tensor, axes: list[int], epsilon: float) -> tf.Tensor:
   automatic differentiation of the moments gives several times the graph nodes, and the supernet
   runs hundreds of these per layer. The cell keeps its tensors as [paths, pixels, readers, channels]
   (`_state_edges`), so per-path moments need no reshapes here.
+
+  In reduced precision the moments and both passes' arithmetic are float32 (the casts are no-ops
+  for float32 inputs); input, output and gradient keep x's type.
   """
   @tf.custom_gradient
   def normalize(x):
+    dtype = x.dtype
+    x = tf.cast(x, tf.float32)
     reduced = tf.constant(axes, tf.int32)  # one constant for both reductions
     centered = x - tf.reduce_mean(x, reduced, keepdims=True)
     inv_std = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), reduced, keepdims=True) + epsilon)
-    y = centered * inv_std
+    y = tf.cast(centered * inv_std, dtype)
 
     def grad(dy):
       reduced = tf.constant(axes, tf.int32)
-      return inv_std * (dy - tf.reduce_mean(dy, reduced, keepdims=True)
-                        - y * tf.reduce_mean(dy * y, reduced, keepdims=True))
+      dy, y32 = tf.cast(dy, tf.float32), tf.cast(y, tf.float32)
+      return tf.cast(inv_std * (dy - tf.reduce_mean(dy, reduced, keepdims=True)
+                                - y32 * tf.reduce_mean(dy * y32, reduced, keepdims=True)), dtype)
     return y, grad
   return normalize(x)
 
@@ -155,7 +161,7 @@ def _per_reader_pointwise(y, kernel, reader_major: bool, groups: int):
   search step (docs/performance.md). `reader_major`: y's channels are ordered (r, c), else (c, r).
   """
   readers, channels, outputs = kernel.shape
-  mask = np.eye(readers, dtype=np.float32)[:, np.newaxis, :, np.newaxis]   # [r, 1, s, 1]
+  mask = tf.constant(np.eye(readers)[:, np.newaxis, :, np.newaxis], kernel.dtype)  # [r, 1, s, 1]
   blocks = tf.expand_dims(kernel, 2) * mask                                 # [r, c, s, d]
   if not reader_major:
     blocks = tf.transpose(blocks, [1, 0, 2, 3])                             # [c, r, s, d]

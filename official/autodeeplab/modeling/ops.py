@@ -107,6 +107,12 @@ class TypedConfig:
     return cls(**config)
 
 
+def resize_bilinear(x: tf.Tensor, size) -> tf.Tensor:
+  """Bilinear resize keeping x's type: `tf.image.resize` returns float32 whatever it is given,
+  which under a mixed-precision policy would turn the rest of a raw-op chain into float32."""
+  return tf.cast(tf.image.resize(x, size, method='bilinear'), x.dtype)
+
+
 SEARCH_SETTINGS = LayerSettings(batch_norm_momentum=0.9, batch_norm_epsilon=1e-5,
                                 batch_norm_affine=False, separable_atrous=True)
 
@@ -117,7 +123,7 @@ class HalfResize(keras.layers.Layer):
 
   def call(self, x):
     shape = tf.shape(x)
-    return tf.image.resize(x, [(shape[1] + 1) // 2, (shape[2] + 1) // 2], method='bilinear')
+    return resize_bilinear(x, [(shape[1] + 1) // 2, (shape[2] + 1) // 2])
 
 
 @keras.saving.register_keras_serializable('autodeeplab')

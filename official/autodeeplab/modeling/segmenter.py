@@ -53,7 +53,8 @@ class Segmenter(ops.TypedConfig, tracking.CheckpointLists, keras.Model):
   def call(self, images, training=False):
     features, low_level = self.backbone(images, training=training)
     logits = self.decoder((self.aspp(features, training=training), low_level), training=training)
-    return tf.image.resize(logits, tf.shape(images)[1:3], method='bilinear')
+    # Logits leave the model in float32 in every precision (losses, softmax, argmax, export).
+    return tf.image.resize(tf.cast(logits, tf.float32), tf.shape(images)[1:3], method='bilinear')
 
   def set_training_progress(self, progress, step=None) -> None:
     """Fraction of training done, for scheduled drop path; `step` (the training step) seeds its

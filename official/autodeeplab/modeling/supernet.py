@@ -63,8 +63,11 @@ class LayerParams(typing.NamedTuple):
 
 
 def normalize_beta(beta: tf.Tensor, mask: np.ndarray) -> tf.Tensor:
-  """Softmax over each node's existing outgoing edges; 0 on edges that do not exist."""
-  logits = tf.where(mask, beta, tf.constant(-1e9, beta.dtype))
+  """Softmax over each node's existing outgoing edges; 0 on edges that do not exist. Computed
+  in float32 whatever beta's type; masked edges get the type's lowest finite value (a fixed -1e9
+  is -inf in float16, and a row of -inf is NaN after the softmax)."""
+  beta = tf.cast(beta, tf.float32)
+  logits = tf.where(mask, beta, tf.constant(np.finfo(np.float32).min, tf.float32))
   return tf.nn.softmax(logits, axis=-1) * mask.astype(np.float32)
 
 
@@ -165,11 +168,11 @@ class Supernet(tracking.CheckpointLists, keras.Model):
     self._beta_mask = space.transition_mask(num_layers, self.num_levels)
     rng = np.random.default_rng(seed)
     self.alpha = self.add_weight(
-        shape=(space.num_edges(num_blocks), len(space.PRIMITIVES)), name='alpha',
+        shape=(space.num_edges(num_blocks), len(space.PRIMITIVES)), name='alpha', autocast=False,
         initializer=keras.initializers.Constant(1e-3 * rng.standard_normal(
             (space.num_edges(num_blocks), len(space.PRIMITIVES)))))
     self.beta = self.add_weight(
-        shape=(num_layers, self.num_levels, 3), name='beta',
+        shape=(num_layers, self.num_levels, 3), name='beta', autocast=False,
         initializer=keras.initializers.Constant(
             1e-3 * rng.standard_normal((num_layers, self.num_levels, 3))))
     self.level_weights = [
@@ -226,8 +229,11 @@ class Supernet(tracking.CheckpointLists, keras.Model):
   def _layer(self, prev: tuple, prev_prev: tuple, params: LayerParams, mixing: list) -> tuple:
     """One trellis layer: H^{l-1} and H^{l-2} (one tensor per level) -> H^l per level.
 
-    mixing: `fused_cell.mixing_weights`, one tensor per source state (computed once per step)."""
-    levels, betas = self.num_levels, params.betas
+    mixing: `fused_cell.mixing_weights`, one tensor per source state (computed once per step).
+    betas and mixing come in float32 and are cast here, inside the layer, so that their
+    gradients are summed over the layers in float32."""
+    levels, dtype = self.num_levels, prev[0].dtype
+    betas, mixing = tf.cast(params.betas, dtype), [tf.cast(m, dtype) for m in mixing]
     nodes = []
     for k in range(levels):
       kernels = self.layouts[k].unpack(params.kernels[k])
@@ -240,7 +246,7 @@ class Supernet(tracking.CheckpointLists, keras.Model):
       path_betas.append(betas[k, space.SAME])
       if k < levels - 1:  # from the coarser level k + 1: its FINER transition, 1x1 conv + x2
         from_coarser = _relu_conv(prev[k + 1], kernels['pre/from_coarser'])
-        paths.append(tf.image.resize(from_coarser, size, method='bilinear'))
+        paths.append(ops.resize_bilinear(from_coarser, size))
         path_betas.append(betas[k + 1, space.FINER])
       # One BN for all paths (moments per path), then stacked on the batch axis for the cell.
       h_prev = fused_cell.batch_norm(tf.stack(paths), [1, 2, 3], _EPSILON)
@@ -263,7 +269,7 @@ class Supernet(tracking.CheckpointLists, keras.Model):
     stem = self.stem_features(images, training)
     batch = tf.shape(stem)[0]
     level_sizes = space.level_sizes(tf.shape(stem)[1:3], self.num_levels)
-    zeros = [tf.zeros(tf.concat([[batch], level_sizes[k], [self.node_channels(k)]], 0))
+    zeros = [tf.zeros(tf.concat([[batch], level_sizes[k], [self.node_channels(k)]], 0), stem.dtype)
              for k in range(self.num_levels)]
     prev = (stem,) + tuple(zeros[1:])
     prev_prev = tuple(zeros)
@@ -282,6 +288,7 @@ class Supernet(tracking.CheckpointLists, keras.Model):
 
       last, _ = tf.foldl(body, params, initializer=(prev, prev_prev))
     image_size = tf.shape(images)[1:3]
+    # Logits in float32 in every precision (tf.image.resize returns float32).
     logits = [tf.image.resize(head(node, training=training), image_size, method='bilinear')
               for head, node in zip(self.heads, last)]
     return tf.add_n(logits)

@@ -176,6 +176,9 @@ class TrainConfig:
       top_k_percent_pixels (0: from the start).
     num_epochs: when positive, the length in epochs of the training split instead of
       total_steps (`with_epochs`).
+    jit_compile: each replica's forward and backward pass compiled with XLA (the update and the
+      all-reduce stay outside). Off by default: measure it on your device (docs/performance.md
+      has the CPU figures).
   """
   total_steps: int = 1_500_000
   batch_size: int = 8
@@ -191,6 +194,7 @@ class TrainConfig:
   top_k_percent_pixels: float = 1.0
   hard_example_mining_step: int = 0
   num_epochs: float = 0.0
+  jit_compile: bool = False
   # The loop's cadence. `validate` checks that these and the sizes above are positive.
   POSITIVE: ClassVar[tuple[str, ...]] = (
       'total_steps', 'batch_size', 'crop_size', 'log_every', 'checkpoint_every',
@@ -274,6 +278,13 @@ def loop_settings(**overrides) -> LoopSettings:
 def train_config(**overrides) -> TrainConfig:
   """TrainConfig with the paper's defaults, overridden by gin bindings."""
   return _replace('train_config', TrainConfig(), overrides)
+
+
+@gin.configurable
+def runtime_options(precision: str = 'float32') -> dict:
+  """How the process computes, beside the device's own choices (`utils/runtime.py`):
+  `precision` 'float32', 'bfloat16' or 'float16' (the --precision flag overrides it)."""
+  return {'precision': precision}
 
 
 @gin.configurable

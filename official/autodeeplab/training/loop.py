@@ -12,7 +12,8 @@ compiled step; the loop owns everything around the step, once:
 * a progress line and TensorBoard scalars every `log_every` steps, with images/s and an ETA;
 * checkpoints every `checkpoint_every` steps and at the last one;
 * a non-finite loss or logits: `DivergedError` naming the step, before anything of that step is
-  saved;
+  saved; so does a float16 loss scale that collapsed (`loss_scale.COLLAPSE_STEPS` updates in a
+  row skipped for non-finite gradients);
 * SIGTERM or SIGINT (Ctrl-C): finish the step, checkpoint, raise `Preempted` (the binaries exit
   with 143 or 130).
 
@@ -48,6 +49,7 @@ from official.autodeeplab import errors
 from official.autodeeplab.errors import DivergedError
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.training import checkpoints
+from official.autodeeplab.training import loss_scale
 from official.autodeeplab.training import run_state
 
 
@@ -69,10 +71,12 @@ class StepResult:
       finite, so the loss alone can hide a diverged run).
     what: which loss, for the divergence message ('the trainA loss', 'the loss').
     images, labels, predictions: the step's batch and predictions (per replica), for summaries.
+    skipped_in_a_row: float16 updates skipped in a row for non-finite gradients (loss_scale.py).
   """
   losses: dict
   nonfinite: int = 0
   what: str = 'the loss'
+  skipped_in_a_row: int = 0
   images: object = None
   labels: object = None
   predictions: object = None
@@ -87,6 +91,8 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
   iterators = {name: iter(task.strategy.experimental_distribute_dataset(dataset))
                for name, dataset in task.datasets().items()}
   checkpoint = task.checkpoint()
+  # Objects a checkpoint written before they existed lacks (the loss scales).
+  optional = tuple(getattr(task, 'optional_checkpoint_objects', ()))
   if task.strategy.num_replicas_in_sync == 1:  # distributed iterators cannot be checkpointed
     for name, iterator in iterators.items():
       setattr(checkpoint, name, iterator)
@@ -96,7 +102,7 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
   # Before the manager reads the state file: unreadable checkpoints are set aside first.
   latest = checkpoints.latest_readable(directory, lambda line: log(f'[{task.name}] {line}'))
   manager = tf.train.CheckpointManager(checkpoint, directory, task.cadence.max_checkpoints)
-  if run_state.restore(checkpoint, latest, workdir):
+  if run_state.restore(checkpoint, latest, workdir, optional=optional):
     log(f'[{task.name}] resumed from {latest} at step {int(task.step.numpy())}')
   description = task.run_description()
   if chief and description is not None:
@@ -120,6 +126,12 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
             f'step {step}: {result.what} is not finite ({values}, {result.nonfinite} NaN/inf '
             f'logits); {task.name} stopped, nothing of this step saved, last checkpoint kept: '
             f'{run_state.kept_checkpoint(manager)}. {task.divergence_hint}')
+      if result.skipped_in_a_row >= loss_scale.COLLAPSE_STEPS:
+        raise DivergedError(
+            f'step {step}: the float16 loss scale collapsed ({result.skipped_in_a_row} updates in '
+            f'a row skipped for non-finite gradients); {task.name} stopped, last checkpoint kept: '
+            f'{run_state.kept_checkpoint(manager)}. Train in bfloat16 or float32, or '
+            f'{task.divergence_hint[0].lower()}{task.divergence_hint[1:]}')
       if step % cadence.log_every == 0 or step == num_steps or step == 1:
         speed = meter.report(step)
         scalars, text = task.log_scalars(step)

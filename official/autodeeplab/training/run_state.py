@@ -130,16 +130,21 @@ _SHAPE_MISMATCH = re.compile(r'incompatible tensor with shape (\(.*?\)) when att
 
 
 def restore(checkpoint: tf.train.Checkpoint, path: str | None, workdir: str,
-            partial: bool = False) -> bool:
+            partial: bool = False, optional: tuple[str, ...] = ()) -> bool:
   """Restores checkpoint `path` (e.g. a CheckpointManager's latest); False if it is None.
 
-  Every object of `checkpoint` must be in the file; with `partial`, the file may hold more (an
-  optimizer when only the model is restored). A checkpoint of another model (other genotype, size
+  Every object of `checkpoint` must be in the file but its attributes named in `optional` (added
+  after older checkpoints were written: those keep their initial values); with `partial`, the
+  file may hold more (an optimizer when only the model is restored). A checkpoint of another model (other genotype, size
   or classes) is a one-line UserInputError naming the workdir, the first mismatched variable and
   both shapes; the checkpoint is untouched.
   """
   if not path:
     return False
+  absent = _absent_objects(path, optional)
+  held = {name: getattr(checkpoint, name) for name in absent}
+  for name in absent:  # not in the file: left out of the matching, then put back
+    delattr(checkpoint, name)
   try:
     status = checkpoint.restore(path)
     if partial:
@@ -156,7 +161,21 @@ def restore(checkpoint: tf.train.Checkpoint, path: str | None, workdir: str,
                          'use another --workdir or the settings it was trained with') from None
   except tf.errors.OpError as e:
     raise UserInputError(f'{path}: unreadable checkpoint ({e.message.splitlines()[0]})') from None
+  finally:
+    for name, value in held.items():
+      setattr(checkpoint, name, value)
   return True
+
+
+def _absent_objects(path: str, names: tuple[str, ...]) -> list[str]:
+  """Those of `names` (top-level checkpoint attributes) with no variable in checkpoint `path`."""
+  if not names:
+    return []
+  try:
+    keys = [key for key, _ in tf.train.list_variables(path)]
+  except (tf.errors.OpError, ValueError):
+    return []  # the restore itself reports the unreadable file
+  return [name for name in names if not any(key.startswith(name + '/') for key in keys)]
 
 
 def format_duration(seconds: float) -> str:

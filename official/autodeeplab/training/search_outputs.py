@@ -17,11 +17,32 @@ from official.autodeeplab.search import cost
 from official.autodeeplab.search import decode
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab.search import space
+from official.autodeeplab.training import arch_history
 from official.autodeeplab.training import run_state
 from official.autodeeplab.utils import files
 from official.autodeeplab.utils import visualize
 
 SUPERNET_FILE = 'supernet.json'  # what the supernet of a search workdir is (to rebuild it)
+
+
+def export_and_record(model: supernet.Supernet, config, workdir: str, step: int,
+                      epoch: float | None, miou: float | None) -> genotype_lib.Genotype:
+  """A search's export at `step`: the files (`export_architecture`), the TensorBoard summaries
+  and the history record (`arch_history`, its entropies to TensorBoard too); `config` is the
+  `SearchConfig` (what the expected multiply-adds are counted for), `miou` trainB's since the
+  previous export. Returns the genotype."""
+  found = export_architecture(model, workdir, step)
+  architecture_summaries(model, found, step)
+  transitions = model.transition_probabilities()
+  expected = cost.expected_cells(model.alpha, transitions, model.num_blocks,
+                                 config.cost_filter_multiplier, *config.cost_image_size)
+  record = arch_history.make_record(step, epoch, found, model.alpha.numpy(), transitions.numpy(),
+                                    miou, float(expected))
+  if arch_history.append(workdir, record):
+    for name in ('alpha_entropy', 'transition_entropy'):
+      tf.summary.scalar(f'architecture/{name}', record[name], step=step)
+  tf.summary.flush()
+  return found
 
 
 def export_architecture(model: supernet.Supernet, workdir: str,

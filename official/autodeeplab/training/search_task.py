@@ -16,7 +16,9 @@ its own `_arch_gradients` graph differentiating alpha and beta only.
 
 Every `export_every` steps and at the end, `search_outputs.export_architecture` writes what the
 search has found so far (arch.npz, genotype.json, architecture.png) and `arch_history` appends it
-to the workdir's history (which `search_config.stop_when_stable` reads).
+to the workdir's history (which `search_config.stop_when_stable` reads). A supernet built under
+the mixed_float16 policy scales each step's loss with its own dynamic loss scale
+(`loss_scale.py`), skipping updates whose gradients are not finite.
 """
 from __future__ import annotations
 
@@ -28,12 +30,12 @@ import numpy as np
 import tensorflow as tf
 
 from official.autodeeplab.data import input_pipeline
-from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.search import cost
 from official.autodeeplab.training import arch_history
 from official.autodeeplab.training import distribute
 from official.autodeeplab.training import evaluation
 from official.autodeeplab.training import loop
+from official.autodeeplab.training import loss_scale
 from official.autodeeplab.training import losses
 from official.autodeeplab.training import optimization
 from official.autodeeplab.training import search_outputs
@@ -41,7 +43,6 @@ from official.autodeeplab.training.configs import LoopSettings
 from official.autodeeplab.training.configs import SearchConfig
 from official.autodeeplab.training.configs import SearchData
 from official.autodeeplab.utils import runtime as runtime_lib
-
 
 
 class StepOutput(typing.NamedTuple):
@@ -92,19 +93,21 @@ class SearchTask:
       self.arch_optimizer.build(self.model.arch_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='search_step')
       self.metrics = evaluation.SegmentationMetrics(self.model.num_classes, name='trainB')
+      float16 = self.model.compute_dtype == 'float16'
+      self.loss_scales = {name: loss_scale.LossScale(float16, name=f'{name}_loss_scale')
+                          for name in ('weight', 'arch')}
     self._variables = self.model.weight_variables + self.model.arch_variables
     self._num_weights = len(self.model.weight_variables)
     self._gradients = tf.function(
-        lambda images, labels: self._replica_gradients(images, labels, self._variables),
-        reduce_retracing=True)
+        lambda images, labels, scale=None: self._replica_gradients(
+            images, labels, self._variables, scale), reduce_retracing=True)
     self._arch_gradients = tf.function(
-        lambda images, labels: self._replica_gradients(images, labels,
-                                                       self.model.arch_variables),
-        reduce_retracing=True)
+        lambda images, labels, scale=None: self._replica_gradients(
+            images, labels, self.model.arch_variables, scale), reduce_retracing=True)
     self._apply_weights = self._update_fn(self.weight_optimizer, self.model.weight_variables,
-                                          weight_decay=0.0)
+                                          0.0, self.loss_scales['weight'])
     self._apply_arch = self._update_fn(self.arch_optimizer, self.model.arch_variables,
-                                       config.arch_weight_decay)
+                                       config.arch_weight_decay, self.loss_scales['arch'])
     self._cost = tf.function(self._cost_term) if config.cost_weight else None
     self._update_metrics = tf.function(
         lambda labels, predictions: self.strategy.run(self.metrics.update,
@@ -121,25 +124,9 @@ class SearchTask:
                    examples: tuple | None = None, seed: int = 0) -> None:
     """trainA / trainB of TFRecord shards (`files`) or of in-memory (images, labels, names)
     `examples`, split by `input_pipeline.split_in_halves` either way."""
-    scale = {'min_scale': data.min_scale, 'max_scale': data.max_scale}
-    if files is not None:
-      halves = input_pipeline.split_in_halves(input_pipeline.example_names(files))
-      make = lambda half, i: input_pipeline.from_tfrecords(
-          files, data.batch_size, data.crop_size, half=half, seed=seed + i, halves=halves,
-          **scale)
-    else:
-      images, labels, names = examples
-      halves = input_pipeline.split_in_halves(names)
-      rows = {half: np.array([i for i, n in enumerate(names) if halves[n] == index])
-              for half, index in input_pipeline.HALVES.items()}
-      make = lambda half, i: input_pipeline.from_arrays(
-          images[rows[half]], labels[rows[half]], data.batch_size, data.crop_size,
-          seed=seed + i, **scale)
-    counts = [list(halves.values()).count(index) for index in input_pipeline.HALVES.values()]
-    if min(counts) < 1:
-      raise UserInputError(f'the search needs at least 2 images (one for trainA, one for '
-                           f'trainB), got {len(halves)}')
-    self.set_inputs(make('trainA', 0), make('trainB', 1), data.batch_size, tuple(counts), files)
+    train_a, train_b, counts = input_pipeline.search_halves(
+        data.batch_size, data.crop_size, data.min_scale, data.max_scale, files, examples, seed)
+    self.set_inputs(train_a, train_b, data.batch_size, counts, files)
 
   def set_inputs(self, train_a: tf.data.Dataset, train_b: tf.data.Dataset, batch_size: int,
                  half_sizes: tuple[int, int] | None = None,
@@ -165,10 +152,13 @@ class SearchTask:
       raise ValueError('SearchTask: no inputs; call build_inputs or set_inputs first')
     return self._inputs
 
+  optional_checkpoint_objects = ('weight_loss_scale', 'arch_loss_scale')  # older ones lack them
+
   def checkpoint(self) -> tf.train.Checkpoint:
-    """Everything needed to resume exactly: weights, alpha/beta, both optimisers, the step."""
+    """Everything to resume exactly: weights, alpha/beta, optimisers, loss scales, the step."""
     return tf.train.Checkpoint(model=self.model, weight_optimizer=self.weight_optimizer,
-                               arch_optimizer=self.arch_optimizer, step=self.step)
+                               arch_optimizer=self.arch_optimizer, step=self.step,
+                               **{scale.name: scale for scale in self.loss_scales.values()})
 
   def run_description(self):
     return search_outputs.SUPERNET_FILE, self.model.description(), {}
@@ -181,13 +171,14 @@ class SearchTask:
     if not math.isfinite(loss) or nonfinite:
       return loop.StepResult({'trainA': loss}, nonfinite, 'the trainA loss')
     if not self.arch_active():
-      return loop.StepResult({'trainA': loss})
+      return loop.StepResult({'trainA': loss}, skipped_in_a_row=self._skipped_in_a_row())
     images, labels = iterators.next('iterator_b')
     loss, nonfinite, predictions = self.arch_step(images, labels)
     self._losses['loss/trainB'] = loss
     if math.isfinite(loss) and not nonfinite:
       self._update_metrics(labels, predictions)
-    return loop.StepResult({'trainB': loss}, nonfinite, 'the trainB loss')
+    return loop.StepResult({'trainB': loss}, nonfinite, 'the trainB loss',
+                           skipped_in_a_row=self._skipped_in_a_row())
 
   def log_scalars(self, step: int) -> tuple[dict, str]:
     """Both losses, the trainB mIoU of the arch steps since the last line, the learning rate."""
@@ -196,11 +187,14 @@ class SearchTask:
     if miou is not None:
       scalars['miou/trainB'] = miou
     scalars['learning_rate'] = float(self.weight_optimizer.learning_rate)
+    for scale in self.loss_scales.values():
+      scalars.update(scale.summary())
     epoch = f' epoch {step / self.steps_per_epoch:.2f}' if self.steps_per_epoch else ''
     arch = scalars.get('loss/trainB')
     text = (f'{epoch} loss(trainA) {scalars["loss/trainA"]:.4f} loss(trainB) '
             f'{"not started" if arch is None else f"{arch:.4f}"}'
-            f'{"" if miou is None else f" mIoU(trainB) {100 * miou:.1f}"}')
+            f'{"" if miou is None else f" mIoU(trainB) {100 * miou:.1f}"}'
+            f'{"".join(scale.describe() for scale in self.loss_scales.values())}')
     return scalars, text
 
   def after_step(self, workdir: str, step: int, result: loop.StepResult, final: bool,
@@ -230,23 +224,13 @@ class SearchTask:
             'stopped': self._stop}
 
   def _export(self, workdir: str, step: int, miou: float | None) -> None:
-    """The export files, the history record (its entropies to TensorBoard) and the stop check;
-    `miou`: trainB's since the previous export."""
-    self._found = search_outputs.export_architecture(self.model, workdir, step)
-    search_outputs.architecture_summaries(self.model, self._found, step)
+    """The export files, the history record and the stop check; `miou`: trainB's since the
+    previous export."""
     epoch = step / self.steps_per_epoch if self.steps_per_epoch else None
-    transitions = self.model.transition_probabilities()
-    expected = cost.expected_cells(self.model.alpha, transitions, self.model.num_blocks,
-                                   self.config.cost_filter_multiplier, *self.config.cost_image_size)
-    record = arch_history.make_record(
-        step, epoch, self._found, self.model.alpha.numpy(), transitions.numpy(),
-        miou, float(expected))
-    if arch_history.append(workdir, record):
-      for name in ('alpha_entropy', 'transition_entropy'):
-        tf.summary.scalar(f'architecture/{name}', record[name], step=step)
+    self._found = search_outputs.export_and_record(self.model, self.config, workdir, step, epoch,
+                                                   miou)
     self._stop = arch_history.stop_reason(arch_history.read(workdir), self.config.arch_start_step,
                                           self.config.stop_when_stable)
-    tf.summary.flush()
 
   def _agree_on_stop(self, chief: bool) -> None:
     """Every worker stops at the same step: the chief's decision (from its history) is summed
@@ -268,21 +252,26 @@ class SearchTask:
     return evaluation.scores(total)['miou'] if np.any(total) else None
 
   # -- the steps ---------------------------------------------------------------------------------
-  def _replica_gradients(self, images, labels, variables):
+  def _replica_gradients(self, images, labels, variables, scale=None):
+    """Loss, non-finite logits, predictions and gradients per replica; with a loss `scale`
+    (float16), of the scaled loss, the gradients divided back."""
     def fn(images, labels):
       with distribute.functional_while_loops(self.runtime.functional_loops):
         with tf.GradientTape() as tape:
           logits = self.model(images, training=True)
           loss = losses.segmentation_loss(labels, logits, self.strategy.num_replicas_in_sync)
+          scaled = loss if scale is None else loss * scale
         # TensorFlow's cross-entropy of NaN logits can come out finite: count them as well.
         nonfinite = tf.reduce_sum(tf.cast(~tf.math.is_finite(logits), tf.float32))
         predictions = tf.argmax(logits, -1, output_type=tf.int32)
-        return loss, nonfinite, predictions, tape.gradient(loss, variables)
+        grads = tape.gradient(scaled, variables)
+        return loss, nonfinite, predictions, grads if scale is None else [g / scale for g in grads]
     return self.strategy.run(fn, args=(images, labels))
 
-  def _update_fn(self, optimizer, variables, weight_decay):
+  def _update_fn(self, optimizer, variables, weight_decay, scale: loss_scale.LossScale):
     """A compiled update: L2 added to the gradients (and `extra` ones, the same on every replica:
-    the cost term's), then the optimiser, on every replica."""
+    the cost term's), then the optimiser, on every replica; skipped when `scale` finds a gradient
+    that is not finite."""
     replicas = self.strategy.num_replicas_in_sync
 
     def replica_update(grads, extra):
@@ -297,7 +286,7 @@ class SearchTask:
 
     @tf.function
     def update(grads, extra=None):
-      self.strategy.run(replica_update, args=(grads, extra))
+      scale.apply(self.strategy, replica_update, (grads, extra))
     return update
 
   def _cost_term(self):
@@ -316,7 +305,8 @@ class SearchTask:
 
   def weight_step(self, images, labels) -> StepOutput:
     """One SGD step on the weights with a trainA batch."""
-    loss, nonfinite, predictions, grads = self._gradients(images, labels)
+    loss, nonfinite, predictions, grads = self._gradients(images, labels,
+                                                          *self._scale_of('weight'))
     self._apply_weights(grads[:self._num_weights])
     self.step.assign_add(1)
     return self._output(loss, nonfinite, predictions)
@@ -324,9 +314,11 @@ class SearchTask:
   def arch_step(self, images, labels) -> StepOutput:
     """One Adam step on alpha and beta with a trainB batch."""
     if self.config.arch_only_gradients:
-      loss, nonfinite, predictions, grads = self._arch_gradients(images, labels)
+      loss, nonfinite, predictions, grads = self._arch_gradients(images, labels,
+                                                                 *self._scale_of('arch'))
     else:
-      loss, nonfinite, predictions, grads = self._gradients(images, labels)
+      loss, nonfinite, predictions, grads = self._gradients(images, labels,
+                                                            *self._scale_of('arch'))
       grads = grads[self._num_weights:]
     if self._cost is None:
       self._apply_arch(grads)
@@ -335,6 +327,14 @@ class SearchTask:
       self._losses['cost/expected_multiply_adds'] = float(expected)
       self._apply_arch(grads, cost_grads)
     return self._output(loss, nonfinite, predictions)
+
+  def _scale_of(self, name: str) -> tuple:
+    """The loss scale argument of the gradient functions: none unless float16."""
+    scale = self.loss_scales[name]
+    return (tf.convert_to_tensor(scale.scale),) if scale.enabled else ()
+
+  def _skipped_in_a_row(self) -> int:
+    return max(int(scale.skipped_in_a_row.numpy()) for scale in self.loss_scales.values())
 
   def arch_active(self) -> bool:
     return int(self.step.numpy()) >= self.config.arch_start_step

@@ -8,8 +8,11 @@ only), so the weight decay reaches the gradient as in the paper; BN statistics a
 scheduled drop path follows the fraction of training done (`Segmenter.set_training_progress`, set
 inside the compiled step).
 
-The compiled step (`TrainTask.train_step`) runs the forward and backward pass and the update under
-`strategy.run`; the loop around it (`training/loop.py`) resumes exactly, logs, checkpoints and
+The compiled step (`TrainTask.train_step`) runs the forward and backward pass and then the update
+under `strategy.run`; with `config.jit_compile` each replica's forward and backward pass is one
+XLA computation. A model built under the mixed_float16 policy trains with a dynamic loss scale
+(`loss_scale.py`: non-finite gradients skip the update, counted in the progress line); the
+loop around it (`training/loop.py`) resumes exactly, logs, checkpoints and
 stops on divergence or SIGTERM. Every `image_summary_every` steps a few training crops go to
 TensorBoard beside their ground truth and prediction. With `eval_every` and a validation split
 (`set_validation`), the model is scored every `eval_every` steps and at the end, single scale, with
@@ -27,6 +30,7 @@ import tensorflow as tf
 from official.autodeeplab.modeling import segmenter
 from official.autodeeplab.training import evaluation
 from official.autodeeplab.training import loop
+from official.autodeeplab.training import loss_scale
 from official.autodeeplab.training import losses
 from official.autodeeplab.training import optimization
 from official.autodeeplab.training import run_state
@@ -66,6 +70,9 @@ class TrainTask:
       self.optimizer = optimization.sgd(self.schedule, config.momentum)
       self.optimizer.build(self.model.trainable_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='train_step')
+      self.loss_scale = loss_scale.LossScale(self.model.compute_dtype == 'float16')
+    self._gradients = (tf.function(self._replica_gradients, jit_compile=True)
+                       if config.jit_compile else self._replica_gradients)
     self.train_batch = tf.function(self._distributed_step, reduce_retracing=True)
     self._dataset, self.shard_files = None, None
     self._validation, self._evaluator = None, None
@@ -84,9 +91,13 @@ class TrainTask:
     self._validation = (dataset, split, tuple(class_names))
     self._evaluator = evaluation.Evaluator(self.model, len(class_names), strategy=self.strategy)
 
+  # A checkpoint written before loss scaling existed has none: it keeps its initial value.
+  optional_checkpoint_objects = ('loss_scale',)
+
   def checkpoint(self) -> tf.train.Checkpoint:
-    """Model, optimizer (with its iteration count and momentum slots) and step."""
-    return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+    """Model, optimizer (with its iteration count and momentum slots), loss scale and step."""
+    return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
+                               loss_scale=self.loss_scale)
 
   def learning_rate(self) -> float:
     return float(self.schedule(self.step))
@@ -117,13 +128,14 @@ class TrainTask:
     self._last = {'loss/cross_entropy': float(cross_entropy), 'loss/l2': float(l2)}
     return loop.StepResult({'cross-entropy': self._last['loss/cross_entropy'],
                             'L2': self._last['loss/l2']}, int(float(nonfinite)),
-                           images=images, labels=labels, predictions=predictions)
+                           images=images, labels=labels, predictions=predictions,
+                           skipped_in_a_row=int(self.loss_scale.skipped_in_a_row.numpy()))
 
   def log_scalars(self, step: int) -> tuple[dict, str]:
     cross_entropy, l2 = self._last['loss/cross_entropy'], self._last['loss/l2']
-    scalars = {**self._last, 'learning_rate': self.learning_rate()}
+    scalars = {**self._last, 'learning_rate': self.learning_rate(), **self.loss_scale.summary()}
     return scalars, (f' loss {cross_entropy + l2:.4f} (cross-entropy {cross_entropy:.4f}, '
-                     f'L2 {l2:.4f}) lr {self.learning_rate():.5f}')
+                     f'L2 {l2:.4f}) lr {self.learning_rate():.5f}{self.loss_scale.describe()}')
 
   def after_step(self, workdir: str, step: int, result: loop.StepResult, final: bool,
                  chief: bool) -> list[str]:
@@ -171,13 +183,15 @@ class TrainTask:
     """
     self.model.set_training_progress(
         tf.cast(self.step, tf.float32) / float(self.config.total_steps), self.step)
-    cross_entropy, l2, nonfinite, predictions = self.strategy.run(self._replica_step,
-                                                                  args=(images, labels))
+    cross_entropy, l2, nonfinite, predictions, gradients = self.strategy.run(
+        self._gradients, args=(images, labels))
+    self.loss_scale.apply(self.strategy, self._replica_update, (gradients,))
     self.step.assign_add(1)
     total = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
     return total(cross_entropy), total(l2), total(nonfinite), predictions
 
-  def _replica_step(self, images, labels):
+  def _replica_gradients(self, images, labels):
+    """This replica's losses, non-finite logit count, predictions and (unscaled) gradients."""
     replicas = self.strategy.num_replicas_in_sync
     variables = self.model.trainable_variables
     with tf.GradientTape() as tape:
@@ -186,7 +200,13 @@ class TrainTask:
                                        self.config.hard_example_mining_step)
       cross_entropy = losses.segmentation_loss(labels, logits, replicas, top_k_fraction=fraction)
       l2 = tf.add_n(self.model.losses) / replicas if self.model.losses else tf.constant(0.0)
-      loss = cross_entropy + l2
-    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+      loss = self.loss_scale.scale_loss(cross_entropy + l2)
+    gradients = self.loss_scale.unscale(tape.gradient(loss, variables))
     nonfinite = tf.reduce_sum(tf.cast(~tf.math.is_finite(logits), tf.float32))
-    return cross_entropy, l2, nonfinite, tf.argmax(logits, -1, output_type=tf.int32)
+    return (cross_entropy, l2, nonfinite, tf.argmax(logits, -1, output_type=tf.int32),
+            gradients)
+
+  def _replica_update(self, gradients):
+    # tf.identity puts each gradient on this replica's device (see search_task._update_fn).
+    variables = self.model.trainable_variables
+    self.optimizer.apply_gradients(zip([tf.identity(g) for g in gradients], variables))

@@ -19,6 +19,11 @@ variables to choose runtime behaviour. The choices and why (figures: docs/perfor
   of identical small constants); the other jobs turn it off (start-up time, same step time).
 
 On a GPU or TPU none of the CPU choices apply. A setting already in the environment always wins.
+
+Precision (`--precision`, `runtime_options.precision`): 'float32', or Keras' mixed policies
+'bfloat16' / 'float16' (float32 variables, reduced-precision activations; float16 trains with a
+dynamic loss scale, `training/loss_scale.py`). TPUs have no float16 matrix units, so float16 is
+refused there; `modeling/precision.py` sets the policy and checks the device's kernels.
 This module imports nothing heavy, so tests can resolve runtimes for any device (`probe_device`
 takes the environment and the device directory as arguments).
 """
@@ -31,6 +36,8 @@ import os
 import sys
 from typing import Mapping
 
+from official.autodeeplab.errors import UserInputError
+
 ONEDNN_ENV = 'TF_ENABLE_ONEDNN_OPTS'
 ALLOCATOR_ENV = 'TF_CPU_ALLOCATOR_USE_BFC'
 INTRA_OP_ENV = 'TF_NUM_INTRAOP_THREADS'  # threads each op may split its work over
@@ -40,6 +47,7 @@ _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 _FALSE = ('0', 'false', 'False')
 JOBS = ('search', 'train', 'inference')
 DEVICES = ('cpu', 'gpu', 'tpu')
+PRECISIONS = ('float32', 'bfloat16', 'float16')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +62,7 @@ class Runtime:
     threads_per_op: threads one op may use; 0 for TensorFlow's default (one per core).
     functional_loops: while loops traced by the search step stay functional (not lowered).
     graph_optimizer: Grappler: 'default', 'off', or 'deduplicate' (arithmetic optimizer only).
+    precision: 'float32', 'bfloat16' or 'float16' (`PRECISIONS`): what activations compute in.
   """
   device: str = 'cpu'
   num_cores: int = 1
@@ -62,18 +71,27 @@ class Runtime:
   threads_per_op: int = 0
   functional_loops: bool = False
   graph_optimizer: str = 'default'
+  precision: str = 'float32'
+
+  @property
+  def policy(self) -> str:
+    """The Keras dtype policy: 'float32', 'mixed_bfloat16' or 'mixed_float16'."""
+    return self.precision if self.precision == 'float32' else f'mixed_{self.precision}'
 
   def describe(self) -> str:
     """For start-up lines: 'CPU, 2 cores (oneDNN kernels off, pooled CPU allocator, 1 thread per
-    op)'."""
+    op), float32' or 'GPU:0, float16 (mixed, dynamic loss scale)'."""
+    precision = {'float32': 'float32', 'bfloat16': 'bfloat16 (mixed)',
+                 'float16': 'float16 (mixed, dynamic loss scale)'}[self.precision]
     if self.device != 'cpu':
-      return f'{self.device.upper()}:0'
+      return f'{self.device.upper()}:0, {precision}'
     threads = str(self.threads_per_op) if self.threads_per_op else 'cores'
     if self.onednn and not self.pooled_allocator and not self.threads_per_op:
-      return f'CPU, {self.num_cores} cores (TensorFlow\'s default kernels, allocator and threads)'
+      return (f'CPU, {self.num_cores} cores (TensorFlow\'s default kernels, allocator and '
+              f'threads), {precision}')
     return (f'CPU, {self.num_cores} cores (oneDNN kernels {"on" if self.onednn else "off"}, '
             f'{"pooled" if self.pooled_allocator else "malloc"} CPU allocator, '
-            f'{threads} thread{"" if threads == "1" else "s"} per op)')
+            f'{threads} thread{"" if threads == "1" else "s"} per op), {precision}')
 
   def environment(self) -> dict[str, str]:
     """The variables TensorFlow reads at import for these choices (CPU only)."""
@@ -109,14 +127,27 @@ def probe_device(strategy: str = 'default', environ: Mapping[str, str] | None = 
   return 'gpu' if glob.glob(device_glob) else 'cpu'
 
 
+def check_precision(precision: str, device: str = 'cpu') -> str:
+  """`precision` if it is one of `PRECISIONS` and the device can train in it, else a one-line
+  UserInputError naming the setting and the choices."""
+  if precision not in PRECISIONS:
+    raise UserInputError(f'precision={precision}: expected one of {", ".join(PRECISIONS)}')
+  if precision == 'float16' and device == 'tpu':
+    raise UserInputError('precision=float16: TPUs compute in bfloat16, not float16; use '
+                         'bfloat16 (or float32) with --strategy=tpu')
+  return precision
+
+
 def resolve(job: str, crop_size: int | None = None, device: str = 'cpu',
-            environ: Mapping[str, str] | None = None, num_cores: int | None = None) -> Runtime:
+            environ: Mapping[str, str] | None = None, num_cores: int | None = None,
+            precision: str = 'float32') -> Runtime:
   """The runtime for `job` ('search', 'train' or 'inference') on `device`; for the search,
   `crop_size` is its training crop. Variables already in `environ` win."""
   if job not in JOBS:
     raise ValueError(f'job {job!r}: expected one of {JOBS}')
   if device not in DEVICES:
     raise ValueError(f'device {device!r}: expected one of {DEVICES}')
+  check_precision(precision, device)
   environ = os.environ if environ is None else environ
   search = job == 'search'
   small = search and crop_size is not None and crop_size <= SMALL_CROP
@@ -133,7 +164,7 @@ def resolve(job: str, crop_size: int | None = None, device: str = 'cpu',
   return Runtime(device=device, num_cores=num_cores or os.cpu_count() or 1, onednn=onednn,
                  pooled_allocator=pooled, threads_per_op=threads,
                  functional_loops=on_cpu and small,
-                 graph_optimizer='deduplicate' if search else 'off')
+                 graph_optimizer='deduplicate' if search else 'off', precision=precision)
 
 
 def _limit_malloc_arenas() -> bool:
