@@ -26,7 +26,7 @@ _VARIABLES = (runtime.ONEDNN_ENV, runtime.ALLOCATOR_ENV, runtime.INTRA_OP_ENV)
 ])
 def test_cpu_choices_by_job_and_crop(job, crop, preset, expected):
   resolved = runtime.resolve(job, crop, 'cpu', environ=preset, num_cores=2)
-  assert resolved.describe() == f'CPU, 2 cores ({expected})'
+  assert resolved.describe() == f'CPU, 2 cores ({expected}), float32'
   assert resolved.functional_loops == (job == 'search' and crop <= runtime.SMALL_CROP)
   assert resolved.graph_optimizer == ('deduplicate' if job == 'search' else 'off')
 
@@ -36,7 +36,21 @@ def test_no_cpu_choices_on_an_accelerator():
     resolved = runtime.resolve('search', 65, device, environ={})
     assert not resolved.functional_loops and not resolved.pooled_allocator
     assert resolved.onednn and resolved.threads_per_op == 0 and resolved.environment() == {}
-    assert resolved.describe() == f'{device.upper()}:0'
+    assert resolved.describe() == f'{device.upper()}:0, float32'
+  gpu = runtime.resolve('train', device='gpu', environ={}, precision='float16')
+  assert gpu.describe() == 'GPU:0, float16 (mixed, dynamic loss scale)'
+  assert gpu.policy == 'mixed_float16' and gpu.environment() == {}
+
+
+@pytest.mark.parametrize('precision,device,message', [
+    ('float8', 'cpu', 'runtime_options.precision=float8: expected one of float32, bfloat16, '
+     'float16'),
+    ('float16', 'tpu', 'runtime_options.precision=float16: TPUs compute in bfloat16'),
+])
+def test_precision_is_validated_before_tensorflow(precision, device, message):
+  with pytest.raises(runtime.UserInputError, match=message):
+    runtime.resolve('train', device=device, environ={}, precision=precision)
+  assert runtime.resolve('search', 65, 'tpu', precision='bfloat16').policy == 'mixed_bfloat16'
 
 
 def test_probe_device_without_tensorflow(tmp_path):

@@ -68,6 +68,9 @@ SHARED_FLAGS = {
     'model_name': (flags.DEFINE_string, 'autodeeplab', 'Model name (a directory of versions).'),
     'scales': (flags.DEFINE_list, None, 'Inference scales, e.g. 0.5,0.75,1,1.25,1.5,1.75.'),
     'flip': (flags.DEFINE_bool, None, 'Also average left-right flipped predictions.'),
+    'precision': (flags.DEFINE_string, None, 'float32, bfloat16 or float16: what activations '
+                  'compute in (float32 variables; float16 with a dynamic loss scale); overrides '
+                  'runtime_options.precision in the gin files (default float32).'),
     'prediction_ids': (lambda name, default, help_text: flags.DEFINE_enum(
         name, default, ['train', 'dataset'], help_text), 'train', 'Label values of the written masks: train '
                        '(train ids, with colours and overlays) or dataset (the dataset\'s own ids, '
@@ -93,6 +96,35 @@ def positive_flag_bindings(flag_values, flag_to_binding: dict[str, str]) -> list
         raise UserInputError(f'--{flag}={value}: must be positive')
       bindings.append(f'{binding} = {value}')
   return bindings
+
+
+def precision_bindings(flag_values) -> list[str]:
+  """--precision, when given, as a gin binding of `runtime_options.precision` (so that
+  operative_config.gin records it); an unknown value is one line naming the flag."""
+  from official.autodeeplab.utils import runtime
+  value = flag_values.precision
+  if value is None:
+    return []
+  if value not in runtime.PRECISIONS:
+    raise UserInputError(f'--precision={value}: expected one of {", ".join(runtime.PRECISIONS)}')
+  return [f'runtime_options.precision = "{value}"']
+
+
+def precision_of(flag_values, configs, device: str) -> str:
+  """The run's precision (after the gin files and bindings are parsed), checked for the device;
+  an error names --precision when the flag gave it."""
+  from official.autodeeplab.utils import runtime
+  source = 'runtime_options.precision' if flag_values.precision is None else '--precision'
+  return runtime.check_precision(configs.runtime_options()['precision'], device, source)
+
+
+def set_precision(runtime) -> None:
+  """After TensorFlow is imported: the Keras policy of the runtime's precision, and the device's
+  kernels for it checked with a tiny eager step (a TPU computes bfloat16 natively)."""
+  from official.autodeeplab.modeling import precision
+  precision.set_policy(runtime)
+  if runtime.device != 'tpu':
+    precision.check_kernels(runtime.precision, runtime.device)
 
 
 def parse_scales(values: list[str]) -> list[float]:

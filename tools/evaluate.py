@@ -27,7 +27,7 @@ from tools import common
 
 FLAGS = flags.FLAGS
 common.define_gin_flags()
-common.define_flags('workdir', 'checkpoint', 'tfrecord_dir', 'strategy', split='val',
+common.define_flags('workdir', 'checkpoint', 'tfrecord_dir', 'strategy', 'precision', split='val',
                     batch_size=1)
 # --scales / --flip default to the gin file's inference_options (else 1, no flip).
 common.define_flags('scales', 'flip')
@@ -82,9 +82,12 @@ def main(argv):
     workdir_lock.lock(FLAGS.workdir, FLAGS.strategy)
   from official.autodeeplab.training import configs
   from official.autodeeplab.utils import runtime as runtime_lib
-  common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + _scales())
+  common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + _scales()
+                   + common.precision_bindings(FLAGS))
   options = configs.inference_options()
-  runtime = runtime_lib.resolve('inference', device=runtime_lib.probe_device(FLAGS.strategy))
+  device = runtime_lib.probe_device(FLAGS.strategy)
+  runtime = runtime_lib.resolve('inference', device=device,
+                                precision=common.precision_of(FLAGS, configs, device))
   runtime.apply()
   from official.autodeeplab.data import datasets
   from official.autodeeplab.data import input_pipeline
@@ -95,6 +98,7 @@ def main(argv):
   from official.autodeeplab.training import run_state
   from official.autodeeplab.utils import visualize
   distribute.configure_graph_optimizer(runtime.graph_optimizer)
+  common.set_precision(runtime)
   strategy = distribute.get_strategy(FLAGS.strategy)
   with strategy.scope():
     model, description, checkpoint = run_state.load_trained_model(FLAGS.workdir, FLAGS.checkpoint)
@@ -119,7 +123,8 @@ def main(argv):
   if FLAGS.max_images is not None:
     max_batches = -(-FLAGS.max_images // FLAGS.batch_size)
   print(f'[evaluate] {checkpoint} on {spec.name} {FLAGS.split} at scales '
-        f'{list(options["scales"])}{" + flip" if options["flip"] else ""}', flush=True)
+        f'{list(options["scales"])}{" + flip" if options["flip"] else ""}, '
+        f'{runtime.describe()}', flush=True)
   dataset = input_pipeline.for_evaluation(files, FLAGS.batch_size)
   result = evaluator.run(dataset, on_batch, max_batches)
   confusion = evaluator.metrics.confusion_matrix()
@@ -129,7 +134,7 @@ def main(argv):
                         for name, iou in zip(spec.class_names, result['per_class_iou'])},
       'num_images': result['num_images'], 'scales': list(options['scales']),
       'flip': options['flip'], 'checkpoint': checkpoint, 'split': FLAGS.split,
-      'dataset': spec.name, 'tfrecord_dir': FLAGS.tfrecord_dir,
+      'dataset': spec.name, 'tfrecord_dir': FLAGS.tfrecord_dir, 'precision': runtime.precision,
       'confusion_matrix': confusion.tolist(),
   }
   run_state.write_json(os.path.join(FLAGS.workdir, 'eval.json'), report)

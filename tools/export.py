@@ -30,7 +30,7 @@ FLAGS = flags.FLAGS
 # Without --workdir, the model comes from --genotype, --model_size / --filter_multiplier and
 # --num_classes.
 common.define_flags('workdir', 'checkpoint', 'model_size', 'filter_multiplier', 'dataset',
-                    'model_name', genotype=None, num_classes=None, scales=['1'], flip=False)
+                    'model_name', 'precision', genotype=None, num_classes=None, scales=['1'], flip=False)
 flags.DEFINE_enum('format', 'saved_model', ['saved_model', 'tflite'], 'saved_model (TF Serving) '
                   'or tflite (LiteRT, a fixed --input_size).')
 flags.DEFINE_string('input_size', None, '--format=tflite: the model\'s fixed input, HEIGHT,WIDTH.')
@@ -75,6 +75,9 @@ def _model_from_flags():
 
 def _tflite_input_size() -> tuple[int, int]:
   """--input_size and the flags only --format=tflite takes, checked before any work."""
+  if FLAGS.format == 'tflite' and FLAGS.precision not in (None, 'float32'):
+    raise common.UserInputError(f'--precision={FLAGS.precision}: a LiteRT model is float32 or '
+                                'quantized (--quantize=float16|int8); leave --precision out')
   if FLAGS.format != 'tflite':
     given = [f'--{name}' for name in ('input_size', 'calibration_split', 'with_logits')
              if FLAGS[name].present] + (['--quantize'] if FLAGS.quantize != 'none' else [])
@@ -135,6 +138,10 @@ def main(argv):
   tflite_size = _tflite_input_size()
   if FLAGS.version is not None and FLAGS.version < 1:
     raise common.UserInputError(f'--version={FLAGS.version}: must be a positive integer')
+  from official.autodeeplab.utils import runtime as runtime_lib
+  device = runtime_lib.probe_device()
+  runtime = runtime_lib.resolve('inference', device=device, precision=runtime_lib.check_precision(
+      FLAGS.precision or 'float32', device, '--precision'))
   from official.autodeeplab.data import datasets
   from official.autodeeplab.data import spec_file
   from official.autodeeplab.serving import export
@@ -144,6 +151,7 @@ def main(argv):
   except ValueError as e:
     raise common.UserInputError(f'--{e}') from None
   from official.autodeeplab.training import run_state
+  common.set_precision(runtime)  # the SavedModel computes in it; its outputs stay float32
   if FLAGS.workdir:
     if FLAGS.genotype or FLAGS.model_size or FLAGS.filter_multiplier or FLAGS.num_classes:
       raise common.UserInputError('--workdir describes the model (model.json): leave out '
@@ -168,11 +176,13 @@ def main(argv):
           f'  predict: python -m tools.predict --tflite={path} --input=IMAGES '
           '--output_dir=predictions')
     return
-  description = {**description, 'dataset': dataset, 'checkpoint': checkpoint}
+  description = {**description, 'dataset': dataset, 'checkpoint': checkpoint,
+                 'precision': runtime.precision}
   path = export.export(model, FLAGS.export_dir, FLAGS.model_name, FLAGS.version,
                        spec.class_names if spec else None, spec.palette if spec else None,
                        scales, FLAGS.flip, description, _dataset_ids(spec), limits)
-  print(f'[export] {checkpoint or "freshly initialised weights"} -> {path}\n'
+  print(f'[export] {checkpoint or "freshly initialised weights"} -> {path} '
+        f'({runtime.precision})\n'
         f'  serve:   docker run -p 8501:8501 -v "$(realpath {FLAGS.export_dir})/'
         f'{FLAGS.model_name}:/models/{FLAGS.model_name}" -e MODEL_NAME={FLAGS.model_name} '
         'tensorflow/serving\n'

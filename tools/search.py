@@ -29,7 +29,8 @@ common.define_gin_flags()
 # --image_size, --num_classes); --crop_size, --batch_size, --num_steps override search_data.* and
 # search_config.total_steps.
 common.define_flags('workdir', 'tfrecord_dir', 'split', 'strategy', 'tpu', 'seed', 'num_classes',
-                    'num_examples', 'image_size', 'crop_size', 'batch_size', 'num_steps')
+                    'num_examples', 'image_size', 'crop_size', 'batch_size', 'num_steps',
+                    'precision')
 flags.DEFINE_integer('log_every', None, 'Steps between log lines (loop_settings.log_every).')
 flags.DEFINE_integer('checkpoint_every', None, 'Steps between checkpoints.')
 flags.DEFINE_integer('export_every', None, 'Steps between genotype/plot/TensorBoard exports.')
@@ -54,11 +55,13 @@ def main(argv):
   from official.autodeeplab.training import configs
   from official.autodeeplab.utils import runtime as runtime_lib
   common.parse_gin(FLAGS.gin_file,
-                   list(FLAGS.gin_bindings) + common.positive_flag_bindings(FLAGS, FLAG_BINDINGS))
+                   list(FLAGS.gin_bindings) + common.positive_flag_bindings(FLAGS, FLAG_BINDINGS)
+                   + common.precision_bindings(FLAGS))
   config, data, settings = configs.search_config(), configs.search_data(), configs.loop_settings()
   config.validate()
-  runtime = runtime_lib.resolve('search', data.crop_size,
-                                runtime_lib.probe_device(FLAGS.strategy))
+  device = runtime_lib.probe_device(FLAGS.strategy)
+  runtime = runtime_lib.resolve('search', data.crop_size, device,
+                                precision=common.precision_of(FLAGS, configs, device))
   runtime.apply()
   import gin
   import keras
@@ -68,6 +71,7 @@ def main(argv):
   from official.autodeeplab.training import loop
   from official.autodeeplab.training import search_task
   distribute.configure_graph_optimizer(runtime.graph_optimizer)
+  common.set_precision(runtime)
   keras.utils.set_random_seed(FLAGS.seed)  # deterministic initialisation of every layer
   strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
   num_classes, files, examples = FLAGS.num_classes, None, None

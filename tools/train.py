@@ -30,7 +30,7 @@ common.define_gin_flags()
 # crop_size.
 common.define_flags('workdir', 'tfrecord_dir', 'split', 'genotype', 'model_size',
                     'filter_multiplier', 'strategy', 'tpu', 'seed', 'num_steps', 'batch_size',
-                    'crop_size')
+                    'crop_size', 'precision')
 flags.DEFINE_string('eval_split', 'val', 'Split of --tfrecord_dir scored every '
                     'train_config.eval_every steps (the best weights kept in workdir/best/); when '
                     'the default split is absent, validation is skipped with a note.')
@@ -43,7 +43,8 @@ FLAG_BINDINGS = {'num_steps': 'train_config.total_steps', 'batch_size': 'train_c
 
 def _flag_bindings() -> list[str]:
   """Flags given on the command line, as gin bindings applied after the gin files."""
-  bindings = common.positive_flag_bindings(FLAGS, FLAG_BINDINGS)
+  bindings = (common.positive_flag_bindings(FLAGS, FLAG_BINDINGS)
+              + common.precision_bindings(FLAGS))
   if FLAGS.model_size is not None:
     sizes.resolve_filter_multiplier(FLAGS.model_size)
     bindings.append(f'retrain_model.model_size = "{FLAGS.model_size}"')
@@ -60,7 +61,9 @@ def main(argv):
   common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + _flag_bindings())
   config = configs.train_config()
   config.validate()
-  runtime = runtime_lib.resolve('train', device=runtime_lib.probe_device(FLAGS.strategy))
+  device = runtime_lib.probe_device(FLAGS.strategy)
+  runtime = runtime_lib.resolve('train', device=device,
+                                precision=common.precision_of(FLAGS, configs, device))
   runtime.apply()
   from official.autodeeplab.data import input_pipeline
   from official.autodeeplab.training import run_state
@@ -69,8 +72,9 @@ def main(argv):
   if FLAGS.num_steps is None:  # --num_steps wins over train_config.num_epochs
     config = configs.with_epochs(config, input_pipeline.split_summary(
         FLAGS.tfrecord_dir, FLAGS.split)['num_examples'], config.batch_size)
-  description = run_state.model_description(geno, configs.retrain_filter_multiplier(),
-                                            spec.num_classes, spec.name, spec)
+  description = {**run_state.model_description(geno, configs.retrain_filter_multiplier(),
+                                               spec.num_classes, spec.name, spec),
+                 'precision': runtime.precision}
   eval_files = _validation_files(input_pipeline, config, spec)
   if _already_trained(run_state, description, config.total_steps):
     return
@@ -80,6 +84,7 @@ def main(argv):
   from official.autodeeplab.training import loop
   from official.autodeeplab.training import train_task
   distribute.configure_graph_optimizer(runtime.graph_optimizer)
+  common.set_precision(runtime)
   keras.utils.set_random_seed(FLAGS.seed)  # deterministic initialisation of every layer
   strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
   task = train_task.TrainTask(lambda: configs.retrain_model(geno, spec.num_classes), config,

@@ -96,7 +96,7 @@ class Backbone(ops.TypedConfig, tracking.CheckpointLists, keras.layers.Layer):
       x = bn(conv(tf.nn.relu(x) if index else x), training=training)
       outputs.append(x)
     outputs = outputs[1:]  # stride 2 (64 ch) and stride 4 (128 ch), before their ReLU
-    sizes = space.level_sizes(tf.shape(outputs[-1])[1:3])
+    sizes = space.level_sizes(ops.spatial_size(outputs[-1]))
     low_level = outputs[-1] if self.low_level_index is None else None
     level = 0
     for i, cell in enumerate(self.cells):

@@ -22,11 +22,31 @@ from official.autodeeplab.modeling import tracking
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
+def hash_uniform(seed: tf.Tensor, count) -> tf.Tensor:
+  """`count` floats in [0, 1) from an integer hash of (seed[0], seed[1], index): Weyl sums
+  mixed by two rounds of MurmurHash3's finaliser, in uint32 arithmetic.
+
+  Why not `tf.random.stateless_uniform`: under XLA (`train_config.jit_compile`) it draws other
+  numbers than TensorFlow's kernels for the same seed, even with the Philox algorithm named and
+  the same key and counter (TF 2.21, CPU), so a compiled step would drop other paths. Integer
+  arithmetic is exact everywhere.
+  """
+  seed = tf.cast(seed, tf.uint32)
+  constant = lambda value: tf.constant(value, tf.uint32)
+  h = (seed[0] * constant(0x9E3779B1) + seed[1] * constant(0x85EBCA77)
+       + tf.cast(tf.range(count), tf.uint32) * constant(0xC2B2AE3D))
+  for _ in range(2):
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, constant(16))) * constant(0x85EBCA6B)
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, constant(13))) * constant(0xC2B2AE35)
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, constant(16)))
+  return tf.cast(tf.bitwise.right_shift(h, constant(8)), tf.float32) / float(2**24)
+
+
 class DropPath(keras.layers.Layer):
   """Drops whole examples' paths with the scheduled probability; identity at inference.
 
-  The masks come from a stateless generator seeded by (this layer's `seed`, the replica, the
-  training step), so a resumed run draws exactly the masks an uninterrupted one would.
+  The masks come from `hash_uniform` of (this layer's `seed`, the replica, the training step),
+  so a resumed run draws exactly the masks an uninterrupted one would, compiled or not.
 
   Args:
     layer_ratio: (cell_index + 1) / num_cells.
@@ -55,10 +75,8 @@ class DropPath(keras.layers.Layer):
     replica_id = replica.replica_id_in_sync_group if replica is not None else 0
     seed = tf.stack([tf.cast(self.seed * 4096 + replica_id, tf.int64),
                      tf.convert_to_tensor(self.step.value, tf.int64)])
-    # Philox named: the default lets XLA choose another generator (other masks under
-    # jit_compile). The mask is drawn and scaled in float32 in every precision.
-    noise = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], seed, dtype=tf.float32,
-                                        alg=tf.random.Algorithm.PHILOX)
+    # The mask is drawn and scaled in float32 in every precision.
+    noise = tf.reshape(hash_uniform(seed, tf.shape(x)[0]), [-1, 1, 1, 1])
     return x * tf.cast(tf.floor(keep + noise) / keep, x.dtype)
 
   def get_config(self):
@@ -115,7 +133,7 @@ class DiscreteCell(ops.TypedConfig, tracking.CheckpointLists, keras.layers.Layer
 
   def call(self, inputs, training=False):
     h_prev, h_prev_prev = inputs
-    size = tf.shape(h_prev)[1:3]
+    size = ops.spatial_size(h_prev)
     h_prev_prev = ops.resize_bilinear(h_prev_prev, size)
     if self._project_prev_prev:
       h_prev_prev = self.prev_prev_bn(self.prev_prev_conv(tf.nn.relu(h_prev_prev)),

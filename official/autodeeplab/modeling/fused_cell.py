@@ -125,8 +125,13 @@ def batch_norm(x: tf.Tensor, axes: list[int], epsilon: float) -> tf.Tensor:
   (`_state_edges`), so per-path moments need no reshapes here.
 
   In reduced precision the moments and both passes' arithmetic are float32 (the casts are no-ops
-  for float32 inputs); input, output and gradient keep x's type.
+  for float32 inputs); input, output and gradient keep x's type. There, a constant input (zero
+  variance: the zero tensors standing for nodes that do not exist yet) passes no gradient: its
+  exact gradient is dy / sqrt(epsilon), ~316 dy, which a float16 loss scale turns into inf, and
+  the zero tensors it flows to are constants anyway.
   """
+  constant_gain = 0.99 / math.sqrt(epsilon)  # inv_std above this: variance below epsilon / 50
+
   @tf.custom_gradient
   def normalize(x):
     dtype = x.dtype
@@ -139,10 +144,42 @@ def batch_norm(x: tf.Tensor, axes: list[int], epsilon: float) -> tf.Tensor:
     def grad(dy):
       reduced = tf.constant(axes, tf.int32)
       dy, y32 = tf.cast(dy, tf.float32), tf.cast(y, tf.float32)
-      return tf.cast(inv_std * (dy - tf.reduce_mean(dy, reduced, keepdims=True)
-                                - y32 * tf.reduce_mean(dy * y32, reduced, keepdims=True)), dtype)
+      dx = inv_std * (dy - tf.reduce_mean(dy, reduced, keepdims=True)
+                      - y32 * tf.reduce_mean(dy * y32, reduced, keepdims=True))
+      if dtype != tf.float32:
+        dx = tf.where(inv_std < constant_gain, dx, 0.0)
+      return tf.cast(dx, dtype)
     return y, grad
   return normalize(x)
+
+
+def weighted(x: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+  """x * weight (float32, broadcast to x), in x's type; weight's gradient summed in float32.
+
+  In reduced precision the automatic gradient of the product would sum dy * x over every pixel
+  in x's type: a sum of 10^5 terms in bfloat16 loses most of its bits, and in float16, scaled
+  by the loss scale, it overflows. Here the sum runs on float32 copies; a float32 x takes the
+  plain product.
+  """
+  if x.dtype == tf.float32:
+    return x * weight
+  out = tf.broadcast_static_shape(x.shape, weight.shape).as_list()
+  padded = lambda shape: [1] * (len(out) - len(shape)) + shape
+  # The axes each operand was broadcast along: its gradient is summed over them.
+  summed = lambda shape: [i for i, (s, o) in enumerate(zip(padded(shape), out)) if s == 1 != o]
+  x_shape, weight_shape = x.shape.as_list(), weight.shape.as_list()
+
+  @tf.custom_gradient
+  def product(x, weight):
+    def grad(dy):
+      d_x = dy * tf.cast(weight, dy.dtype)
+      if summed(x_shape):
+        d_x = tf.reshape(tf.reduce_sum(d_x, summed(x_shape), keepdims=True), x_shape)
+      d_weight = tf.reduce_sum(tf.cast(dy, tf.float32) * tf.cast(x, tf.float32),
+                               summed(weight_shape), keepdims=True)
+      return d_x, tf.reshape(d_weight, weight_shape)
+    return x * tf.cast(weight, x.dtype), grad
+  return product(x, weight)
 
 
 def _depthwise(x, kernel, dilation):
@@ -218,7 +255,7 @@ def _state_edges(x, kernels, prefix, mixing, groups, epsilon):
       mixed.append(as_rows(x))
   # sum over ops of softmax(alpha)[edge, op] * op output, per reader (the einsum form of these
   # weighted sums ran slower on oneDNN than the broadcast multiply-adds).
-  return tf.add_n([y * weight for y, weight in zip(mixed, weights)])
+  return tf.add_n([weighted(y, weight) for y, weight in zip(mixed, weights)])
 
 
 def fused_cell(h_prev: tf.Tensor, h_prev_prev: tf.Tensor, mixing: list[tf.Tensor],

@@ -92,7 +92,7 @@ class Decoder(ops.TypedConfig, tracking.CheckpointLists, keras.layers.Layer):
   def call(self, inputs, training=False):
     high, low = inputs
     low = tf.nn.relu(self.low_bn(self.low_conv(low), training=training))
-    x = tf.concat([ops.resize_bilinear(high, tf.shape(low)[1:3]), low], -1)
+    x = tf.concat([ops.resize_bilinear(high, ops.spatial_size(low)), low], -1)
     for conv, bn in zip(self.convs, self.norms):
       x = tf.nn.relu(bn(conv(x), training=training))
     return self.classifier(x)

@@ -14,11 +14,15 @@ search's MixedOp (`search_cell.py`) and the retrain cell (`cell.py`); the two us
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
+import math
 from typing import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from official.autodeeplab.modeling import batch_norm
@@ -107,9 +111,50 @@ class TypedConfig:
     return cls(**config)
 
 
+_XLA_SAFE_RESIZE = contextvars.ContextVar('xla_safe_resize', default=False)
+
+
+@contextlib.contextmanager
+def xla_safe_resize():
+  """Resizes traced inside run as two matrix products (`_interpolation_matrix`) where the sizes
+  are static: XLA's own bilinear resize (TF 2.21, CPU) misplaces outputs when a side grows
+  from an odd size (5 -> 9: the middle output is the input's 4th value, not its 3rd), which
+  every finer move of this network does at crops like 33, 513 or 769."""
+  token = _XLA_SAFE_RESIZE.set(True)
+  try:
+    yield
+  finally:
+    _XLA_SAFE_RESIZE.reset(token)
+
+
+def _interpolation_matrix(out_size: int, in_size: int) -> np.ndarray:
+  """[out, in] weights of TensorFlow's bilinear resize (half-pixel centres) along one axis."""
+  matrix = np.zeros([out_size, in_size], np.float32)
+  for i in range(out_size):
+    position = (i + 0.5) * in_size / out_size - 0.5
+    floor = math.floor(position)
+    lower, upper = max(floor, 0), min(math.ceil(position), in_size - 1)
+    matrix[i, lower] += 1.0 - (position - floor)
+    matrix[i, upper] += position - floor
+  return matrix
+
+
+def spatial_size(x: tf.Tensor):
+  """x's (height, width): a numpy pair where the shape is static (constants in the graph, which
+  `xla_safe_resize` needs), else a tensor."""
+  if None in x.shape[1:3]:
+    return tf.shape(x)[1:3]
+  return np.array(x.shape[1:3], np.int32)
+
+
 def resize_bilinear(x: tf.Tensor, size) -> tf.Tensor:
   """Bilinear resize keeping x's type: `tf.image.resize` returns float32 whatever it is given,
   which under a mixed-precision policy would turn the rest of a raw-op chain into float32."""
+  static = tf.get_static_value(tf.convert_to_tensor(size))
+  if _XLA_SAFE_RESIZE.get() and static is not None and None not in x.shape[1:3]:
+    rows = tf.constant(_interpolation_matrix(int(static[0]), x.shape[1]), x.dtype)
+    columns = tf.constant(_interpolation_matrix(int(static[1]), x.shape[2]), x.dtype)
+    return tf.einsum('ph,nhwc,qw->npqc', rows, x, columns)
   return tf.cast(tf.image.resize(x, size, method='bilinear'), x.dtype)
 
 

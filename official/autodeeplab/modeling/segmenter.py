@@ -54,7 +54,7 @@ class Segmenter(ops.TypedConfig, tracking.CheckpointLists, keras.Model):
     features, low_level = self.backbone(images, training=training)
     logits = self.decoder((self.aspp(features, training=training), low_level), training=training)
     # Logits leave the model in float32 in every precision (losses, softmax, argmax, export).
-    return tf.image.resize(tf.cast(logits, tf.float32), tf.shape(images)[1:3], method='bilinear')
+    return ops.resize_bilinear(tf.cast(logits, tf.float32), ops.spatial_size(images))
 
   def set_training_progress(self, progress, step=None) -> None:
     """Fraction of training done, for scheduled drop path; `step` (the training step) seeds its

@@ -230,10 +230,9 @@ class Supernet(tracking.CheckpointLists, keras.Model):
     """One trellis layer: H^{l-1} and H^{l-2} (one tensor per level) -> H^l per level.
 
     mixing: `fused_cell.mixing_weights`, one tensor per source state (computed once per step).
-    betas and mixing come in float32 and are cast here, inside the layer, so that their
-    gradients are summed over the layers in float32."""
-    levels, dtype = self.num_levels, prev[0].dtype
-    betas, mixing = tf.cast(params.betas, dtype), [tf.cast(m, dtype) for m in mixing]
+    betas and mixing stay float32 (`fused_cell.weighted` applies them), so that their gradients
+    are summed in float32."""
+    levels, betas = self.num_levels, params.betas
     nodes = []
     for k in range(levels):
       kernels = self.layouts[k].unpack(params.kernels[k])
@@ -256,7 +255,11 @@ class Supernet(tracking.CheckpointLists, keras.Model):
       cells = fused_cell.fused_cell(h_prev, h_prev_prev, mixing, kernels, len(paths),
                                     self.num_blocks, _EPSILON)
       cells = tf.reshape(cells, [len(paths), -1, *fused_cell.static_shape(cells)[1:]])
-      nodes.append(tf.tensordot(tf.stack(path_betas), cells, 1))
+      if cells.dtype == tf.float32:
+        nodes.append(tf.tensordot(tf.stack(path_betas), cells, 1))
+      else:  # the betas' gradient summed in float32
+        nodes.append(tf.reduce_sum(fused_cell.weighted(
+            cells, tf.reshape(tf.stack(path_betas), [-1, 1, 1, 1, 1])), 0))
     return tuple(nodes)
 
   def stem_features(self, images, training=True):

@@ -69,10 +69,11 @@ def check_or_write_model(workdir: str, description: dict, write: bool = True) ->
 
 def check_or_write_json(workdir: str, name: str, description: dict, write: bool = True,
                         what: str = 'configuration', keys=None, read=None,
-                        optional=()) -> None:
+                        optional=(), updated=()) -> None:
   """Writes `workdir/name` (unless `write` is False), or checks that the one there holds the same
   description: every key, or `keys` (those in `optional` only when both have them);
-  `read(workdir)` reads (and validates) the existing one."""
+  `read(workdir)` reads (and validates) the existing one. Keys in `updated` are not compared but
+  rewritten (when `write`) with this run's values: what the latest run used (its precision)."""
   path = os.path.join(workdir, name)
   if not os.path.exists(path):
     if not write:
@@ -87,6 +88,10 @@ def check_or_write_json(workdir: str, name: str, description: dict, write: bool 
       raise UserInputError(
           f'{workdir}: holds a run of another {what} ({key} {existing.get(key)} in {path}, '
           f'asked for {description.get(key)}); use another --workdir or the same settings')
+  changed = {key: description[key] for key in updated
+             if key in description and existing.get(key) != description[key]}
+  if write and changed:
+    write_json(path, {**read_json(workdir, name), **changed})
 
 
 def read_json(workdir: str, name: str, hint: str = '') -> dict:
@@ -123,7 +128,8 @@ def read_model(workdir: str) -> dict:
 # How `model.json` is compared when a run resumes (`check_or_write_json`'s keyword arguments).
 MODEL_CHECK = {'what': 'model', 'keys': ('genotype', 'filter_multiplier', 'num_classes',
                                          'class_names'),
-               'read': read_model, 'optional': ('class_names',)}
+               'read': read_model, 'optional': ('class_names',),
+               'updated': ('precision',)}
 
 _SHAPE_MISMATCH = re.compile(r'incompatible tensor with shape (\(.*?\)) when attempting to '
                              r'restore variable with shape (\(.*?\)) and name (\S+?)\.?(\s|$)')

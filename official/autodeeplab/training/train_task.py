@@ -22,11 +22,13 @@ from the rotated checkpoints and read back on resume.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
+from official.autodeeplab.modeling import ops
 from official.autodeeplab.modeling import segmenter
 from official.autodeeplab.training import evaluation
 from official.autodeeplab.training import loop
@@ -194,7 +196,8 @@ class TrainTask:
     """This replica's losses, non-finite logit count, predictions and (unscaled) gradients."""
     replicas = self.strategy.num_replicas_in_sync
     variables = self.model.trainable_variables
-    with tf.GradientTape() as tape:
+    with tf.GradientTape() as tape, ops.xla_safe_resize() if self.config.jit_compile else (
+        contextlib.nullcontext()):
       logits = self.model(images, training=True)
       fraction = losses.top_k_fraction(self.step, self.config.top_k_percent_pixels,
                                        self.config.hard_example_mining_step)

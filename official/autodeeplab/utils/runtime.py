@@ -127,14 +127,15 @@ def probe_device(strategy: str = 'default', environ: Mapping[str, str] | None = 
   return 'gpu' if glob.glob(device_glob) else 'cpu'
 
 
-def check_precision(precision: str, device: str = 'cpu') -> str:
+def check_precision(precision: str, device: str = 'cpu',
+                    source: str = 'runtime_options.precision') -> str:
   """`precision` if it is one of `PRECISIONS` and the device can train in it, else a one-line
-  UserInputError naming the setting and the choices."""
+  UserInputError naming the setting (`source`) and the choices."""
   if precision not in PRECISIONS:
-    raise UserInputError(f'precision={precision}: expected one of {", ".join(PRECISIONS)}')
+    raise UserInputError(f'{source}={precision}: expected one of {", ".join(PRECISIONS)}')
   if precision == 'float16' and device == 'tpu':
-    raise UserInputError('precision=float16: TPUs compute in bfloat16, not float16; use '
-                         'bfloat16 (or float32) with --strategy=tpu')
+    raise UserInputError(f'{source}=float16: TPUs compute in bfloat16, not float16; choices '
+                         'with --strategy=tpu: bfloat16, float32')
   return precision
 
 
