@@ -273,6 +273,24 @@ def test_export_refuses_an_existing_version_and_a_mismatched_checkpoint(exported
   assert sorted(os.listdir(exported['root'] / 'serving' / 'tiny')) == ['1']
 
 
+def test_export_tool_in_bfloat16(exported):
+  """--precision=bfloat16: model.json says so; the signatures answer in float32, close to the
+  float32 export's logits (same weights)."""
+  result = run_tool('export', f'--genotype={exported["genotype"]}', '--filter_multiplier=2',
+                    '--num_classes=5', '--dataset=synthetic', '--model_name=tiny',
+                    f'--checkpoint={exported["checkpoint"]}', '--precision=bfloat16',
+                    f'--export_dir={exported["root"] / "bf16"}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  path = str(exported['root'] / 'bf16' / 'tiny' / '1')
+  with open(os.path.join(path, 'assets.extra', 'model.json')) as f:
+    assert json.load(f)['precision'] == 'bfloat16'
+  image = tf.constant(IMAGE[None], tf.float32)
+  logits = {name: tf.saved_model.load(p).signatures['predict_tensor'](images=image)['logits']
+            for name, p in (('bfloat16', path), ('float32', exported['path']))}
+  assert logits['bfloat16'].dtype == tf.float32
+  np.testing.assert_allclose(logits['bfloat16'], logits['float32'], atol=0.1)
+
+
 def test_next_version():
   assert export.next_version('/nonexistent') == 1
 

@@ -17,6 +17,9 @@ BAD_FLAGS = {
     '--gin_bindings=search_config.arch_lr_min = 3': 'search_config.arch_lr_min: no such setting; '
                                                     'did you mean',
     '--gin_bindings=search_data.crop_size = "big"': "search_data.crop_size = 'big': expected",
+    '--precision=float8': '--precision=float8: expected one of float32, bfloat16, float16',
+    '--gin_bindings=runtime_options.precision = "half"':
+        'runtime_options.precision=half: expected one of float32, bfloat16, float16',
 }
 
 

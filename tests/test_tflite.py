@@ -160,6 +160,9 @@ def test_export_and_predict_tools(tiny, tmp_path):
     (['--format=tflite', '--input_size=64,5000'], 'must be at most 4096'),
     (['--format=tflite', '--input_size=64,64', '--quantize=int8'], 'needs calibration data'),
     (['--input_size=64,64'], '--input_size: only with --format=tflite'),
+    (['--format=tflite', '--input_size=64,64', '--precision=bfloat16'],
+     '--precision=bfloat16: a LiteRT model is float32 or quantized'),
+    (['--precision=float8'], '--precision=float8: expected one of float32, bfloat16, float16'),
 ])
 def test_export_tool_bad_tflite_input(tmp_path, args, message):
   assert_bad_input(run_tool('export', '--genotype=paper', '--num_classes=3',

@@ -115,6 +115,8 @@ def test_train_refuses_an_invalid_genotype(trained, tmp_path):
     (['--gin_bindings=train_config.top_k_percent_pixels = 1.5'], 'top_k_percent_pixels=1.5'),
     (['--gin_bindings=train_config.eval_every = 2', '--eval_split=nope'],
      "no shards of split 'nope'"),
+    (['--precision=float8'], '--precision=float8: expected one of float32, bfloat16, float16'),
+    (['--precision=float16', '--strategy=tpu'], '--precision=float16: TPUs compute in bfloat16'),
 ])
 def test_train_bad_input(trained, tmp_path, args, message):
   result = run_tool('train', f'--workdir={tmp_path}', f'--tfrecord_dir={trained["data"]}',
@@ -127,6 +129,7 @@ def test_train_bad_input(trained, tmp_path, args, message):
     (['--scales=1,zero'], '--scales=1,zero'),
     (['--checkpoint=/nope/ckpt-3'], '--checkpoint=/nope/ckpt-3'),
     (['--checkpoint=best'], '--checkpoint=best: '),
+    (['--precision=fp16'], '--precision=fp16: expected one of float32, bfloat16, float16'),
     (['--gin_bindings=inference_options.flips = True'],
      "--gin_bindings (binding 1): Configurable 'inference_options' doesn't have a parameter named "
      "'flips'"),
@@ -135,6 +138,34 @@ def test_evaluate_bad_input(trained, args, message):
   result = run_tool('evaluate', f'--workdir={trained["workdir"]}',
                     f'--tfrecord_dir={trained["data"]}', *args)
   assert_bad_input(result, message)
+
+
+def test_resume_in_bfloat16_and_evaluate_in_it(trained, tmp_path):
+  """A float32 workdir continues in bfloat16 (model.json then says so); bfloat16 evaluation
+  scores what float32's does, to a point."""
+  import shutil
+  workdir = str(tmp_path / 'train')
+  shutil.copytree(trained['workdir'], workdir, ignore=shutil.ignore_patterns('.lock'))
+  result = run_tool('train', f'--workdir={workdir}', f'--tfrecord_dir={trained["data"]}',
+                    f'--genotype={trained["genotype"]}', '--num_steps=152',
+                    '--gin_file=experiments/retrain/synthetic.gin', '--precision=bfloat16')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'bfloat16 (mixed)' in result.stdout and 'resumed from' in result.stdout
+  assert 'step 152/152' in result.stdout
+  with open(os.path.join(workdir, 'model.json')) as f:
+    assert json.load(f)['precision'] == 'bfloat16'
+  assert 'runtime_options.precision = \'bfloat16\'' in open(
+      os.path.join(workdir, 'operative_config.gin')).read()
+  scores = {}
+  for precision in ('float32', 'bfloat16'):
+    result = run_tool('evaluate', f'--workdir={workdir}', f'--tfrecord_dir={trained["data"]}',
+                      f'--precision={precision}')
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(workdir, 'eval.json')) as f:
+      report = json.load(f)
+    assert report['precision'] == precision
+    scores[precision] = report['miou']
+  assert abs(scores['bfloat16'] - scores['float32']) < 0.03, scores
 
 
 def test_evaluate_needs_a_trained_workdir(trained, tmp_path):
