@@ -1,7 +1,8 @@
 r"""Search supernet benchmark: start-up, step times and peak memory, as one JSON line.
 
   python benchmarks/search_step.py --num_layers=12 --filter_multiplier=8 --crop_size=65 \
-      --batch_size=2 [--steps=5] [--recompute] [--arch_only_gradients] [--grappler]
+      --batch_size=2 [--steps=5] [--recompute] [--arch_only_gradients] [--grappler] \
+      [--precision=bfloat16]
 
 oneDNN, the CPU allocator, threads per op and the loop form follow the crop size as in tools.search
 (utils/runtime.py; TF_ENABLE_ONEDNN_OPTS / TF_CPU_ALLOCATOR_USE_BFC / TF_NUM_INTRAOP_THREADS
@@ -36,16 +37,19 @@ flags.DEFINE_bool('arch_only_gradients', False, 'Architecture steps in their own
                   'weight gradients (search_config.arch_only_gradients).')
 flags.DEFINE_bool('grappler', False, 'Keep all of TensorFlow\'s graph optimiser on (default: '
                   'its arithmetic optimizer alone, as tools.search runs).')
+flags.DEFINE_enum('precision', 'float32', ['float32', 'bfloat16', 'float16'], 'Precision.')
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
   from official.autodeeplab.utils import runtime as runtime_lib
-  runtime = runtime_lib.resolve('search', FLAGS.crop_size)  # as tools.search, before TF
+  runtime = runtime_lib.resolve('search', FLAGS.crop_size, runtime_lib.probe_device(),
+                                precision=FLAGS.precision)  # as tools.search, before TF
   runtime.apply()
   import numpy as np
   import tensorflow as tf
+  from official.autodeeplab.modeling import precision
   from official.autodeeplab.modeling import supernet
   from official.autodeeplab.training import configs
   from official.autodeeplab.training import distribute
@@ -53,6 +57,7 @@ def main(argv):
 
   if not FLAGS.grappler:
     distribute.configure_graph_optimizer(runtime.graph_optimizer)  # as tools.search runs
+  precision.set_policy(runtime)
   rng = np.random.default_rng(0)
   shape = [FLAGS.batch_size, FLAGS.crop_size, FLAGS.crop_size]
   images = tf.constant(rng.standard_normal(shape + [3]), tf.float32)
@@ -79,7 +84,7 @@ def main(argv):
       'num_layers': FLAGS.num_layers, 'filter_multiplier': FLAGS.filter_multiplier,
       'crop_size': FLAGS.crop_size, 'batch_size': FLAGS.batch_size,
       'recompute': FLAGS.recompute, 'arch_only_gradients': FLAGS.arch_only_gradients,
-      'grappler': FLAGS.grappler,
+      'grappler': FLAGS.grappler, 'precision': FLAGS.precision, 'device': runtime.device,
       'onednn': runtime.onednn, 'pooled_allocator': runtime.pooled_allocator,
       'functional_loops': runtime.functional_loops,
       'threads_per_op': runtime.threads_per_op or 'cores',
@@ -90,6 +95,8 @@ def main(argv):
       'params': int(sum(np.prod(v.shape) for v in task.model.weight_variables)),
       'arch_params': int(sum(np.prod(v.shape) for v in task.model.arch_variables)),
       'cpu_count': os.cpu_count(),
+      **({'peak_device_gb': round(tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2**30,
+                                  3)} if runtime.device == 'gpu' else {}),
   }))
 
 

@@ -1,7 +1,7 @@
 r"""Retrain benchmark: start-up, the real train step of `train_task`, inference, memory; one JSON line.
 
   python benchmarks/train_step.py --model_size=S --crop_size=513 --batch_size=2 --steps=3 \
-      [--infer_size=1024,2048] [--grappler]
+      [--infer_size=1024,2048] [--grappler] [--precision=bfloat16] [--jit_compile]
 
 Auto-DeepLab-S/M/L with the paper's genotype and 19 classes, random images and labels (as the
 PyTorch yardstick `../shared/peer/run.sh train` does). first_step_s counts from process start
@@ -35,6 +35,8 @@ flags.DEFINE_integer('steps', 3, 'Timed steps after the first.')
 flags.DEFINE_string('infer_size', '1024,2048', 'HEIGHT,WIDTH of the inference image ("" skips).')
 flags.DEFINE_bool('grappler', False, 'Keep TensorFlow\'s graph optimiser on.')
 flags.DEFINE_bool('conv_rate', True, 'Measure the machine\'s 3x3-conv GFLOP/s for reference.')
+flags.DEFINE_enum('precision', 'float32', ['float32', 'bfloat16', 'float16'], 'Precision.')
+flags.DEFINE_bool('jit_compile', False, 'train_config.jit_compile (XLA).')
 FLAGS = flags.FLAGS
 
 
@@ -55,8 +57,13 @@ def conv_gflops() -> float:
 
 def main(argv):
   del argv
+  from official.autodeeplab.utils import runtime as runtime_lib
+  runtime = runtime_lib.resolve('train', device=runtime_lib.probe_device(),
+                                precision=FLAGS.precision)
+  runtime.apply()
   import numpy as np
   import tensorflow as tf
+  from official.autodeeplab.modeling import precision
   from official.autodeeplab.search.genotype import PAPER_GENOTYPE
   from official.autodeeplab.training import configs
   from official.autodeeplab.training import distribute
@@ -69,8 +76,9 @@ def main(argv):
   shape = [FLAGS.batch_size, FLAGS.crop_size, FLAGS.crop_size]
   images = tf.constant(rng.uniform(-1, 1, shape + [3]), tf.float32)
   labels = tf.constant(rng.integers(0, FLAGS.num_classes, shape), tf.int32)
+  precision.set_policy(runtime)
   config = configs.TrainConfig(total_steps=1000, batch_size=FLAGS.batch_size,
-                               crop_size=FLAGS.crop_size)
+                               crop_size=FLAGS.crop_size, jit_compile=FLAGS.jit_compile)
   task = train_task.TrainTask(lambda: configs.retrain_model(
       PAPER_GENOTYPE, FLAGS.num_classes, FLAGS.model_size, drop_path_keep_prob=0.7), config)
   built_s = time.time() - _START
@@ -85,6 +93,7 @@ def main(argv):
   report = {
       'model_size': FLAGS.model_size, 'filter_multiplier': task.model.filter_multiplier,
       'crop_size': FLAGS.crop_size, 'batch_size': FLAGS.batch_size, 'grappler': FLAGS.grappler,
+      'precision': FLAGS.precision, 'jit_compile': FLAGS.jit_compile, 'device': runtime.device,
       'params': complexity.count_parameters(task.model),
       'built_s': round(built_s, 2), 'first_step_s': round(first_step_s, 2),
       'train_step_s': round(train_step_s, 3),
@@ -103,6 +112,9 @@ def main(argv):
     infer(image).numpy()
     report.update(infer_size=FLAGS.infer_size, infer_s=round(time.time() - t, 3))
   report['peak_rss_gb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+  if runtime.device == 'gpu':
+    report['peak_device_gb'] = round(
+        tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2**30, 3)
   if FLAGS.conv_rate:
     rate = conv_gflops()
     report['conv_gflops'] = round(rate, 1)
