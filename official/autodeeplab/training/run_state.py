@@ -147,9 +147,8 @@ def restore(checkpoint: tf.train.Checkpoint, path: str | None, workdir: str,
   """
   if not path:
     return False
-  absent = _absent_objects(path, optional)
-  held = {name: getattr(checkpoint, name) for name in absent}
-  for name in absent:  # not in the file: left out of the matching, then put back
+  held = {name: getattr(checkpoint, name) for name in _absent_objects(path, optional)}
+  for name in held:  # not in the file: left out of the matching, then put back
     delattr(checkpoint, name)
   try:
     status = checkpoint.restore(path)
@@ -179,8 +178,8 @@ def _absent_objects(path: str, names: tuple[str, ...]) -> list[str]:
     return []
   try:
     keys = [key for key, _ in tf.train.list_variables(path)]
-  except (tf.errors.OpError, ValueError):
-    return []  # the restore itself reports the unreadable file
+  except (tf.errors.OpError, ValueError):  # the restore itself reports an unreadable file
+    return []
   return [name for name in names if not any(key.startswith(name + '/') for key in keys)]
 
 
