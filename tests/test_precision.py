@@ -57,6 +57,25 @@ def test_retrain_steps_and_resumes_across_precisions(tmp_path, first, second):
     assert float(resumed.loss_scale.scale.numpy()) == loss_scale.INITIAL_SCALE
 
 
+def test_a_checkpoint_from_before_loss_scaling_resumes(tmp_path):
+  """Checkpoints written before the loss scale existed lack it: the run resumes, the scale at
+  its initial value."""
+  old = _retrain_task('float32')
+  old.checkpoint = lambda: tf.train.Checkpoint(model=old.model, optimizer=old.optimizer,
+                                               step=old.step)
+  old.optional_checkpoint_objects = ()
+  retrain.train(old, retrain.dataset(), str(tmp_path), stop_at=1, log=lambda _: None)
+  names = [n for n, _ in tf.train.list_variables(str(tmp_path / 'checkpoints'))]
+  assert not any(n.startswith('loss_scale/') for n in names)
+  task = _retrain_task('mixed_float16')
+  lines = []
+  retrain.train(task, retrain.dataset(), str(tmp_path), stop_at=2, log=lines.append)
+  assert any('resumed from' in line and 'at step 1' in line for line in lines), lines
+  assert float(task.loss_scale.scale.numpy()) == loss_scale.INITIAL_SCALE
+  names = [n for n, _ in tf.train.list_variables(str(tmp_path / 'checkpoints'))]
+  assert any(n.startswith('loss_scale/') for n in names)  # saved from then on
+
+
 def test_float16_overflow_is_skipped_and_counted_then_a_collapse_stops_the_run(tmp_path):
   task = _retrain_task('mixed_float16', dataclasses.replace(retrain.CONFIG, total_steps=30))
   task.set_inputs(retrain.dataset().repeat())
@@ -160,7 +179,10 @@ def test_normalize_beta_of_a_fully_masked_row_in_float16():
 
 
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
-def test_fused_batch_norm_takes_reduced_precision_with_float32_statistics(dtype):
+@pytest.mark.parametrize('float32_kernel', [True, False])
+def test_fused_batch_norm_takes_reduced_precision_with_float32_statistics(dtype, float32_kernel,
+                                                                         monkeypatch):
+  monkeypatch.setitem(batch_norm._FLOAT32_KERNEL, 'enabled', float32_kernel)
   with precision.policy(f'mixed_{dtype}'):
     layer = batch_norm.BatchNormalization(momentum=0.5)
   x = tf.random.stateless_normal([2, 5, 5, 4], [1, 2]) * 3 + 1

@@ -40,6 +40,8 @@ def test_no_cpu_choices_on_an_accelerator():
   gpu = runtime.resolve('train', device='gpu', environ={}, precision='float16')
   assert gpu.describe() == 'GPU:0, float16 (mixed, dynamic loss scale)'
   assert gpu.policy == 'mixed_float16' and gpu.environment() == {}
+  assert not gpu.float32_batch_norm and runtime.resolve('train', precision='bfloat16',
+                                                        device='cpu').float32_batch_norm
 
 
 @pytest.mark.parametrize('precision,device,message', [

@@ -13,7 +13,10 @@ Same variables, same configuration, same checkpoints as the Keras layer; the dif
 
 Under a mixed-precision policy the kernel takes bfloat16 / float16 inputs and returns outputs of
 that type, while its scale, offset, moments and moving averages stay float32 (the variables are
-not autocast), which is what Keras' own layer does in more ops.
+not autocast), which is what Keras' own layer does in more ops. On a CPU, oneDNN's bfloat16 batch
+norm ran 3-4x slower than its float32 one (forward and gradient, docs/performance.md), so there
+the input is cast to float32 for the kernel and the output cast back (`use_float32_kernel`, set
+from the runtime: `Runtime.float32_batch_norm`).
 """
 from __future__ import annotations
 
@@ -22,6 +25,13 @@ import tensorflow as tf
 
 
 _FUSED_TYPES = (tf.float32, tf.bfloat16, tf.float16)  # inputs; statistics are float32
+_FLOAT32_KERNEL = {'enabled': True}  # reduced-precision inputs computed by the float32 kernel
+
+
+def use_float32_kernel(enabled: bool) -> None:
+  """Whether bfloat16 / float16 inputs go through the float32 kernel (the CPU's faster choice)
+  or the kernel of their own type (GPUs, TPUs). Set before the model is traced."""
+  _FLOAT32_KERNEL['enabled'] = bool(enabled)
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
@@ -37,6 +47,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
     inputs = tf.convert_to_tensor(inputs)
     if not self._fusable(inputs, mask):
       return super().call(inputs, training=training, mask=mask)
+    if inputs.dtype != tf.float32 and _FLOAT32_KERNEL['enabled']:
+      return tf.cast(self._fused(tf.cast(inputs, tf.float32), training), inputs.dtype)
+    return self._fused(inputs, training)
+
+  def _fused(self, inputs, training):
     channels = inputs.shape[-1]
     scale = self.gamma if self.scale else tf.ones([channels], tf.float32)
     offset = self.beta if self.center else tf.zeros([channels], tf.float32)

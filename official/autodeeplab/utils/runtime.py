@@ -63,6 +63,8 @@ class Runtime:
     functional_loops: while loops traced by the search step stay functional (not lowered).
     graph_optimizer: Grappler: 'default', 'off', or 'deduplicate' (arithmetic optimizer only).
     precision: 'float32', 'bfloat16' or 'float16' (`PRECISIONS`): what activations compute in.
+    float32_batch_norm: reduced-precision batch norm computed by the float32 kernel (CPU: oneDNN's
+      bfloat16 batch norm was slower than casting around its float32 one).
   """
   device: str = 'cpu'
   num_cores: int = 1
@@ -72,6 +74,7 @@ class Runtime:
   functional_loops: bool = False
   graph_optimizer: str = 'default'
   precision: str = 'float32'
+  float32_batch_norm: bool = True
 
   @property
   def policy(self) -> str:
@@ -165,7 +168,8 @@ def resolve(job: str, crop_size: int | None = None, device: str = 'cpu',
   return Runtime(device=device, num_cores=num_cores or os.cpu_count() or 1, onednn=onednn,
                  pooled_allocator=pooled, threads_per_op=threads,
                  functional_loops=on_cpu and small,
-                 graph_optimizer='deduplicate' if search else 'off', precision=precision)
+                 graph_optimizer='deduplicate' if search else 'off', precision=precision,
+                 float32_batch_norm=on_cpu)
 
 
 def _limit_malloc_arenas() -> bool:
