@@ -14,9 +14,9 @@ Same variables, same configuration, same checkpoints as the Keras layer; the dif
 Under a mixed-precision policy the kernel takes bfloat16 / float16 inputs and returns outputs of
 that type, while its scale, offset, moments and moving averages stay float32 (the variables are
 not autocast), which is what Keras' own layer does in more ops. On a CPU, oneDNN's bfloat16 batch
-norm ran 3-4x slower than its float32 one (forward and gradient, docs/performance.md), so there
-the input is cast to float32 for the kernel and the output cast back (`use_float32_kernel`, set
-from the runtime: `Runtime.float32_batch_norm`).
+norm ran slower than its float32 one (forward and gradient, docs/performance.md), so there the
+input is cast to float32 for the kernel and the output cast back (`use_float32_kernel`, set from
+the runtime: `Runtime.float32_batch_norm`).
 """
 from __future__ import annotations
 
