@@ -105,8 +105,7 @@ def precision_bindings(flag_values) -> list[str]:
   value = flag_values.precision
   if value is None:
     return []
-  if value not in runtime.PRECISIONS:
-    raise UserInputError(f'--precision={value}: expected one of {", ".join(runtime.PRECISIONS)}')
+  runtime.check_precision(value, source='--precision')  # the device is checked later
   return [f'runtime_options.precision = "{value}"']
 
 
