@@ -44,11 +44,6 @@ def set_policy(runtime: runtime_lib.Runtime) -> None:
   batch_norm.use_float32_kernel(runtime.float32_batch_norm)
 
 
-def compute_dtype() -> tf.DType:
-  """The activations' type under the current policy."""
-  return tf.as_dtype(keras.mixed_precision.global_policy().compute_dtype)
-
-
 def _kernel_checks(dtype: tf.DType):
   """(what, function of a [2, 9, 9, 8] `dtype` tensor) for each kind of op the models run."""
   kernel = lambda *shape: tf.cast(tf.random.stateless_uniform(shape, [1, 2]), dtype)

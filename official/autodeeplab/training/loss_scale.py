@@ -85,10 +85,6 @@ class LossScale(tf.Module):
     self.skipped_in_a_row.assign(tf.where(applied, tf.constant(0, tf.int64),
                                           self.skipped_in_a_row + 1))
 
-  def collapsed(self) -> bool:
-    """COLLAPSE_STEPS or more updates in a row were skipped: the run cannot recover."""
-    return self.enabled and int(self.skipped_in_a_row.numpy()) >= COLLAPSE_STEPS
-
   def summary(self) -> dict:
     """TensorBoard scalars ({} when not scaling)."""
     if not self.enabled:
