@@ -13,11 +13,24 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 
-def run_tool(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-  """Runs `python -m tools.<module> args...` from the repository root, as a user would."""
+def run_tool(module: str, *args: str, timeout: float = 600,
+             cwd: str | os.PathLike = ROOT) -> subprocess.CompletedProcess:
+  """Runs `python -m tools.<module> args...` as a user would: from the repository root, or from
+  `cwd` (a `user_dir`: the repository's layout, so relative paths are the README's)."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, '-m', f'tools.{module}', *args], cwd=ROOT, env=env,
+  return subprocess.run([sys.executable, '-m', f'tools.{module}', *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def user_dir(path) -> str:
+  """`path` made to look like a clone's root for the binaries (its `experiments/` is the
+  repository's), so tests pass the README's relative paths (`--workdir=runs/x`) from there
+  without writing into the repository."""
+  os.makedirs(path, exist_ok=True)
+  link = os.path.join(path, 'experiments')
+  if not os.path.lexists(link):
+    os.symlink(os.path.join(ROOT, 'experiments'), link)
+  return str(path)
 
 
 def assert_bad_input(result: subprocess.CompletedProcess, message: str) -> None:

@@ -51,3 +51,13 @@ def test_table_2(size):
   profiled = complexity.tf_profiler_multiply_adds(model, 1025, 2049)
   assert profiled == pytest.approx(madds, rel=0.02)
   assert profiled < madds
+  # README's Results table is what `tools.describe --image_size=1025,2049` prints (this count).
+  row = next(line for line in _readme_lines() if line.startswith(f'| Auto-DeepLab-{size} |'))
+  assert f'| {profiled / 1e9:.2f}B ({100 * (profiled / madds - 1):+.1f}%) |' in row, row
+
+
+def _readme_lines():
+  import os
+  from tests.conftest import ROOT
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    return f.read().splitlines()

@@ -1,5 +1,6 @@
-"""The quickstart pipeline end to end on its smallest configuration: every artefact it lists
-exists and is valid, the output is free of TensorFlow's start-up noise, a rerun skips every stage.
+"""The quickstart pipeline end to end on its smallest configuration, run as the README runs it
+(from a clone's root, `--workdir=runs/quickstart`): every artefact it lists exists and is valid,
+the output is free of TensorFlow's start-up noise, a rerun skips every stage.
 """
 import json
 import os
@@ -11,16 +12,20 @@ import tensorflow as tf
 from official.autodeeplab.data import example
 from official.autodeeplab.search.genotype import Genotype
 from tests.conftest import run_tool
+from tests.conftest import user_dir
 
 pytestmark = pytest.mark.slow
 
 
+WORKDIR = 'runs/quickstart'
+
+
 @pytest.fixture(scope='module')
 def quickstart(tmp_path_factory):
-  work = tmp_path_factory.mktemp('quickstart')
-  result = run_tool('pipeline', f'--workdir={work}', '--fast')
+  root = user_dir(tmp_path_factory.mktemp('clone'))
+  result = run_tool('pipeline', f'--workdir={WORKDIR}', '--fast', cwd=root)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-  return work, result
+  return tmp_path_factory.getbasetemp() / os.path.basename(root) / WORKDIR, result
 
 
 def test_every_artefact_exists_and_is_valid(quickstart):
@@ -43,8 +48,8 @@ def test_every_artefact_exists_and_is_valid(quickstart):
 
 def test_describe_decodes_the_search_workdir(quickstart, tmp_path):
   work, _ = quickstart
-  result = run_tool('describe', f'--workdir={work / "search"}', '--json',
-                    f'--history={tmp_path / "history.png"}')
+  result = run_tool('describe', f'--workdir={WORKDIR}/search', '--json',
+                    f'--history={tmp_path / "history.png"}', cwd=work.parent.parent)
   assert result.returncode == 0, result.stderr[-2000:]
   report = json.loads(result.stdout)
   assert report['genotype'] == Genotype.from_json(work / 'search' / 'genotype.json').to_dict()
@@ -60,7 +65,7 @@ def test_output_is_free_of_start_up_noise(quickstart):
 
 def test_rerun_skips_every_completed_stage(quickstart):
   work, _ = quickstart
-  result = run_tool('pipeline', f'--workdir={work}', '--fast')
+  result = run_tool('pipeline', f'--workdir={WORKDIR}', '--fast', cwd=work.parent.parent)
   assert result.returncode == 0, result.stderr[-2000:]
   for stage in ('convert train', 'convert val', 'search', 'export', 'predict'):
     assert f'[{stage}] ' in result.stdout and 'skipped' in result.stdout

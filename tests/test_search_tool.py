@@ -1,6 +1,7 @@
 """The search binary: bad input, corrupt shards, the paper's protocol in one gin file. (Its
 end-to-end run on TFRecords is in test_pipeline, under a multi-worker strategy in
 test_search_workers.)"""
+import json
 import os
 
 import pytest
@@ -96,3 +97,28 @@ def test_cityscapes_gin_holds_the_papers_whole_protocol():
   assert config.arch_only_gradients  # a long run: the arch step's own, leaner graph
   assert supernet == {'num_layers': 12, 'num_blocks': 5, 'filter_multiplier': 8,
                       'recompute': True}
+
+
+def test_a_relative_workdir_resumes_warns_when_unsearched_and_describes(tool, tmp_path):
+  """As the README writes it (from a clone's root, `--workdir=runs/search`): a run that ends
+  before its architecture steps says loudly that its genotype is not searched; the same command
+  with more steps resumes from the relative workdir's checkpoint; describe reads it."""
+  from tests.conftest import user_dir
+  root = user_dir(tmp_path)
+  args = ['--workdir=runs/search', '--gin_file=experiments/search/synthetic_quickstart.gin',
+          '--gin_bindings=build_supernet.num_layers = 2',
+          '--gin_bindings=build_supernet.filter_multiplier = 2',
+          '--gin_bindings=search_config.arch_start_step = 3', '--crop_size=33',
+          '--num_examples=8', '--image_size=40', '--checkpoint_every=1', '--export_every=1']
+  first = tool('search', *args, '--num_steps=2', cwd=root)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert first.stdout.count('WARNING') == 2, first.stdout  # at the start and with the genotype
+  assert 'NOT a searched architecture' in first.stdout
+  second = tool('search', *args, '--num_steps=3', cwd=root)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert 'resumed from runs/search/checkpoints/ckpt-2 at step 2' in second.stdout
+  assert 'WARNING' not in second.stdout and 'unreadable' not in second.stdout + second.stderr
+  described = tool('describe', '--workdir=runs/search', '--history=history.png', '--json',
+                   cwd=root)
+  assert described.returncode == 0, described.stderr[-3000:]
+  assert json.loads(described.stdout)['step'] == 3 and (tmp_path / 'history.png').exists()

@@ -207,6 +207,25 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
   assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+def test_a_signal_during_after_step_still_saves_that_step(tmp_path):
+  """Ctrl-C while step 1's image summaries (or a validation) run: the decision to save was taken
+  before; the loop must still save step 1, as the stop message says."""
+  import signal
+  task = make_task(dataclasses.replace(CONFIG, checkpoint_every=100, image_summary_every=1))
+  after_step = task.after_step
+
+  def interrupted(*args):
+    os.kill(os.getpid(), signal.SIGINT)
+    return after_step(*args)
+
+  task.after_step = interrupted
+  with pytest.raises(run_state.Preempted, match=r'SIGINT at step 1: checkpoint \S+ckpt-1 '
+                                                'written') as raised:
+    train(task, dataset(), str(tmp_path), log=lambda _: None)
+  assert raised.value.exit_code == 130
+  assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith('ckpt-1')
+
+
 def test_validation_keeps_the_best_weights_across_rotation_and_resume(tmp_path):
   """eval_every=1: every step is scored; best/ holds the highest-scoring step's weights, apart
   from the rotated checkpoints, and a resumed run compares against it."""

@@ -1,5 +1,7 @@
-"""tools/train and tools/evaluate as a user runs them: a short synthetic retrain scores well above
-chance, evaluate writes eval.json and overlays, bad input is one line and exit code 2."""
+"""tools/train and tools/evaluate as a user runs them, from a clone's root with the README's
+relative paths (`--workdir=runs/train`): a short synthetic retrain scores well above chance,
+evaluate writes eval.json and overlays, an interrupted run resumes, bad input is one line and exit
+code 2."""
 import json
 import os
 
@@ -9,7 +11,8 @@ from PIL import Image
 
 from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
 from tests.conftest import assert_bad_input
-from tests.conftest import run_tool
+from tests.conftest import run_tool as run_from_root
+from tests.conftest import user_dir
 
 # A small found-like genotype (4 layers, the quickstart's search depth) keeps tracing short.
 pytestmark = pytest.mark.slow  # trains through the binary (about a minute)
@@ -17,23 +20,38 @@ pytestmark = pytest.mark.slow  # trains through the binary (about a minute)
 SMALL = Genotype(cell=PAPER_GENOTYPE.cell[:3], path=(0, 0, 1, 1))
 
 
+ROOT_DIR = {}  # the module's user directory: every relative path below is relative to it
+
+
+def run_tool(module, *args, **kwargs):
+  """The binary run from the module's user directory (a clone's root, as the README runs it)."""
+  return run_from_root(module, *args, cwd=ROOT_DIR['path'], **kwargs)
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp('retrain')
-  data = str(root / 'data')
+  ROOT_DIR['path'] = user_dir(root)
+  data = 'runs/data'
   for split, count in (('train', 24), ('val', 8)):
     result = run_tool('convert_dataset', '--dataset=synthetic', f'--output_dir={data}',
                       f'--split={split}', f'--num_examples={count}', '--image_size=64',
                       '--num_shards=2')
     assert result.returncode == 0, result.stderr
-  genotype = str(root / 'genotype.json')
-  SMALL.to_json(genotype)
-  workdir = str(root / 'train')
+  genotype = 'runs/genotype.json'
+  SMALL.to_json(str(root / genotype))
+  workdir = 'runs/train'
   result = run_tool('train', f'--workdir={workdir}', f'--tfrecord_dir={data}',
                     f'--genotype={genotype}', '--gin_file=experiments/retrain/synthetic.gin')
   assert result.returncode == 0, result.stderr[-3000:]
   return {'root': root, 'data': data, 'workdir': workdir, 'genotype': genotype,
           'train_stdout': result.stdout, 'train_stderr': result.stderr}
+
+
+@pytest.fixture(autouse=True)
+def _in_the_user_dir(trained, monkeypatch):
+  """The test reads what the binaries wrote through the same relative paths."""
+  monkeypatch.chdir(trained['root'])
 
 
 def test_train_writes_its_workdir_and_a_clean_log(trained):
@@ -174,19 +192,21 @@ def test_evaluate_needs_a_trained_workdir(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_checkpoints_and_exits_130(trained, tmp_path):
+def test_ctrl_c_checkpoints_exits_130_and_the_rerun_resumes(trained):
   """SIGINT behaves like SIGTERM: the step finishes, a checkpoint is written, exit code 130, no
-  traceback. (The child gets SIGINT's default disposition: a background shell ignores it.)"""
+  traceback; the same command again (a relative workdir) resumes from it. (The child gets
+  SIGINT's default disposition: a background shell ignores it.)"""
   import signal
   import subprocess
   import sys
   from tests.conftest import ROOT
-  workdir = tmp_path / 'interrupted'
+  workdir = 'runs/interrupted'
+  command = ['--gin_file=experiments/retrain/synthetic.gin', f'--workdir={workdir}',
+             f'--tfrecord_dir={trained["data"]}', f'--genotype={trained["genotype"]}',
+             '--gin_bindings=train_config.log_every = 1']
   child = subprocess.Popen(
-      [sys.executable, '-m', 'tools.train', f'--workdir={workdir}',
-       f'--tfrecord_dir={trained["data"]}', f'--genotype={trained["genotype"]}',
-       '--gin_file=experiments/retrain/synthetic.gin', '--num_steps=60',
-       '--gin_bindings=train_config.log_every = 1'], cwd=ROOT, text=True,
+      [sys.executable, '-m', 'tools.train', *command, '--num_steps=60'], cwd=trained['root'],
+      text=True,
       env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3'), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   seen = []
@@ -199,4 +219,9 @@ def test_ctrl_c_checkpoints_and_exits_130(trained, tmp_path):
   assert child.returncode == 130, ''.join(seen) + out + err[-3000:]
   assert 'SIGINT at step' in out and 'Traceback' not in err and 'KeyboardInterrupt' not in err
   step = int(out.split('SIGINT at step ')[1].split(':')[0])
-  assert step >= 3 and (workdir / 'checkpoints' / f'ckpt-{step}.index').exists()
+  assert f'checkpoint {workdir}/checkpoints/ckpt-{step} written' in out, out
+  assert step >= 3 and os.path.exists(f'{workdir}/checkpoints/ckpt-{step}.index')
+  result = run_tool('train', *command, f'--num_steps={step + 1}')
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  assert f'resumed from {workdir}/checkpoints/ckpt-{step} at step {step}' in result.stdout
+  assert 'unreadable' not in result.stdout + result.stderr

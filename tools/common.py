@@ -10,11 +10,13 @@ warnings still show.
 from __future__ import annotations
 
 import atexit
+import difflib
 import json
 import logging
 import math
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,7 +37,8 @@ EXIT_BAD_INPUT = 2
 
 def define_gin_flags() -> None:
   flags.DEFINE_multi_string('gin_file', [], 'Gin config file(s), applied in order.')
-  flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings, e.g. "search.num_layers = 4".')
+  flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings applied after the files, e.g. '
+                            '"build_supernet.num_layers = 4".')
 
 
 # Flags several binaries share: name -> (definer, default, help). `define_flags` defines them.
@@ -62,7 +65,10 @@ SHARED_FLAGS = {
     'image_size': (flags.DEFINE_integer, synthetic.IMAGE_SIZE, 'Side of the synthetic images.'),
     'batch_size': (flags.DEFINE_integer, None, 'Global batch; overrides the gin file.'),
     'crop_size': (flags.DEFINE_integer, None, 'Square training crop; overrides the gin file.'),
-    'num_steps': (flags.DEFINE_integer, None, 'Steps of the run; overrides the gin file.'),
+    'num_steps': (flags.DEFINE_integer, None, 'Steps of the whole run (search_config / '
+                  'train_config.total_steps, so the learning-rate schedule\'s length too); '
+                  'overrides the gin file\'s steps or epochs. A rerun with a larger value '
+                  'resumes and continues. The search\'s warm-up (arch_start_step) is unchanged.'),
     'dataset': (flags.DEFINE_string, None, 'Class names and palette of this dataset (cityscapes, '
                 'voc, ade20k, synthetic).'),
     'model_name': (flags.DEFINE_string, 'autodeeplab', 'Model name (a directory of versions).'),
@@ -169,10 +175,27 @@ def gin_error(source: str, error: BaseException) -> str:
   if type(error).__name__ == 'TokenError':  # tokenize's ('EOF in multi-line statement', (l, c))
     message, (line, _) = error.args
     return f'{source}, line {line}: {message} (an unclosed bracket or string?)'
+  unknown = re.match(r"No configurable matching '([\w.]+)'", first)
+  if unknown:
+    first = first.rstrip('.') + _configurable_hint(unknown.group(1))
   located = re.search(r'In bindings string line (\d+)', text)
   if located and source == '--gin_bindings':
     return f'--gin_bindings (binding {located.group(1)}): {first}'
   return f'{source}: {first}'
+
+
+def _configurable_hint(name: str) -> str:
+  """'; did you mean X?' for a misspelt configurable (gin's registry holds the names the
+  imported modules registered), or the list of them."""
+  import gin
+  try:  # gin has no public listing of its registry
+    names = sorted({selector.rsplit('.', 1)[-1] for selector, _ in gin.config._REGISTRY.items()})
+  except AttributeError:
+    return ''
+  near = difflib.get_close_matches(name.rsplit('.', 1)[-1], names, n=3)
+  if near:
+    return f'; did you mean {" or ".join(near)}?'
+  return f' (configurables: {", ".join(names)})' if names else ''
 
 
 # Start-up lines of TensorFlow's C++ runtime that say nothing about this program's work.
@@ -226,10 +249,59 @@ class _DropDeprecations(logging.Filter):
     return 'deprecat' not in record.getMessage().lower()
 
 
+# Flags that name files or directories: `~` is expanded at the edge (a shell leaves it alone
+# after `--flag=`), so the library sees paths that open as they are.
+PATH_FLAGS = ('workdir', 'tfrecord_dir', 'export_dir', 'output_dir', 'data_dir', 'sbd_dir',
+              'tfds_data_dir', 'dataset_spec', 'save_predictions', 'saved_model', 'tflite',
+              'genotype', 'gin_file', 'checkpoint', 'plot', 'history', 'input', 'output',
+              'search_workdir', 'latency_table', 'onnx')
+
+
+def expand_user_paths(flag_values=None) -> None:
+  """`~` and `~user` expanded in every path flag given (comma lists of --input included)."""
+  flag_values = flags.FLAGS if flag_values is None else flag_values
+  for name in PATH_FLAGS:
+    if name not in flag_values or not flag_values[name].present:
+      continue
+    value = flag_values[name].value
+    if isinstance(value, str):
+      expanded = ','.join(os.path.expanduser(v) for v in value.split(',')) if name == 'input' \
+          else os.path.expanduser(value)
+    elif isinstance(value, list):
+      expanded = [os.path.expanduser(v) for v in value]
+    else:
+      continue
+    if expanded != value:
+      flag_values[name].value = expanded
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an unknown, malformed or missing required flag as one
+  `error: ...` line and exit code 2 (absl's own is a two-line FATAL and exit code 1)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e).strip().splitlines()[0]
+    required = re.match(r'flag --(\w+)=None: Flag --\w+ must have a value other than None', message)
+    if required:
+      message = f'--{required.group(1)} is required'
+    print(f'error: {message} ({_program(argv)} --helpshort lists the flags)', file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _program(argv: list[str]) -> str:
+  """How the user ran this binary: 'python -m tools.train' for tools/train.py."""
+  path = argv[0] if argv else ''
+  stem = os.path.splitext(os.path.basename(path))[0]
+  if os.path.basename(os.path.dirname(os.path.abspath(path))) == 'tools':
+    return f'python -m tools.{stem}'
+  return os.path.basename(path) or 'the binary'
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-  """absl.app.run with quiet TensorFlow start-up, turning UserInputError into `error: ...` on
-  stderr and exit code 2, and a preempted run (SIGTERM or SIGINT, checkpointed) into its message
-  and exit code 143 or 130."""
+  """absl.app.run with quiet TensorFlow start-up, turning UserInputError (and a flag absl
+  cannot parse) into `error: ...` on stderr and exit code 2, and a preempted run (SIGTERM or
+  SIGINT, checkpointed) into its message and exit code 143 or 130."""
   filter_native_stderr()
 
   def wrapped(argv):
@@ -237,6 +309,7 @@ def run(main: Callable[[list[str]], None]) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     absl_logging.get_absl_handler().addFilter(_DropDeprecations())
     try:
+      expand_user_paths()
       main(argv)
     except Preempted as e:
       print(e, flush=True)
@@ -250,7 +323,7 @@ def run(main: Callable[[list[str]], None]) -> None:
       sys.exit(EXIT_BAD_INPUT)
 
   try:
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=_parse_flags)
   except KeyboardInterrupt:  # Ctrl-C outside a training loop (which checkpoints and exits 130)
     print('interrupted', file=sys.stderr)
     sys.exit(128 + signal.SIGINT)
@@ -260,7 +333,7 @@ def run_stage(tool: str, *args: str, caller: str = 'pipeline') -> None:
   """Runs one binary exactly as a user would (tools.pipeline, tools.baseline); a failing stage
   stops the caller. On Ctrl-C (which the stage receives too, and answers by checkpointing) it
   waits for the stage, then exits 130."""
-  print(f'[{caller}] python -m tools.{tool} {" ".join(args)}', flush=True)
+  print(f'[{caller}] python -m tools.{tool} {shlex.join(args)}', flush=True)
   child = subprocess.Popen([sys.executable, '-m', f'tools.{tool}', *args])
   try:
     returncode = child.wait()
@@ -271,6 +344,24 @@ def run_stage(tool: str, *args: str, caller: str = 'pipeline') -> None:
     sys.exit(128 + signal.SIGINT)
   if returncode:
     raise UserInputError(f'stage tools.{tool} failed with exit code {returncode}')
+
+
+def serving_command(model_dir: str, model_name: str) -> str:
+  """The `docker run` line that serves `model_dir` (a directory of versions) with TF Serving,
+  its absolute path quoted for the shell (relative, `~` or spaces alike)."""
+  volume = shlex.quote(f'{os.path.abspath(model_dir)}:/models/{model_name}')
+  return (f'docker run -p 8501:8501 -v {volume} -e MODEL_NAME={model_name} tensorflow/serving')
+
+
+def venv_command(name: str) -> str:
+  """How to call console script `name` installed beside this Python: its bare name when the
+  shell finds that one (an activated venv), else its path (`.venv/bin/tensorboard`)."""
+  import shutil
+  here = os.path.join(os.path.dirname(sys.executable), name)
+  if not os.path.exists(here) or shutil.which(name) == here:
+    return name
+  relative = os.path.relpath(here)
+  return shlex.quote(here if relative.startswith('..') else relative)
 
 
 def eval_is_current(eval_path: str, train_dir: str) -> bool:

@@ -19,6 +19,7 @@ beside a `labels.json` (serving/tflite.py): uint8 [1, H, W, 3] in, class ids [1,
 from __future__ import annotations
 
 import os
+import shlex
 
 from absl import flags
 
@@ -173,7 +174,7 @@ def main(argv):
   if tflite_size is not None:
     path = _export_tflite(model, tflite_size, spec)
     print(f'[export] {checkpoint or "freshly initialised weights"} -> {path} ({FLAGS.quantize})\n'
-          f'  predict: python -m tools.predict --tflite={path} --input=IMAGES '
+          f'  predict: python -m tools.predict --tflite={shlex.quote(path)} --input=IMAGES '
           '--output_dir=predictions')
     return
   description = {**description, 'dataset': dataset, 'checkpoint': checkpoint,
@@ -183,10 +184,8 @@ def main(argv):
                        scales, FLAGS.flip, description, _dataset_ids(spec), limits)
   print(f'[export] {checkpoint or "freshly initialised weights"} -> {path} '
         f'({runtime.precision})\n'
-        f'  serve:   docker run -p 8501:8501 -v "$(realpath {FLAGS.export_dir})/'
-        f'{FLAGS.model_name}:/models/{FLAGS.model_name}" -e MODEL_NAME={FLAGS.model_name} '
-        'tensorflow/serving\n'
-        f'  predict: python -m tools.predict --saved_model={path} --input=IMAGES '
+        f'  serve:   {common.serving_command(os.path.dirname(path), FLAGS.model_name)}\n'
+        f'  predict: python -m tools.predict --saved_model={shlex.quote(path)} --input=IMAGES '
         '--output_dir=predictions')
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 
 from absl import flags
@@ -116,9 +117,9 @@ def main(argv):
         f'  predicted/                 {", ".join(map(os.path.basename, images))} segmented by '
         'the exported model\n'
         f'Next:\n'
-        f'  tensorboard --logdir {work}            (search and retrain curves, predicted masks)\n'
-        f'  docker run -p 8501:8501 -v "$PWD/{model_dir}:/models/{MODEL_NAME}" '
-        f'-e MODEL_NAME={MODEL_NAME} tensorflow/serving\n'
+        f'  {common.venv_command("tensorboard")} --logdir {shlex.quote(work)}   '
+        '(search and retrain curves, predicted masks)\n'
+        f'  {common.serving_command(model_dir, MODEL_NAME)}\n'
         f'  real data: README.md, "The stages" (details in docs/guide.md)', flush=True)
 
 

@@ -17,6 +17,7 @@ and exits with code 143; a workdir of another supernet is refused.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from absl import flags
@@ -26,8 +27,9 @@ from tools import common
 FLAGS = flags.FLAGS
 common.define_gin_flags()
 # Without --tfrecord_dir the search generates the synthetic dataset (--num_examples,
-# --image_size, --num_classes); --crop_size, --batch_size, --num_steps override search_data.* and
-# search_config.total_steps.
+# --image_size, --num_classes); --crop_size, --batch_size override search_data.*; --num_steps sets
+# search_config.total_steps (the cosine schedule's length too, as in tools.train; the warm-up,
+# search_config.arch_start_step, stays as the gin file says).
 common.define_flags('workdir', 'tfrecord_dir', 'split', 'strategy', 'tpu', 'seed', 'num_classes',
                     'num_examples', 'image_size', 'crop_size', 'batch_size', 'num_steps',
                     'precision')
@@ -86,7 +88,9 @@ def main(argv):
     examples = (images, labels, [synthetic.example_name(i, FLAGS.seed)
                                  for i in range(len(images))])
   config = configs.with_epochs(config, num_examples // 2, data.batch_size)  # trainA: half
-  num_steps = FLAGS.num_steps if FLAGS.num_steps is not None else config.total_steps
+  if FLAGS.num_steps is not None:  # wins over search_config.total_steps and num_epochs alike
+    config = dataclasses.replace(config, total_steps=FLAGS.num_steps)
+  num_steps = config.total_steps
   task = search_task.SearchTask(lambda: configs.build_supernet(num_classes), config, strategy,
                                 runtime, settings)
   task.build_inputs(data, files, examples, FLAGS.seed)
@@ -97,6 +101,12 @@ def main(argv):
         f'{task.half_sizes[0]}/{task.half_sizes[1]} images, on '
         f'{strategy.num_replicas_in_sync} replica(s), {runtime.describe()}; workdir '
         f'{FLAGS.workdir}', flush=True)
+  unsearched = task.arch_steps_until(num_steps) == 0
+  if unsearched:
+    print(f'[search] WARNING: this run ends at step {num_steps}, before its architecture steps '
+          f'start (after step {config.arch_start_step}, search_config.arch_start_step): the '
+          'genotype it writes will be decoded from the initial alpha and beta, not searched. '
+          'Run more steps or lower search_config.arch_start_step.', flush=True)
   os.makedirs(FLAGS.workdir, exist_ok=True)
   result = loop.run(task, FLAGS.workdir, num_steps, log=lambda line: print(line, flush=True),
                     operative_config=gin.operative_config_str())
@@ -105,6 +115,10 @@ def main(argv):
           f'{" (stopped early: " + result["stopped"] + ")" if result.get("stopped") else ""}; '
           f'genotype written to {os.path.join(FLAGS.workdir, "genotype.json")}:')
     print(result['genotype'].describe())
+    if task.arch_steps_until(result['step']) == 0:
+      print(f'[search] WARNING: no architecture step ran (they start after step '
+            f'{config.arch_start_step}): {os.path.join(FLAGS.workdir, "genotype.json")} is '
+            'decoded from the initial alpha and beta, NOT a searched architecture.', flush=True)
 
 
 if __name__ == '__main__':

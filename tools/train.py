@@ -17,6 +17,7 @@ tools.evaluate and tools.export).
 from __future__ import annotations
 
 import os
+import shlex
 
 from absl import flags
 
@@ -103,8 +104,8 @@ def main(argv):
                     log=lambda line: print(line, flush=True),
                     operative_config=gin.operative_config_str())
   print(f'[train] done at step {result["step"]}; checkpoint {result["checkpoint"]}\n'
-        f'  evaluate: python -m tools.evaluate --workdir={FLAGS.workdir} '
-        f'--tfrecord_dir={FLAGS.tfrecord_dir} --split=val')
+        f'  evaluate: python -m tools.evaluate --workdir={shlex.quote(FLAGS.workdir)} '
+        f'--tfrecord_dir={shlex.quote(FLAGS.tfrecord_dir)} --split=val')
 
 
 def _validation_files(input_pipeline, config, spec) -> list[str] | None:

@@ -37,22 +37,25 @@ def problem(path: str) -> str | None:
 
 
 def listed(directory: str) -> list[str]:
-  """The checkpoints the directory's state file lists, oldest first."""
-  state = tf.train.get_checkpoint_state(directory)
+  """The checkpoints the directory's state file lists, oldest first, as paths that open from
+  here: `tf.train.get_checkpoint_state` already prefixes an entry written relative to the
+  directory (what `CheckpointManager` writes) with `directory` itself, relative or not."""
+  state = tf.train.get_checkpoint_state(os.path.expanduser(directory))
   if state is None:
     return []
   paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
   if state.model_checkpoint_path not in paths:
     paths.append(state.model_checkpoint_path)
-  return [p if os.path.isabs(p) else os.path.join(directory, p) for p in paths]
+  return paths
 
 
 def latest_readable(directory: str, log: Callable[[str], None] = print) -> str | None:
   """The newest readable checkpoint listed in `directory` (None when it lists none); an error
   when every listed checkpoint is unreadable. Unreadable ones are moved aside when this process
   holds the lock of the directory's workdir."""
+  directory = os.path.expanduser(directory)
   paths = listed(directory)
-  repair = workdir_lock.held(os.path.dirname(directory))
+  repair = workdir_lock.held(os.path.dirname(os.path.normpath(directory)))
   unreadable = []
   for path in reversed(paths):
     reason = problem(path)
@@ -60,7 +63,7 @@ def latest_readable(directory: str, log: Callable[[str], None] = print) -> str |
       break
     unreadable.append(path)
     log(f'checkpoint {path} is unreadable ({reason}); '
-        + ('moved aside to ' + _move_aside(path) + ', ' if repair else '')
+        + (_move_aside(path) + ', ' if repair else '')
         + 'trying the one before it')
   else:
     if paths:
@@ -69,16 +72,33 @@ def latest_readable(directory: str, log: Callable[[str], None] = print) -> str |
                            'or start in another --workdir')
     return None
   if unreadable and repair:
-    kept = [p for p in paths if p not in unreadable]
-    tf.compat.v1.train.update_checkpoint_state(directory, path, all_model_checkpoint_paths=kept)
+    # Entries relative to the directory, as the manager writes them, so the state file stays
+    # valid whatever the directory is called from. (Given a relative directory, TensorFlow
+    # rewrites entries relative to the working directory; given an absolute one, it keeps them.)
+    kept = [_entry(p, directory) for p in paths if p not in unreadable]
+    tf.compat.v1.train.update_checkpoint_state(os.path.abspath(directory), _entry(path, directory),
+                                               all_model_checkpoint_paths=kept)
   if unreadable:
     log(f'resuming from {path}, the newest readable checkpoint')
   return path
 
 
+def _entry(path: str, directory: str) -> str:
+  """How the state file of `directory` names checkpoint `path`: by its name when it lies in the
+  directory, else by its absolute path."""
+  if os.path.dirname(os.path.abspath(path)) == os.path.abspath(directory):
+    return os.path.basename(path)
+  return os.path.abspath(path)
+
+
 def _move_aside(path: str) -> str:
+  """Moves the files of checkpoint `path` that exist into `corrupt-ckpt-N/` beside them and says
+  so; with none to move, makes no folder and says that instead."""
+  found = glob.glob(glob.escape(path) + '.*')
+  if not found:
+    return 'none of its files exists, nothing moved aside'
   target = os.path.join(os.path.dirname(path), f'corrupt-{os.path.basename(path)}')
   os.makedirs(target, exist_ok=True)
-  for name in glob.glob(path + '.*'):
+  for name in found:
     shutil.move(name, os.path.join(target, os.path.basename(name)))
-  return target
+  return f'moved aside to {target}'

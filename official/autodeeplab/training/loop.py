@@ -141,14 +141,17 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
           tf.summary.scalar(tag, value, step=step)
         log(f'[{task.name}] step {step}/{num_steps}{text}{speed}')
       final = step == num_steps or stop.requested
-      if step % cadence.checkpoint_every == 0 or final:
+      saved = step % cadence.checkpoint_every == 0 or final
+      if saved:
         _save(manager, step)
       for line in task.after_step(workdir_here, step, result, final, chief) or ():
         log(line)
       reason = None if final else stop_reason(workdir)
+      # A signal that came during after_step (validation, image summaries) still stops here,
+      # with this step saved: what the stop message names is what a rerun resumes from.
+      if (reason is not None or stop.requested) and not saved:
+        _save(manager, step)
       if reason is not None:
-        if step % cadence.checkpoint_every:
-          _save(manager, step)
         log(f'[{task.name}] stopped at step {step} of {num_steps}: {reason}')
       if stop.requested:
         writer.flush()

@@ -338,3 +338,8 @@ class SearchTask:
 
   def arch_active(self) -> bool:
     return int(self.step.numpy()) >= self.config.arch_start_step
+
+  def arch_steps_until(self, step: int) -> int:
+    """How many architecture steps a search that ends at `step` has run: one per weight step
+    from `arch_start_step` on (from the first step when it is 0)."""
+    return max(0, step - max(self.config.arch_start_step, 1) + 1)

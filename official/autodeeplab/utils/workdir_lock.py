@@ -19,7 +19,7 @@ from typing import Mapping
 from official.autodeeplab.errors import UserInputError
 
 LOCK_FILE = '.lock'
-_HELD: dict[str, int] = {}  # path -> open descriptor, for the life of the process
+_HELD: dict[str, int] = {}  # real path -> open descriptor, for the life of the process
 
 
 def lock_dir(workdir: str, strategy: str = 'default',
@@ -45,7 +45,7 @@ def lock(workdir: str, strategy: str = 'default') -> str:
   holder's pid and command. Returns the locked directory."""
   directory = lock_dir(workdir, strategy)
   path = os.path.join(directory, LOCK_FILE)
-  if path in _HELD:
+  if _key(directory) in _HELD:
     return directory
   try:
     os.makedirs(directory, exist_ok=True)
@@ -63,13 +63,19 @@ def lock(workdir: str, strategy: str = 'default') -> str:
   os.ftruncate(descriptor, 0)
   os.pwrite(descriptor, json.dumps({'pid': os.getpid(),
                                     'command': ' '.join(sys.argv)}).encode(), 0)
-  _HELD[path] = descriptor
+  _HELD[_key(directory)] = descriptor
   return directory
 
 
 def held(directory: str) -> bool:
-  """Whether this process holds `directory`'s lock."""
-  return os.path.join(directory, LOCK_FILE) in _HELD
+  """Whether this process holds `directory`'s lock, however the directory is spelt (relative,
+  absolute, `~`, through a symbolic link)."""
+  return _key(directory) in _HELD
+
+
+def _key(directory: str) -> str:
+  """One name per directory: the real path of its lock file."""
+  return os.path.realpath(os.path.join(os.path.expanduser(directory), LOCK_FILE))
 
 
 def _read_holder(descriptor: int) -> dict:
