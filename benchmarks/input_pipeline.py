@@ -63,9 +63,11 @@ def _search_step_rate():
   import tensorflow as tf
   from official.autodeeplab.modeling import supernet
   from official.autodeeplab.training import distribute
+  from official.autodeeplab.training import experiment
   from official.autodeeplab.training import search_task
   distribute.configure_graph_optimizer('off')
-  task = search_task.SearchTask(lambda: supernet.Supernet(19, recompute=True))
+  task = search_task.SearchTask(experiment.Experiment.search(),
+                                lambda: supernet.Supernet(19, recompute=True))
   images, labels = tf.random.normal([2, 321, 321, 3]), tf.zeros([2, 321, 321], tf.int32)
   task.weight_step(images, labels)
   start = time.time()

@@ -51,7 +51,7 @@ def main(argv):
   import tensorflow as tf
   from official.autodeeplab.modeling import precision
   from official.autodeeplab.modeling import supernet
-  from official.autodeeplab.training import configs
+  from official.autodeeplab.training import experiment
   from official.autodeeplab.training import distribute
   from official.autodeeplab.training import search_task
 
@@ -62,10 +62,13 @@ def main(argv):
   shape = [FLAGS.batch_size, FLAGS.crop_size, FLAGS.crop_size]
   images = tf.constant(rng.standard_normal(shape + [3]), tf.float32)
   labels = tf.constant(rng.integers(0, FLAGS.num_classes, shape), tf.int32)
-  task = search_task.SearchTask(lambda: supernet.Supernet(
-      FLAGS.num_classes, num_layers=FLAGS.num_layers, filter_multiplier=FLAGS.filter_multiplier,
-      recompute=FLAGS.recompute), configs.SearchConfig(
-          arch_only_gradients=FLAGS.arch_only_gradients), runtime=runtime)
+  task = search_task.SearchTask(
+      experiment.Experiment.search(experiment.SearchConfig(
+          arch_only_gradients=FLAGS.arch_only_gradients)),
+      lambda: supernet.Supernet(
+          FLAGS.num_classes, num_layers=FLAGS.num_layers,
+          filter_multiplier=FLAGS.filter_multiplier, recompute=FLAGS.recompute,
+          float32_batch_norm=runtime.float32_batch_norm), runtime=runtime)
   t = time.time()
   task._gradients.get_concrete_function(images, labels)
   trace_s = time.time() - t

@@ -86,8 +86,8 @@ def accuracy(directory: str) -> dict:
   from official.autodeeplab.serving import export
   from official.autodeeplab.serving import tflite
   from official.autodeeplab.training import evaluation
-  from official.autodeeplab.training import run_state
-  model, description, _ = run_state.load_trained_model(FLAGS.workdir)
+  from official.autodeeplab.training import checkpoints
+  model, description, _ = checkpoints.load_trained_model(FLAGS.workdir)
   files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
   parsed = [example.parse(s) for s in tf.data.TFRecordDataset(files)]
   images = [p['image'].numpy() for p in parsed]

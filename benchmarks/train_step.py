@@ -66,6 +66,7 @@ def main(argv):
   from official.autodeeplab.modeling import precision
   from official.autodeeplab.search.genotype import PAPER_GENOTYPE
   from official.autodeeplab.training import configs
+  from official.autodeeplab.training import experiment
   from official.autodeeplab.training import distribute
   from official.autodeeplab.training import train_task
   from official.autodeeplab.utils import complexity
@@ -77,10 +78,11 @@ def main(argv):
   images = tf.constant(rng.uniform(-1, 1, shape + [3]), tf.float32)
   labels = tf.constant(rng.integers(0, FLAGS.num_classes, shape), tf.int32)
   precision.set_policy(runtime)
-  config = configs.TrainConfig(total_steps=1000, batch_size=FLAGS.batch_size,
-                               crop_size=FLAGS.crop_size, jit_compile=FLAGS.jit_compile)
-  task = train_task.TrainTask(lambda: configs.retrain_model(
-      PAPER_GENOTYPE, FLAGS.num_classes, FLAGS.model_size, drop_path_keep_prob=0.7), config)
+  config = experiment.TrainConfig(total_steps=1000, batch_size=FLAGS.batch_size,
+                                  crop_size=FLAGS.crop_size, jit_compile=FLAGS.jit_compile)
+  task = train_task.TrainTask(experiment.Experiment.train(config), lambda: configs.retrain_model(
+      PAPER_GENOTYPE, FLAGS.num_classes, FLAGS.model_size, drop_path_keep_prob=0.7,
+      runtime=runtime), runtime=runtime)
   built_s = time.time() - _START
   float(task.train_batch(images, labels)[0])
   first_step_s = time.time() - _START

@@ -4,6 +4,7 @@ import keras
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.data.converters import synthetic
 from official.autodeeplab.training import configs
+from official.autodeeplab.training import experiment
 from official.autodeeplab.training import loop
 from official.autodeeplab.training import search_task
 from official.autodeeplab.utils import runtime
@@ -11,10 +12,11 @@ from official.autodeeplab.utils import runtime
 
 def tiny_task(total_steps=4, arch_start_step=1, **config):
   keras.utils.set_random_seed(0)  # the Keras-initialised stem and heads
-  config = configs.SearchConfig(total_steps=total_steps, arch_start_step=arch_start_step,
-                                **config)
+  config = experiment.SearchConfig(total_steps=total_steps, arch_start_step=arch_start_step,
+                                   **config)
   return search_task.SearchTask(
-      lambda: configs.build_supernet(3, num_layers=3, filter_multiplier=2), config,
+      experiment.Experiment.search(config),
+      lambda: configs.build_supernet(3, num_layers=3, filter_multiplier=2),
       runtime=runtime.resolve('search', crop_size=33))
 
 
@@ -24,7 +26,7 @@ def datasets(seed=0):
           input_pipeline.from_arrays(images[2:], labels[2:], 2, 33, seed=2))
 
 
-def run(task, a, b, num_steps, workdir, settings=configs.LoopSettings(), log=print,
+def run(task, a, b, num_steps, workdir, settings=experiment.LoopSettings(), log=print,
         half_sizes=None):
   """The search loop on the given halves (batch 2)."""
   task.settings = settings

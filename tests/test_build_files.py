@@ -82,9 +82,54 @@ def test_deps_name_existing_targets(label):
   _, package, attrs = TARGETS[label]
   for dep in attrs.get('deps', []) + attrs.get('data', []):
     assert resolve(dep, package) in TARGETS, f'{label}: dep {dep} names no target'
+  for name in ('deps', 'data', 'srcs'):  # Bazel refuses a label listed twice
+    labels = [resolve(d, package) for d in attrs.get(name, [])]
+    assert len(labels) == len(set(labels)), f'{label}: a label repeated in {name}'
 
 
 def test_srcs_exist():
   for label, (_, package, attrs) in TARGETS.items():
     for src in attrs.get('srcs', []):
       assert os.path.isfile(os.path.join(ROOT, package, src)), f'{label}: no file {src}'
+
+
+def _imported_files(path):
+  """The repository's .py files that `path` imports (function bodies included)."""
+  import ast
+  with open(path) as f:
+    tree = ast.parse(f.read())
+  def found(name):
+    for candidate in (name.replace('.', '/') + '.py', name.replace('.', '/') + '/__init__.py'):
+      if os.path.isfile(os.path.join(ROOT, candidate)):
+        return candidate
+    return None
+
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      if node.module.split('.')[0] in ('official', 'tools', 'tests'):
+        for alias in node.names:  # a module of the package, else a name in the module
+          path = found(f'{node.module}.{alias.name}') or found(node.module)
+          if path:
+            yield path
+    elif isinstance(node, ast.Import):
+      for alias in node.names:
+        if alias.name.split('.')[0] in ('official', 'tools', 'tests') and found(alias.name):
+          yield found(alias.name)
+
+
+def test_deps_cover_every_import():
+  """Each target lists the targets of the repository modules its sources import: Bazel would
+  build what the tests import, not something else."""
+  owner = {os.path.normpath(os.path.join(p, src)): label
+           for label, (_, p, a) in TARGETS.items() for src in a.get('srcs', [])}
+  missing = []
+  for label, (kind, package, attrs) in TARGETS.items():
+    deps = {resolve(d, package) for d in attrs.get('deps', [])}
+    for src in attrs.get('srcs', []):
+      if not src.endswith('.py'):
+        continue
+      for imported in _imported_files(os.path.join(ROOT, package, src)):
+        target = owner.get(os.path.normpath(imported))
+        if target and target != label and target not in deps:
+          missing.append(f'{label} imports {imported} without {target}')
+  assert not missing, '\n'.join(sorted(set(missing)))

@@ -8,7 +8,7 @@ from official.autodeeplab.modeling import segmenter
 from official.autodeeplab.search import cost
 from official.autodeeplab.search import space
 from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
-from official.autodeeplab.training import configs
+from official.autodeeplab.training import experiment
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.utils import complexity
 
@@ -73,7 +73,7 @@ def test_its_gradient_lowers_the_expectation():
 
 def test_a_cost_weight_needs_a_target():
   with pytest.raises(UserInputError, match='cost_weight=0.5 needs search_config.cost_target'):
-    configs.SearchConfig(cost_weight=0.5).validate()
+    experiment.SearchConfig(cost_weight=0.5).validate()
   with pytest.raises(UserInputError, match='stop_when_stable=-1'):
-    configs.SearchConfig(stop_when_stable=-1).validate()
-  configs.SearchConfig(cost_weight=0.5, cost_target=1e9).validate()
+    experiment.SearchConfig(stop_when_stable=-1).validate()
+  experiment.SearchConfig(cost_weight=0.5, cost_target=1e9).validate()

@@ -75,8 +75,8 @@ def test_history_figure_of_several_exports(tool, tmp_path):
     arch_history.append(str(tmp_path), {
         'step': step, 'epoch': step / 10, 'genotype': genotype.to_dict(), 'alpha_entropy': 2.0,
         'transition_entropy': 1.0, 'miou_trainB': None if step == 10 else 0.5})
-  from official.autodeeplab.utils import visualize
-  path = visualize.plot_history(arch_history.read(str(tmp_path)), str(tmp_path / 'h.png'))
+  from official.autodeeplab.training import plots
+  path = plots.plot_history(arch_history.read(str(tmp_path)), str(tmp_path / 'h.png'))
   from PIL import Image
   with Image.open(path) as image:
     assert image.format == 'PNG' and image.height > 300

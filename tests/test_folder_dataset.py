@@ -174,14 +174,14 @@ def test_the_tool_converts_a_folder(tool, tmp_path):
 
 
 def test_lengths_in_epochs():
-  from official.autodeeplab.training import configs
-  search = configs.with_epochs(configs.SearchConfig(num_epochs=2, arch_start_epoch=1), 25, 2)
+  from official.autodeeplab.training import experiment
+  search = experiment.with_epochs(experiment.SearchConfig(num_epochs=2, arch_start_epoch=1), 25, 2)
   assert (search.total_steps, search.arch_start_step) == (25, 13)
-  train = configs.with_epochs(configs.TrainConfig(num_epochs=3), 10, 4)
+  train = experiment.with_epochs(experiment.TrainConfig(num_epochs=3), 10, 4)
   assert train.total_steps == 8
-  assert configs.with_epochs(configs.TrainConfig(total_steps=7), 10, 4).total_steps == 7
+  assert experiment.with_epochs(experiment.TrainConfig(total_steps=7), 10, 4).total_steps == 7
   with pytest.raises(UserInputError, match='num_epochs=-1'):
-    configs.with_epochs(configs.TrainConfig(num_epochs=-1), 10, 4)
+    experiment.with_epochs(experiment.TrainConfig(num_epochs=-1), 10, 4)
 
 
 @pytest.mark.slow
@@ -216,14 +216,14 @@ def test_model_json_of_a_built_in_dataset_names_it():
   from official.autodeeplab.data import datasets
   from official.autodeeplab.data import spec_file
   from official.autodeeplab.search.genotype import PAPER_GENOTYPE
-  from official.autodeeplab.training import run_state
+  from official.autodeeplab.training import run_description
   built_in = datasets.synthetic_spec(5)
-  description = run_state.model_description(PAPER_GENOTYPE, 4, 5, 'synthetic', built_in)
+  description = run_description.model_description(PAPER_GENOTYPE, 4, 5, 'synthetic', built_in)
   assert description['class_names'] == list(built_in.class_names)
   assert 'label_map' not in description
   assert spec_file.spec_of(description, 'model.json').class_names == built_in.class_names
   own, _, _ = spec_file.parse({'name': 'streets', 'class_names': data_trees.FOLDER_CLASSES}, 'x')
-  description = run_state.model_description(PAPER_GENOTYPE, 4, 4, 'streets', own)
+  description = run_description.model_description(PAPER_GENOTYPE, 4, 4, 'streets', own)
   resolved = spec_file.spec_of(description, 'model.json')
   assert resolved.class_names == own.class_names and resolved.name == 'streets'
   np.testing.assert_array_equal(resolved.palette, own.palette)
@@ -296,15 +296,15 @@ def test_a_tfds_label_with_class_names_needs_no_spec_file(tmp_path):
 def test_a_workdir_of_another_class_list_is_refused_on_resume(tmp_path):
   from official.autodeeplab.data import spec_file
   from official.autodeeplab.search.genotype import PAPER_GENOTYPE
-  from official.autodeeplab.training import run_state
+  from official.autodeeplab.training import run_description
   streets, _, _ = spec_file.parse({'name': 'streets', 'class_names': ['a', 'b', 'c']}, 'x')
   other, _, _ = spec_file.parse({'name': 'streets', 'class_names': ['a', 'b', 'd']}, 'y')
-  run_state.check_or_write_model(str(tmp_path), run_state.model_description(
+  run_description.check_or_write_model(str(tmp_path), run_description.model_description(
       PAPER_GENOTYPE, 4, 3, 'streets', streets))
-  run_state.check_or_write_model(str(tmp_path), run_state.model_description(
+  run_description.check_or_write_model(str(tmp_path), run_description.model_description(
       PAPER_GENOTYPE, 4, 3, 'streets', streets))  # the same: resumes
   with pytest.raises(UserInputError, match=r"holds a run of another model \(class_names"):
-    run_state.check_or_write_model(str(tmp_path), run_state.model_description(
+    run_description.check_or_write_model(str(tmp_path), run_description.model_description(
         PAPER_GENOTYPE, 4, 3, 'streets', other))
-  old = run_state.model_description(PAPER_GENOTYPE, 4, 3, 'streets')  # before class names
-  run_state.check_or_write_model(str(tmp_path), old)  # compared only when both have them
+  old = run_description.model_description(PAPER_GENOTYPE, 4, 3, 'streets')  # before class names
+  run_description.check_or_write_model(str(tmp_path), old)  # compared only when both have them

@@ -183,11 +183,11 @@ def test_normalize_beta_of_a_fully_masked_row_in_float16():
 
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
 @pytest.mark.parametrize('float32_kernel', [True, False])
-def test_fused_batch_norm_takes_reduced_precision_with_float32_statistics(dtype, float32_kernel,
-                                                                         monkeypatch):
-  monkeypatch.setitem(batch_norm._FLOAT32_KERNEL, 'enabled', float32_kernel)
+def test_fused_batch_norm_takes_reduced_precision_with_float32_statistics(dtype, float32_kernel):
   with precision.policy(f'mixed_{dtype}'):
-    layer = batch_norm.BatchNormalization(momentum=0.5)
+    layer = batch_norm.BatchNormalization(momentum=0.5, float32_kernel=float32_kernel)
+  assert batch_norm.BatchNormalization.from_config(layer.get_config()).float32_kernel == (
+      float32_kernel)
   x = tf.random.stateless_normal([2, 5, 5, 4], [1, 2]) * 3 + 1
   layer.build(x.shape)
   assert layer._fusable(tf.cast(x, dtype), None)

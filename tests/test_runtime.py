@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from official.autodeeplab.training import configs
+from official.autodeeplab.training import experiment
 from official.autodeeplab.utils import runtime
 from tests.conftest import ROOT
 
@@ -87,4 +88,4 @@ def test_configs_parse_gin_without_tensorflow():
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, text=True, capture_output=True,
                           env=dict(os.environ, PYTHONPATH=ROOT), check=True)
   assert result.stdout.split() == ['65', 'False']
-  assert configs.search_data() == configs.SearchData()
+  assert configs.search_data() == experiment.InputConfig()

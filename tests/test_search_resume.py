@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from official.autodeeplab.search.genotype import Genotype
-from official.autodeeplab.training import run_state
-from official.autodeeplab.training import configs
+from official.autodeeplab.training import checkpoints
+from official.autodeeplab.training import experiment
 from tests.conftest import copy_checkpoint
 from tests.search_helpers import datasets
 from tests.search_helpers import run
@@ -30,13 +30,13 @@ def test_resume_is_exact(tmp_path):
   """
   task = tiny_task()
   a, b = datasets()
-  run(task, a, b, 4, str(tmp_path / 'straight'), configs.LoopSettings(checkpoint_every=3),
+  run(task, a, b, 4, str(tmp_path / 'straight'), experiment.LoopSettings(checkpoint_every=3),
       log=lambda *_: None)
   straight = state(task)
   copy_checkpoint(str(tmp_path / 'straight' / 'checkpoints'), 3,
                   str(tmp_path / 'resumed' / 'checkpoints'))
   fresh = tiny_task()  # built, never traced: restoring is all it does
-  run_state.restore(fresh.checkpoint(), str(tmp_path / 'resumed' / 'checkpoints' / 'ckpt-3'),
+  checkpoints.restore(fresh.checkpoint(), str(tmp_path / 'resumed' / 'checkpoints' / 'ckpt-3'),
                     str(tmp_path), partial=True)
   at_step_3 = state(fresh)
   a, b = datasets()

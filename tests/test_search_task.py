@@ -12,8 +12,9 @@ from official.autodeeplab.search.genotype import Genotype
 from official.autodeeplab.errors import DivergedError
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.training import distribute
-from official.autodeeplab.training import run_state
+from official.autodeeplab import errors
 from official.autodeeplab.training import configs
+from official.autodeeplab.training import experiment
 from official.autodeeplab.training import search_outputs
 from official.autodeeplab.training import search_task
 from tests.search_helpers import datasets
@@ -100,7 +101,7 @@ def test_periodic_exports_summaries_and_progress_line(task, tmp_path):
   start = int(task.step.numpy())
   a, b = datasets()
   lines = []
-  settings = configs.LoopSettings(log_every=1, checkpoint_every=2, export_every=2)
+  settings = experiment.LoopSettings(log_every=1, checkpoint_every=2, export_every=2)
   result = run(task, a, b, start + 4, str(tmp_path), settings, log=lines.append,
                half_sizes=(4, 4))
   step_lines = [line for line in lines if line.startswith('[search] step')]
@@ -127,7 +128,7 @@ def test_a_full_disk_at_an_architecture_export_keeps_the_previous_files(task, tm
                                                                        monkeypatch):
   """ENOSPC injected into the atomic writer: one line naming the file, the last export intact."""
   import errno
-  from official.autodeeplab.utils import files
+  from official.autodeeplab import files
   first = search_outputs.export_architecture(task.model, str(tmp_path), 7)
   written = {name: (tmp_path / name).read_bytes()
              for name in ('arch.npz', 'genotype.json', 'architecture.png')}
@@ -156,7 +157,7 @@ def test_history_and_the_stop_when_the_architecture_is_stable(task, tmp_path):
   saved = task.config, float(task.arch_optimizer.learning_rate)
   task.config = dataclasses.replace(task.config, arch_start_step=start + 2, stop_when_stable=2)
   task.arch_optimizer.learning_rate.assign(0.0)
-  settings = configs.LoopSettings(log_every=1, checkpoint_every=100, export_every=1)
+  settings = experiment.LoopSettings(log_every=1, checkpoint_every=100, export_every=1)
   try:
     task._stop = task._found = None
     lines = []
@@ -201,7 +202,7 @@ def test_the_cost_term_pulls_the_expected_multiply_adds_down(task, tmp_path):
   task._cost = tf.function(task._cost_term)
   try:
     before = float(task._cost()[0])
-    settings = configs.LoopSettings(log_every=1, checkpoint_every=100, export_every=3)
+    settings = experiment.LoopSettings(log_every=1, checkpoint_every=100, export_every=3)
     run(task, a, b, start + 3, str(tmp_path), settings, log=lambda _: None)
     after = float(task._cost()[0])
     assert after < before
@@ -238,8 +239,8 @@ def test_sigterm_checkpoints_then_the_rerun_resumes(task, tmp_path):
     if f'step {start + 2}/' in line:
       os.kill(os.getpid(), signal.SIGTERM)
 
-  settings = configs.LoopSettings(log_every=1, checkpoint_every=100, export_every=100)
-  with pytest.raises(run_state.Preempted, match=f'SIGTERM at step {start + 2}'):
+  settings = experiment.LoopSettings(log_every=1, checkpoint_every=100, export_every=100)
+  with pytest.raises(errors.Preempted, match=f'SIGTERM at step {start + 2}'):
     run(task, a, b, start + 6, str(tmp_path), settings, log=log)
   assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith(f'ckpt-{start + 2}')
   assert Genotype.from_json(tmp_path / 'genotype.json').num_layers == 3
@@ -253,12 +254,12 @@ def test_sigterm_checkpoints_then_the_rerun_resumes(task, tmp_path):
 
 def test_workdir_of_another_supernet_is_refused(tmp_path):
   keras.utils.set_random_seed(0)
-  small = search_task.SearchTask(lambda: configs.build_supernet(3, num_layers=3,
-                                                                    filter_multiplier=2))
+  small = search_task.SearchTask(experiment.Experiment.search(), lambda: configs.build_supernet(
+      3, num_layers=3, filter_multiplier=2))
   tf.train.CheckpointManager(small.checkpoint(), str(tmp_path / 'checkpoints'), 3).save(0)
   before = sorted(os.listdir(tmp_path / 'checkpoints'))
-  wider = search_task.SearchTask(lambda: configs.build_supernet(3, num_layers=3,
-                                                                    filter_multiplier=3))
+  wider = search_task.SearchTask(experiment.Experiment.search(), lambda: configs.build_supernet(
+      3, num_layers=3, filter_multiplier=3))
   a, b = datasets()
   with pytest.raises(UserInputError, match=r'does not match this model \(variable \S+ has shape'):
     run(wider, a, b, 1, str(tmp_path), log=lambda _: None)
@@ -274,7 +275,7 @@ def test_nan_stops_the_search_naming_the_step(task, tmp_path):
     if f'step {start + 1}/' in line:
       task.model.level_weights[0].assign(tf.fill(task.model.level_weights[0].shape, np.nan))
 
-  settings = configs.LoopSettings(log_every=1, checkpoint_every=1)
+  settings = experiment.LoopSettings(log_every=1, checkpoint_every=1)
   with pytest.raises(DivergedError,
                      match=rf'step {start + 2}: the trainA loss is not finite.*ckpt-{start + 1}'):
     run(task, a, b, start + 5, str(tmp_path), settings, log=log)
@@ -295,11 +296,11 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from official.autodeeplab.modeling import supernet
-from official.autodeeplab.training import configs, search_task
+from official.autodeeplab.training import experiment, search_task
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 task = search_task.SearchTask(
-    lambda: supernet.Supernet(3, num_layers=3, filter_multiplier=2, recompute=True),
-    configs.SearchConfig(), strategy)
+    experiment.Experiment.search(),
+    lambda: supernet.Supernet(3, num_layers=3, filter_multiplier=2, recompute=True), strategy)
 rng = np.random.default_rng(0)
 batch = tf.data.Dataset.from_tensors((tf.constant(rng.normal(size=[4, 33, 33, 3]), tf.float32),
                                       tf.constant(rng.integers(0, 3, [4, 33, 33]), tf.int32)))

@@ -36,7 +36,7 @@ def test_search_binary_bad_input(tool, tmp_path, flag):
 def test_gin_files_that_do_not_parse_are_named_with_their_line(tool, tmp_path):
   import gin
   from official.autodeeplab.training import configs  # noqa: F401 (registers the configurables)
-  from tools import common
+  from official.autodeeplab import launch
   cases = {
       'unclosed.gin': ('search_config.num_layers = 4\nsearch_config.arch_lr = (3,\n',
                        'unclosed.gin, line 3: EOF in multi-line statement'),
@@ -49,8 +49,8 @@ def test_gin_files_that_do_not_parse_are_named_with_their_line(tool, tmp_path):
   }
   for name, (text, message) in cases.items():
     (tmp_path / name).write_text(text)
-    with pytest.raises(common.UserInputError) as raised:
-      common.parse_gin([str(tmp_path / name)], [])
+    with pytest.raises(launch.UserInputError) as raised:
+      launch.parse_gin([str(tmp_path / name)], [])
     gin.clear_config()
     assert message in str(raised.value) and '\n' not in str(raised.value), str(raised.value)
   result = tool('search', f'--workdir={tmp_path / "run"}', f'--gin_file={tmp_path / "syntax.gin"}')

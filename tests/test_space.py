@@ -60,12 +60,12 @@ def test_every_list_of_ops_agrees_with_the_primitives():
   # all derive from the op table, space.OP_SPECS.
   from official.autodeeplab.modeling import fused_cell
   from official.autodeeplab.modeling import ops
-  from official.autodeeplab.utils import visualize
+  from official.autodeeplab.training import plots
   assert tuple(ops.OPS) == space.PRIMITIVES
   assert sorted([op.name for op in fused_cell._MIXED_OPS] + ['zero']) == sorted(space.PRIMITIVES)
   assert all(op.has_weights for op in fused_cell._CONV_OPS)
-  kinds = {op: visualize.op_kind(op) for op in space.PRIMITIVES if op != 'zero'}
-  assert set(kinds.values()) == set(visualize.OP_KIND_COLOURS)
+  kinds = {op: plots.op_kind(op) for op in space.PRIMITIVES if op != 'zero'}
+  assert set(kinds.values()) == set(plots.OP_KIND_COLOURS)
   assert kinds['max_pool_3x3'] == 'pool' and kinds['separable_5x5_2'] == 'separable'
 
 

@@ -11,7 +11,8 @@ import tensorflow as tf
 from official.autodeeplab.data import convert
 from official.autodeeplab.modeling import segmenter
 from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
-from official.autodeeplab.training import run_state
+from official.autodeeplab.training import checkpoints
+from official.autodeeplab.training import run_description
 from tests import data_trees
 from tests.conftest import randomize_batch_norm, run_tool
 
@@ -43,8 +44,8 @@ def test_cityscapes_submission_scores_as_eval_json(tmp_path):
   tf.keras.utils.set_random_seed(4)
   model = segmenter.build_segmenter(GENOTYPE, 19, filter_multiplier=2)
   randomize_batch_norm(model)
-  tf.train.Checkpoint(model=model).save(os.path.join(workdir, run_state.CHECKPOINT_DIR, 'ckpt'))
-  run_state.check_or_write_model(workdir, run_state.model_description(GENOTYPE, 2, 19,
+  tf.train.Checkpoint(model=model).save(os.path.join(workdir, checkpoints.CHECKPOINT_DIR, 'ckpt'))
+  run_description.check_or_write_model(workdir, run_description.model_description(GENOTYPE, 2, 19,
                                                                       'cityscapes'))
   submission = str(tmp_path / 'submission')
   result = run_tool('evaluate', f'--workdir={workdir}', f'--tfrecord_dir={records}',

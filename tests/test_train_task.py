@@ -14,9 +14,14 @@ from official.autodeeplab.errors import DivergedError
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
 from official.autodeeplab.training import configs
+from official.autodeeplab.training import experiment
 from official.autodeeplab.training import distribute
 from official.autodeeplab.training import loop
-from official.autodeeplab.training import run_state
+from official.autodeeplab.training import best_weights
+from official.autodeeplab.training import checkpoints
+from official.autodeeplab import errors
+from official.autodeeplab import files
+from official.autodeeplab.training import run_description
 from official.autodeeplab.training import train_task
 from tests.conftest import copy_checkpoint
 
@@ -26,7 +31,7 @@ distribute.configure_graph_optimizer('off')
 
 # Starts at level 1 (stride 8): the decoder reads the stem; goes finer, then coarser again.
 GENOTYPE = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(1, 0, 1))
-CONFIG = configs.TrainConfig(total_steps=4, batch_size=2, crop_size=33, learning_rate=0.02,
+CONFIG = experiment.TrainConfig(total_steps=4, batch_size=2, crop_size=33, learning_rate=0.02,
                                 log_every=1, checkpoint_every=1, image_summary_every=2)
 IMAGES, LABELS = synthetic.arrays(6, 40, 40, 3, seed=1)
 
@@ -34,18 +39,17 @@ IMAGES, LABELS = synthetic.arrays(6, 40, 40, 3, seed=1)
 def make_task(config=CONFIG, filter_multiplier=2, genotype=GENOTYPE):
   keras.utils.set_random_seed(0)
   return train_task.TrainTask(
+      experiment.Experiment.train(config),
       lambda: configs.retrain_model(genotype, 3, filter_multiplier=filter_multiplier,
-                                       drop_path_keep_prob=0.5, batch_norm_momentum=0.9),
-      config)
+                                    drop_path_keep_prob=0.5, batch_norm_momentum=0.9))
 
 
 def dataset():
   return input_pipeline.from_arrays(IMAGES, LABELS, CONFIG.batch_size, CONFIG.crop_size, seed=3)
 
 
-def train(task, data, workdir, description=None, stop_at=None, log=print):
+def train(task, data, workdir, stop_at=None, log=print):
   """The loop over `data` until `stop_at` (default: the configured total)."""
-  task.model_description = description
   task.set_inputs(data)
   return loop.run(task, workdir, stop_at or task.config.total_steps, log=log)
 
@@ -103,51 +107,45 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_workdir_of_another_model_is_refused(tmp_path):
   task = make_task()
-  description = run_state.model_description(GENOTYPE, 2, 3, 'synthetic')
-  train(task, dataset(), str(tmp_path), description, stop_at=1,
-                          log=lambda _: None)
+  train(task, dataset(), str(tmp_path), stop_at=1, log=lambda _: None)
   before = sorted(os.listdir(tmp_path / 'checkpoints'))
   wider = make_task(filter_multiplier=3)
   mismatch = r'variable \S+ has shape \(4,\) in the checkpoint, \(6,\) in this model'
   with pytest.raises(UserInputError, match=mismatch):
-    train(wider, dataset(), str(tmp_path),
-                            run_state.model_description(GENOTYPE, 3, 3, 'synthetic'),
-                            log=lambda _: None)
+    train(wider, dataset(), str(tmp_path), log=lambda _: None)
   # Same variable shapes, other genotype (an avg pool instead of a max pool): model.json says so.
   cell = [list(block) for block in GENOTYPE.cell]
   other = Genotype(cell=cell, path=(1, 0, 0))
   with pytest.raises(UserInputError, match='holds a run of another model'):
-    run_state.check_or_write_model(str(tmp_path), run_state.model_description(
+    run_description.check_or_write_model(str(tmp_path), run_description.model_description(
         other, 2, 3, 'synthetic'))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == before
 
 
 def test_load_trained_model_restores_the_weights(tmp_path):
   task = make_task()
-  train(task, dataset(), str(tmp_path),
-                          run_state.model_description(GENOTYPE, 2, 3, 'synthetic'), stop_at=1,
-                          log=lambda _: None)
-  model, description, path = run_state.load_trained_model(str(tmp_path))
+  train(task, dataset(), str(tmp_path), stop_at=1, log=lambda _: None)
+  model, description, path = checkpoints.load_trained_model(str(tmp_path))
   assert path.endswith('ckpt-1') and description['model_size'] is None
   images = tf.random.normal([1, 33, 33, 3])
   np.testing.assert_allclose(model(images), task.model(images, training=False), atol=1e-5)
   with pytest.raises(UserInputError, match='checkpoint=nope'):
-    run_state.load_trained_model(str(tmp_path), 'nope')
+    checkpoints.load_trained_model(str(tmp_path), 'nope')
   with pytest.raises(UserInputError, match='no model.json'):
-    run_state.load_trained_model(str(tmp_path / 'checkpoints'))
+    checkpoints.load_trained_model(str(tmp_path / 'checkpoints'))
 
 
 def test_bad_config_values():
   with pytest.raises(UserInputError, match='train_config.crop_size=0'):
-    configs.TrainConfig(crop_size=0).validate()
+    experiment.TrainConfig(crop_size=0).validate()
   with pytest.raises(UserInputError, match='train_config'):
     configs.train_config(nonsense=1)
   for fraction in (0.0, 1.5):
     with pytest.raises(UserInputError, match=f'top_k_percent_pixels={fraction}: expected a '
                                              r'fraction in \(0, 1\]'):
-      configs.TrainConfig(top_k_percent_pixels=fraction).validate()
+      experiment.TrainConfig(top_k_percent_pixels=fraction).validate()
   with pytest.raises(UserInputError, match='train_config.eval_every=-1'):
-    configs.TrainConfig(eval_every=-1).validate()
+    experiment.TrainConfig(eval_every=-1).validate()
 
 
 @pytest.mark.slow
@@ -165,14 +163,15 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.data.converters import synthetic
 from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
-from official.autodeeplab.training import configs, distribute, evaluation, loop, train_task
+from official.autodeeplab.training import (configs, distribute, evaluation, experiment, loop,
+                                           train_task)
 distribute.configure_graph_optimizer('off')
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 genotype = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(1, 0, 1))
-config = configs.TrainConfig(total_steps=2, batch_size=4, crop_size=33, log_every=1)
-task = train_task.TrainTask(lambda: configs.retrain_model(genotype, 3, filter_multiplier=2,
-                                                             drop_path_keep_prob=0.5),
-                            config, strategy)
+config = experiment.TrainConfig(total_steps=2, batch_size=4, crop_size=33, log_every=1)
+task = train_task.TrainTask(experiment.Experiment.train(config),
+                            lambda: configs.retrain_model(genotype, 3, filter_multiplier=2,
+                                                          drop_path_keep_prob=0.5), strategy)
 bns = [l for l in task.model._flatten_layers() if hasattr(l, "synchronized")]
 images, labels = synthetic.arrays(6, 40, 40, 3, seed=1)
 data = input_pipeline.from_arrays(images, labels, 4, 33)
@@ -201,7 +200,7 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
     if line.startswith('[train] step 2/'):
       os.kill(os.getpid(), signal.SIGTERM)
 
-  with pytest.raises(run_state.Preempted, match='SIGTERM at step 2'):
+  with pytest.raises(errors.Preempted, match='SIGTERM at step 2'):
     train(task, dataset(), str(tmp_path), log=log)
   assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith('ckpt-2')
   assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
@@ -219,7 +218,7 @@ def test_a_signal_during_after_step_still_saves_that_step(tmp_path):
     return after_step(*args)
 
   task.after_step = interrupted
-  with pytest.raises(run_state.Preempted, match=r'SIGINT at step 1: checkpoint \S+ckpt-1 '
+  with pytest.raises(errors.Preempted, match=r'SIGINT at step 1: checkpoint \S+ckpt-1 '
                                                 'written') as raised:
     train(task, dataset(), str(tmp_path), log=lambda _: None)
   assert raised.value.exit_code == 130
@@ -234,7 +233,6 @@ def test_validation_keeps_the_best_weights_across_rotation_and_resume(tmp_path):
   val = tf.data.Dataset.from_tensor_slices(dict(
       image=input_pipeline.normalize(IMAGES), label=LABELS.astype(np.int32),
       filename=[str(i) for i in range(6)], height=[40] * 6, width=[40] * 6)).batch(2)
-  description = run_state.model_description(GENOTYPE, 2, 3, 'synthetic')
   scores = []
 
   def run(total_steps):
@@ -242,26 +240,26 @@ def test_validation_keeps_the_best_weights_across_rotation_and_resume(tmp_path):
                                          total_steps=total_steps))
     task.set_validation(val, 'val', ['a', 'b', 'c'])
     lines = []
-    train(task, dataset(), str(tmp_path), description, log=lines.append)
+    train(task, dataset(), str(tmp_path), log=lines.append)
     scores.extend(float(m.group(1)) for m in (re.search(r'val mIoU\(val\) ([\d.]+)', line)
                                               for line in lines) if m)
 
   run(3)
   assert len(scores) == 3
-  best = run_state.read_best(str(tmp_path))
+  best = best_weights.read_best(str(tmp_path))
   assert best['split'] == 'val' and f'{100 * best["miou"]:.1f}' == f'{max(scores):.1f}'
   assert f'{scores[best["step"] - 1]:.1f}' == f'{max(scores):.1f}'
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['checkpoint', 'ckpt-3.data-00000-of-00001',
                                                           'ckpt-3.index']
-  model, _, path = run_state.load_trained_model(str(tmp_path), 'best')
+  model, _, path = checkpoints.load_trained_model(str(tmp_path), 'best')
   assert os.path.join('best', 'ckpt') in path
   assert evaluation.Evaluator(model, 3).run(val)['miou'] == pytest.approx(best['miou'], abs=1e-5)
   run(5)  # resumed from ckpt-3: two more validations against the kept best
   assert len(scores) == 5
-  resumed = run_state.read_best(str(tmp_path))
+  resumed = best_weights.read_best(str(tmp_path))
   assert f'{100 * resumed["miou"]:.1f}' == f'{max(scores):.1f}' and resumed['miou'] >= best['miou']
   with pytest.raises(UserInputError, match='checkpoint=best: .* has no best/best.json'):
-    run_state.resolve_checkpoint(str(tmp_path / 'nothing'), 'best')
+    checkpoints.resolve_checkpoint(str(tmp_path / 'nothing'), 'best')
 
 
 def test_an_unreadable_latest_checkpoint_falls_back_and_is_set_aside(tmp_path):
@@ -308,10 +306,10 @@ def test_a_full_disk_at_a_checkpoint_stops_in_one_line_keeping_the_last(tmp_path
 
 def test_an_unwritable_file_is_one_line_and_leaves_the_old_one(tmp_path):
   (tmp_path / 'eval.json').write_text('old')
-  run_state.write_text(str(tmp_path / 'eval.json'), 'new')
+  files.write_text(str(tmp_path / 'eval.json'), 'new')
   assert (tmp_path / 'eval.json').read_text() == 'new'
   (tmp_path / 'not_a_dir').write_text('')
   with pytest.raises(UserInputError, match=r'not_a_dir/eval.json: cannot write it \(.+\); the '
                                            'previous version'):
-    run_state.write_text(str(tmp_path / 'not_a_dir' / 'eval.json'), 'x')
+    files.write_text(str(tmp_path / 'not_a_dir' / 'eval.json'), 'x')
   assert sorted(os.listdir(tmp_path)) == ['eval.json', 'not_a_dir']

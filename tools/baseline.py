@@ -23,6 +23,7 @@ import os
 
 from absl import flags
 
+from official.autodeeplab import launch
 from tools import common
 
 FLAGS = flags.FLAGS
@@ -117,19 +118,22 @@ def main(argv):
       raise common.UserInputError(f'--gin_file={path}: no such file')
   from official.autodeeplab.modeling import sizes
   from official.autodeeplab.search import genotype as genotype_lib
-  from official.autodeeplab.training import configs
-  from official.autodeeplab.training import run_state
   size = sizes.parse_image_size(FLAGS.image_size, '--image_size')
   given = [genotype_lib.load(g) for g in FLAGS.genotype]
   shapes = {(g.num_layers, g.num_blocks) for g in given}
   if len(shapes) > 1:
     raise common.UserInputError(f'--genotype: the given genotypes come from different spaces '
                                 f'(L, B: {sorted(shapes)})')
-  common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings))
+  # Each architecture is retrained by tools.train in a process of its own; this one only reads
+  # the retrain protocol (its F) and counts multiply-adds.
+  launch.start('inference', workdir=FLAGS.workdir, lock=True, strategy=None,
+               gin_files=FLAGS.gin_file, gin_bindings=FLAGS.gin_bindings)
+  from official.autodeeplab import files
+  from official.autodeeplab.training import configs
+  from official.autodeeplab.training import run_description
   multiplier = configs.retrain_filter_multiplier()
-  os.makedirs(FLAGS.workdir, exist_ok=True)
-  run_state.check_or_write_json(FLAGS.workdir, CONFIG_FILE, _configuration(given),
-                                what='baseline (gin, seed, sample)')
+  run_description.check_or_write_json(FLAGS.workdir, CONFIG_FILE, _configuration(given),
+                                      what='baseline (gin, seed, sample)')
   architectures = ([('given', f'given-{i}', g) for i, g in enumerate(given)] +
                    [('random', f'random-{i}', g)
                     for i, g in enumerate(_sample(given, multiplier, size))])
@@ -151,9 +155,9 @@ def main(argv):
   summary = {'image_size': list(size), 'filter_multiplier': multiplier,
              'random_miou_median': float(np.median(random_mious)),
              'random_miou_std': float(np.std(random_mious)), 'architectures': entries}
-  run_state.write_json(os.path.join(FLAGS.workdir, BASELINE_FILE), summary)
-  from official.autodeeplab.utils import visualize
-  visualize.plot_baseline(entries, os.path.join(FLAGS.workdir, PLOT_FILE), size)
+  files.write_json(os.path.join(FLAGS.workdir, BASELINE_FILE), summary)
+  from official.autodeeplab.training import plots
+  plots.plot_baseline(entries, os.path.join(FLAGS.workdir, PLOT_FILE), size)
   for entry in entries:
     if entry['source'] == 'given':
       print(f'[baseline] {entry["name"]}: mIoU {100 * entry["miou"]:.1f}, rank {entry["rank"]} '

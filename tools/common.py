@@ -10,7 +10,6 @@ warnings still show.
 from __future__ import annotations
 
 import atexit
-import difflib
 import json
 import logging
 import math
@@ -104,34 +103,6 @@ def positive_flag_bindings(flag_values, flag_to_binding: dict[str, str]) -> list
   return bindings
 
 
-def precision_bindings(flag_values) -> list[str]:
-  """--precision, when given, as a gin binding of `runtime_options.precision` (so that
-  operative_config.gin records it); an unknown value is one line naming the flag."""
-  from official.autodeeplab.utils import runtime
-  value = flag_values.precision
-  if value is None:
-    return []
-  runtime.check_precision(value, source='--precision')  # the device is checked later
-  return [f'runtime_options.precision = "{value}"']
-
-
-def precision_of(flag_values, configs, device: str) -> str:
-  """The run's precision (after the gin files and bindings are parsed), checked for the device;
-  an error names --precision when the flag gave it."""
-  from official.autodeeplab.utils import runtime
-  source = 'runtime_options.precision' if flag_values.precision is None else '--precision'
-  return runtime.check_precision(configs.runtime_options()['precision'], device, source)
-
-
-def set_precision(runtime) -> None:
-  """After TensorFlow is imported: the Keras policy of the runtime's precision, and the device's
-  kernels for it checked with a tiny eager step (a TPU computes bfloat16 natively)."""
-  from official.autodeeplab.modeling import precision
-  precision.set_policy(runtime)
-  if runtime.device != 'tpu':
-    precision.check_kernels(runtime.precision, runtime.device)
-
-
 def parse_scales(values: list[str]) -> list[float]:
   """--scales as positive numbers, or a one-line error naming the flag."""
   try:
@@ -142,60 +113,6 @@ def parse_scales(values: list[str]) -> list[float]:
     raise UserInputError(f'--scales={",".join(values)}: expected positive numbers, e.g. '
                          '0.5,0.75,1,1.25,1.5,1.75')
   return scales
-
-
-def parse_gin(gin_files, gin_bindings) -> None:
-  """Parses gin files, then bindings; a missing file, a file or binding that does not parse or
-  names nothing configurable is one line naming the file (and line) or the binding."""
-  import importlib.util  # noqa: F401 (gin's `include` needs it imported)
-  import gin
-  for path in gin_files:
-    if not os.path.isfile(path):
-      raise UserInputError(f'--gin_file={path}: no such file')
-  for path in gin_files:
-    try:
-      gin.parse_config_file(path)
-    except Exception as e:  # gin raises many types (ValueError, KeyError, SyntaxError...)
-      raise UserInputError(gin_error(f'--gin_file={path}', e)) from None
-  try:
-    gin.parse_config(gin_bindings)
-  except Exception as e:
-    raise UserInputError(gin_error('--gin_bindings', e)) from None
-
-
-def gin_error(source: str, error: BaseException) -> str:
-  """One line for a gin parse error: where (file and line, or the bindings) and what."""
-  text = str(error).strip()
-  first = text.splitlines()[0] if text else type(error).__name__
-  located = re.search(r'In file "(.+?)", line (\d+)', text)
-  if located:  # an included file or a configurable's own error: gin appends the location
-    return f'--gin_file={located.group(1)}, line {located.group(2)}: {first}'
-  if isinstance(error, SyntaxError) and error.lineno:
-    return f'{source}, line {error.lineno}: {error.msg}'
-  if type(error).__name__ == 'TokenError':  # tokenize's ('EOF in multi-line statement', (l, c))
-    message, (line, _) = error.args
-    return f'{source}, line {line}: {message} (an unclosed bracket or string?)'
-  unknown = re.match(r"No configurable matching '([\w.]+)'", first)
-  if unknown:
-    first = first.rstrip('.') + _configurable_hint(unknown.group(1))
-  located = re.search(r'In bindings string line (\d+)', text)
-  if located and source == '--gin_bindings':
-    return f'--gin_bindings (binding {located.group(1)}): {first}'
-  return f'{source}: {first}'
-
-
-def _configurable_hint(name: str) -> str:
-  """'; did you mean X?' for a misspelt configurable (gin's registry holds the names the
-  imported modules registered), or the list of them."""
-  import gin
-  try:  # gin has no public listing of its registry
-    names = sorted({selector.rsplit('.', 1)[-1] for selector, _ in gin.config._REGISTRY.items()})
-  except AttributeError:
-    return ''
-  near = difflib.get_close_matches(name.rsplit('.', 1)[-1], names, n=3)
-  if near:
-    return f'; did you mean {" or ".join(near)}?'
-  return f' (configurables: {", ".join(names)})' if names else ''
 
 
 # Start-up lines of TensorFlow's C++ runtime that say nothing about this program's work.

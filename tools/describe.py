@@ -18,6 +18,7 @@ import json
 
 from absl import flags
 
+from official.autodeeplab import launch
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab.search import space
@@ -72,12 +73,12 @@ def _model_report(geno) -> tuple[dict, list[str]]:
 def _history(report: dict, text: list[str]) -> None:
   """--history: the workdir's exports, drawn, and counted in the report."""
   from official.autodeeplab.training import arch_history
-  from official.autodeeplab.utils import visualize
+  from official.autodeeplab.training import plots
   records = arch_history.read(FLAGS.workdir)
   if not records:
     raise common.UserInputError(f'--history: {FLAGS.workdir} has no {arch_history.HISTORY_FILE} '
                                 '(the search writes one record per export)')
-  visualize.plot_history(records, FLAGS.history, title=f'{FLAGS.workdir}: {len(records)} exports')
+  plots.plot_history(records, FLAGS.history, title=f'{FLAGS.workdir}: {len(records)} exports')
   changes = sum(a['genotype'] != b['genotype'] for a, b in zip(records, records[1:]))
   report.update({'history': FLAGS.history, 'exports': len(records), 'changes': changes})
   text.append(f'history of {len(records)} exports (steps {records[0]["step"]}-'
@@ -96,6 +97,12 @@ def main(argv):
     raise common.UserInputError('--history needs --workdir=SEARCH_WORKDIR')
   if FLAGS.num_layers < 1 or FLAGS.num_blocks < 1:
     raise common.UserInputError('--num_layers and --num_blocks must be positive')
+  sized = FLAGS.model_size is not None or FLAGS.filter_multiplier is not None
+  if sized:
+    sizes.resolve_filter_multiplier(FLAGS.model_size, FLAGS.filter_multiplier)
+    sizes.parse_image_size(FLAGS.image_size)
+  if FLAGS.workdir or sized:
+    launch.start('inference', strategy=None)  # a model is built: TensorFlow set up first
   report = {}
   text = []
   if FLAGS.space:
@@ -127,8 +134,8 @@ def main(argv):
     if FLAGS.history:
       _history(report, text)
     if FLAGS.plot:
-      from official.autodeeplab.utils import visualize
-      report['plot'] = visualize.plot_architecture(geno, FLAGS.plot, transitions, title=source)
+      from official.autodeeplab.training import plots
+      report['plot'] = plots.plot_architecture(geno, FLAGS.plot, transitions, title=source)
       text.append(f'architecture plot written to {FLAGS.plot}')
     if FLAGS.model_size is not None or FLAGS.filter_multiplier is not None:
       model_report, model_text = _model_report(geno)

@@ -23,6 +23,7 @@ import re
 
 from absl import flags
 
+from official.autodeeplab import launch
 from tools import common
 
 FLAGS = flags.FLAGS
@@ -77,31 +78,25 @@ def main(argv):
   del argv
   if FLAGS.batch_size < 1 or (FLAGS.max_images is not None and FLAGS.max_images < 1):
     raise common.UserInputError('--batch_size and --max_images must be positive')
-  if FLAGS.save_predictions:  # it writes eval.json and the masks: one writer per workdir
-    from official.autodeeplab.utils import workdir_lock
-    workdir_lock.lock(FLAGS.workdir, FLAGS.strategy)
-  from official.autodeeplab.training import configs
-  from official.autodeeplab.utils import runtime as runtime_lib
-  common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + _scales()
-                   + common.precision_bindings(FLAGS))
-  options = configs.inference_options()
-  device = runtime_lib.probe_device(FLAGS.strategy)
-  runtime = runtime_lib.resolve('inference', device=device,
-                                precision=common.precision_of(FLAGS, configs, device))
-  runtime.apply()
+  # With --save_predictions it writes the masks too: one writer per workdir.
+  process = launch.start('inference', workdir=FLAGS.workdir, lock=bool(FLAGS.save_predictions),
+                         strategy=FLAGS.strategy, gin_files=FLAGS.gin_file,
+                         gin_bindings=[*FLAGS.gin_bindings, *_scales()],
+                         precision=FLAGS.precision)
+  runtime, strategy = process.runtime, process.strategy
+  from official.autodeeplab import files
   from official.autodeeplab.data import datasets
   from official.autodeeplab.data import input_pipeline
-  files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
-  spec = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.split)
-  from official.autodeeplab.training import distribute
+  from official.autodeeplab.training import checkpoints
+  from official.autodeeplab.training import configs
   from official.autodeeplab.training import evaluation
-  from official.autodeeplab.training import run_state
   from official.autodeeplab.utils import visualize
-  distribute.configure_graph_optimizer(runtime.graph_optimizer)
-  common.set_precision(runtime)
-  strategy = distribute.get_strategy(FLAGS.strategy)
+  options = configs.inference_options()
+  shards = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
+  spec = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.split)
   with strategy.scope():
-    model, description, checkpoint = run_state.load_trained_model(FLAGS.workdir, FLAGS.checkpoint)
+    model, description, checkpoint = checkpoints.load_trained_model(
+        FLAGS.workdir, FLAGS.checkpoint, float32_batch_norm=runtime.float32_batch_norm)
   if description['num_classes'] != spec.num_classes:
     raise common.UserInputError(
         f'{FLAGS.tfrecord_dir}: split {FLAGS.split!r} has {spec.num_classes} classes, the model '
@@ -125,7 +120,7 @@ def main(argv):
   print(f'[evaluate] {checkpoint} on {spec.name} {FLAGS.split} at scales '
         f'{list(options["scales"])}{" + flip" if options["flip"] else ""}, '
         f'{runtime.describe()}', flush=True)
-  dataset = input_pipeline.for_evaluation(files, FLAGS.batch_size)
+  dataset = input_pipeline.for_evaluation(shards, FLAGS.batch_size)
   result = evaluator.run(dataset, on_batch, max_batches)
   confusion = evaluator.metrics.confusion_matrix()
   report = {
@@ -137,7 +132,7 @@ def main(argv):
       'dataset': spec.name, 'tfrecord_dir': FLAGS.tfrecord_dir, 'precision': runtime.precision,
       'confusion_matrix': confusion.tolist(),
   }
-  run_state.write_json(os.path.join(FLAGS.workdir, 'eval.json'), report)
+  files.write_json(os.path.join(FLAGS.workdir, 'eval.json'), report)
   visualize.plot_confusion(confusion, spec.class_names,
                            os.path.join(FLAGS.workdir, 'confusion.png'),
                            f'{spec.name} {FLAGS.split}: mIoU {100 * report["miou"]:.2f}')

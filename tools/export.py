@@ -25,6 +25,7 @@ from absl import flags
 
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.search import genotype as genotype_lib
+from official.autodeeplab import launch
 from tools import common
 
 FLAGS = flags.FLAGS
@@ -58,7 +59,8 @@ def _model_from_flags():
   """(model, description) from --genotype/--model_size/--num_classes, restored from
   --checkpoint when given."""
   from official.autodeeplab.modeling import segmenter
-  from official.autodeeplab.training import run_state
+  from official.autodeeplab.training import checkpoints
+  from official.autodeeplab.training import run_description
   if FLAGS.genotype is None or FLAGS.num_classes is None:
     raise common.UserInputError('pass --workdir, or --genotype, --model_size (or '
                                 '--filter_multiplier) and --num_classes')
@@ -69,9 +71,10 @@ def _model_from_flags():
     import tensorflow as tf
     if not tf.io.gfile.exists(FLAGS.checkpoint + '.index'):
       raise common.UserInputError(f'--checkpoint={FLAGS.checkpoint}: no such checkpoint')
-    run_state.restore(tf.train.Checkpoint(model=model), FLAGS.checkpoint,
-                      f'--checkpoint={FLAGS.checkpoint}', partial=True)
-  return model, run_state.model_description(geno, multiplier, FLAGS.num_classes, FLAGS.dataset)
+    checkpoints.restore(tf.train.Checkpoint(model=model), FLAGS.checkpoint,
+                        f'--checkpoint={FLAGS.checkpoint}', partial=True)
+  return model, run_description.model_description(geno, multiplier, FLAGS.num_classes,
+                                                  FLAGS.dataset)
 
 
 def _tflite_input_size() -> tuple[int, int]:
@@ -101,19 +104,19 @@ def _tflite_input_size() -> tuple[int, int]:
 
 def _export_tflite(model, size: tuple[int, int], spec) -> str:
   """`{export_dir}/{model_name}/{model_name}_{H}x{W}[_{quantize}].tflite` + labels.json."""
+  from official.autodeeplab import files
   from official.autodeeplab.serving import export
   from official.autodeeplab.serving import tflite
-  from official.autodeeplab.training import run_state
   calibration = None
   if FLAGS.quantize == 'int8':
     from official.autodeeplab.data import input_pipeline
-    files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.calibration_split)
-    calibration = tflite.calibration_images(files, *size, FLAGS.calibration_images)
+    shards = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.calibration_split)
+    calibration = tflite.calibration_images(shards, *size, FLAGS.calibration_images)
   data = tflite.convert(model, *size, FLAGS.quantize, calibration, FLAGS.with_logits)
   directory = os.path.join(FLAGS.export_dir, FLAGS.model_name)
   path = tflite.write_model(data, os.path.join(directory, tflite.model_file_name(
       FLAGS.model_name, *size, FLAGS.quantize)))
-  run_state.write_json(os.path.join(directory, 'labels.json'), export.labels_document(
+  files.write_json(os.path.join(directory, 'labels.json'), export.labels_document(
       model.num_classes, spec.class_names if spec else None, spec.palette if spec else None,
       _dataset_ids(spec)))
   if calibration is not None:
@@ -139,10 +142,8 @@ def main(argv):
   tflite_size = _tflite_input_size()
   if FLAGS.version is not None and FLAGS.version < 1:
     raise common.UserInputError(f'--version={FLAGS.version}: must be a positive integer')
-  from official.autodeeplab.utils import runtime as runtime_lib
-  device = runtime_lib.probe_device()
-  runtime = runtime_lib.resolve('inference', device=device, precision=runtime_lib.check_precision(
-      FLAGS.precision or 'float32', device, '--precision'))
+  # The SavedModel computes in the precision; its outputs stay float32.
+  runtime = launch.start('inference', strategy=None, precision=FLAGS.precision).runtime
   from official.autodeeplab.data import datasets
   from official.autodeeplab.data import spec_file
   from official.autodeeplab.serving import export
@@ -151,14 +152,13 @@ def main(argv):
     limits = image_limits.Limits(FLAGS.max_side, FLAGS.max_pixels, FLAGS.max_request_pixels)
   except ValueError as e:
     raise common.UserInputError(f'--{e}') from None
-  from official.autodeeplab.training import run_state
-  common.set_precision(runtime)  # the SavedModel computes in it; its outputs stay float32
+  from official.autodeeplab.training import checkpoints
   if FLAGS.workdir:
     if FLAGS.genotype or FLAGS.model_size or FLAGS.filter_multiplier or FLAGS.num_classes:
       raise common.UserInputError('--workdir describes the model (model.json): leave out '
                                   '--genotype/--model_size/--filter_multiplier/--num_classes')
-    model, description, checkpoint = run_state.load_trained_model(FLAGS.workdir,
-                                                                  FLAGS.checkpoint)
+    model, description, checkpoint = checkpoints.load_trained_model(
+        FLAGS.workdir, FLAGS.checkpoint, float32_batch_norm=runtime.float32_batch_norm)
   else:
     (model, description), checkpoint = _model_from_flags(), FLAGS.checkpoint
   dataset = FLAGS.dataset or description.get('dataset')

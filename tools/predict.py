@@ -27,6 +27,7 @@ import sys
 
 from absl import flags
 
+from official.autodeeplab import launch
 from tools import common
 
 FLAGS = flags.FLAGS
@@ -72,8 +73,8 @@ class LocalModel:
       self.path = export.resolve_saved_model(saved_model)
       self._fn = tf.saved_model.load(self.path).signatures[export.SERVING_DEFAULT]
     else:
-      from official.autodeeplab.training import run_state
-      model, self.description, self.path = run_state.load_trained_model(workdir)
+      from official.autodeeplab.training import checkpoints
+      model, self.description, self.path = checkpoints.load_trained_model(workdir)
       self._fn = export.SegmentationServer(model).serve_image_bytes
     self._errors = (tf.errors.InvalidArgumentError,)
     self._error_text = export.error_text
@@ -239,7 +240,8 @@ def main(argv):
   elif FLAGS.tflite:
     client = LiteRTClient(FLAGS.tflite, FLAGS.num_threads)
     labels = os.path.join(os.path.dirname(FLAGS.tflite), 'labels.json')
-  else:
+  else:  # TensorFlow runs the model in this process (a server or LiteRT runs it elsewhere)
+    launch.start('inference', strategy=None)
     client = LocalModel(FLAGS.saved_model, FLAGS.workdir)
     if FLAGS.saved_model:
       labels = os.path.join(client.path, 'assets.extra', 'labels.json')

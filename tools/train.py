@@ -7,8 +7,8 @@ r"""Retrains a genotype's network from scratch on converted TFRecords (paper sec
 
 The gin file holds the protocol (`train_config.*`: steps, batch, crop, learning rate; and
 `retrain_model.*`: model size, drop path); flags, when given, override it. Rerunning with the same
---workdir resumes exactly from the latest checkpoint (SIGTERM checkpoints and exits with code 143);
-a workdir of another model is refused.
+--workdir resumes exactly from the latest checkpoint (with a larger --num_steps, it continues;
+SIGTERM checkpoints and exits with code 143); a workdir of another model is refused.
 Writes `model.json` (what `tools.evaluate` and `tools.export` rebuild), `operative_config.gin`,
 `checkpoints/` and `tensorboard/`; with `train_config.eval_every`, the model is scored on
 --eval_split as it trains and the best weights kept in `best/` (`--checkpoint=best` for
@@ -21,6 +21,7 @@ import shlex
 
 from absl import flags
 
+from official.autodeeplab import launch
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.search import genotype as genotype_lib
 from tools import common
@@ -44,8 +45,7 @@ FLAG_BINDINGS = {'num_steps': 'train_config.total_steps', 'batch_size': 'train_c
 
 def _flag_bindings() -> list[str]:
   """Flags given on the command line, as gin bindings applied after the gin files."""
-  bindings = (common.positive_flag_bindings(FLAGS, FLAG_BINDINGS)
-              + common.precision_bindings(FLAGS))
+  bindings = common.positive_flag_bindings(FLAGS, FLAG_BINDINGS)
   if FLAGS.model_size is not None:
     sizes.resolve_filter_multiplier(FLAGS.model_size)
     bindings.append(f'retrain_model.model_size = "{FLAGS.model_size}"')
@@ -54,63 +54,53 @@ def _flag_bindings() -> list[str]:
 
 def main(argv):
   del argv
-  from official.autodeeplab.utils import workdir_lock
-  workdir_lock.lock(FLAGS.workdir, FLAGS.strategy)  # one writer per workdir, before any work
   geno = genotype_lib.load(FLAGS.genotype)
-  from official.autodeeplab.training import configs
-  from official.autodeeplab.utils import runtime as runtime_lib
-  common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + _flag_bindings())
-  config = configs.train_config()
-  config.validate()
-  device = runtime_lib.probe_device(FLAGS.strategy)
-  runtime = runtime_lib.resolve('train', device=device,
-                                precision=common.precision_of(FLAGS, configs, device))
-  runtime.apply()
+  process = launch.start(
+      'train', workdir=FLAGS.workdir, lock=True, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
+      seed=FLAGS.seed, gin_files=FLAGS.gin_file, precision=FLAGS.precision,
+      gin_bindings=[*FLAGS.gin_bindings, *_flag_bindings()])
   from official.autodeeplab.data import input_pipeline
-  from official.autodeeplab.training import run_state
+  from official.autodeeplab.training import configs
+  from official.autodeeplab.training import loop
+  from official.autodeeplab.training import run_description
+  from official.autodeeplab.training import train_task
   files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
   spec = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.split)
-  if FLAGS.num_steps is None:  # --num_steps wins over train_config.num_epochs
-    config = configs.with_epochs(config, input_pipeline.split_summary(
-        FLAGS.tfrecord_dir, FLAGS.split)['num_examples'], config.batch_size)
-  description = {**run_state.model_description(geno, configs.retrain_filter_multiplier(),
-                                               spec.num_classes, spec.name, spec),
-                 'precision': runtime.precision}
-  eval_files = _validation_files(input_pipeline, config, spec)
-  if _already_trained(run_state, description, config.total_steps):
+  experiment = process.experiment.for_dataset(
+      input_pipeline.split_summary(FLAGS.tfrecord_dir, FLAGS.split)['num_examples'],
+      FLAGS.num_steps)
+  config, data = experiment.task, experiment.data
+  description = {**run_description.model_description(
+      geno, configs.retrain_filter_multiplier(), spec.num_classes, spec.name, spec),
+                 'precision': process.runtime.precision}
+  eval_files = _validation_files(input_pipeline, experiment, spec)
+  if _already_trained(description, config.total_steps):
     return
-  import gin
-  import keras
-  from official.autodeeplab.training import distribute
-  from official.autodeeplab.training import loop
-  from official.autodeeplab.training import train_task
-  distribute.configure_graph_optimizer(runtime.graph_optimizer)
-  common.set_precision(runtime)
-  keras.utils.set_random_seed(FLAGS.seed)  # deterministic initialisation of every layer
-  strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
-  task = train_task.TrainTask(lambda: configs.retrain_model(geno, spec.num_classes), config,
-                              strategy, description, spec.palette)
+  task = train_task.TrainTask(
+      experiment, lambda: configs.retrain_model(geno, spec.num_classes, runtime=process.runtime),
+      process.strategy, process.runtime)
   task.set_inputs(input_pipeline.from_tfrecords(
-      files, config.batch_size, config.crop_size, seed=FLAGS.seed, min_scale=config.min_scale,
-      max_scale=config.max_scale, max_side=config.max_image_side), files)
+      files, data.batch_size, data.crop_size, seed=FLAGS.seed, min_scale=data.min_scale,
+      max_scale=data.max_scale, max_side=data.max_image_side), files, spec)
   if eval_files:
     task.set_validation(input_pipeline.for_evaluation(eval_files), FLAGS.eval_split,
                         spec.class_names)
   print(f'[train] {spec.name} {FLAGS.split} ({len(files)} shards, {spec.num_classes} classes), '
         f'F={task.model.filter_multiplier}, {config.total_steps} steps of batch '
-        f'{config.batch_size} at crop {config.crop_size} on {strategy.num_replicas_in_sync} '
-        f'replica(s), {runtime.describe()}; workdir {FLAGS.workdir}', flush=True)
+        f'{data.batch_size} at crop {data.crop_size} on '
+        f'{process.strategy.num_replicas_in_sync} replica(s), {process.runtime.describe()}; '
+        f'workdir {FLAGS.workdir}', flush=True)
   result = loop.run(task, FLAGS.workdir, config.total_steps,
                     log=lambda line: print(line, flush=True),
-                    operative_config=gin.operative_config_str())
+                    operative_config=process.operative_config())
   print(f'[train] done at step {result["step"]}; checkpoint {result["checkpoint"]}\n'
         f'  evaluate: python -m tools.evaluate --workdir={shlex.quote(FLAGS.workdir)} '
         f'--tfrecord_dir={shlex.quote(FLAGS.tfrecord_dir)} --split=val')
 
 
-def _validation_files(input_pipeline, config, spec) -> list[str] | None:
+def _validation_files(input_pipeline, experiment, spec) -> list[str] | None:
   """The --eval_split shards when train_config.eval_every is on; checked before training."""
-  if not config.eval_every:
+  if not experiment.loop.eval_every:
     return None
   try:
     files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.eval_split)
@@ -127,16 +117,18 @@ def _validation_files(input_pipeline, config, spec) -> list[str] | None:
   return files
 
 
-def _already_trained(run_state, description: dict, total_steps: int) -> bool:
+def _already_trained(description: dict, total_steps: int) -> bool:
   """True (after saying so) when the workdir holds a run of this very model (model.json) that
   reached total_steps. Anything else goes the normal way, where a checkpoint of another model is
   refused naming the first mismatched variable."""
   import tensorflow as tf
-  state = tf.train.get_checkpoint_state(os.path.join(FLAGS.workdir, run_state.CHECKPOINT_DIR))
+  from official.autodeeplab.training import checkpoints
+  from official.autodeeplab.training import run_description
+  state = tf.train.get_checkpoint_state(os.path.join(FLAGS.workdir, checkpoints.CHECKPOINT_DIR))
   if state is None:
     return False
   try:
-    run_state.check_or_write_model(FLAGS.workdir, description, write=False)
+    run_description.check_or_write_model(FLAGS.workdir, description, write=False)
   except common.UserInputError:
     return False
   step = int(state.model_checkpoint_path.rsplit('-', 1)[-1])

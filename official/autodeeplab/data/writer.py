@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from official.autodeeplab.errors import UserInputError
-from official.autodeeplab.utils import files
+from official.autodeeplab import files
 
 
 def shard_path(output_dir: str, split: str, index: int, num_shards: int) -> str:

@@ -7,8 +7,8 @@ import tensorflow as tf
 from official.autodeeplab.modeling import cell as cell_lib
 from official.autodeeplab.modeling import ops
 from official.autodeeplab.modeling import tracking
-from official.autodeeplab.modeling.sizes import STEM_FILTERS
-from official.autodeeplab.modeling.sizes import STEM_STRIDES
+from official.autodeeplab.search.space import STEM_FILTERS
+from official.autodeeplab.search.space import STEM_STRIDES
 from official.autodeeplab.search import space
 from official.autodeeplab.search.genotype import Genotype
 

@@ -15,8 +15,9 @@ Under a mixed-precision policy the kernel takes bfloat16 / float16 inputs and re
 that type, while its scale, offset, moments and moving averages stay float32 (the variables are
 not autocast), which is what Keras' own layer does in more ops. On a CPU, oneDNN's bfloat16 batch
 norm ran slower than its float32 one (forward and gradient, docs/performance.md), so there the
-input is cast to float32 for the kernel and the output cast back (`use_float32_kernel`, set from
-the runtime: `Runtime.float32_batch_norm`).
+input is cast to float32 for the kernel and the output cast back: the layer's `float32_kernel`,
+which the model builders take from the runtime (`Runtime.float32_batch_norm`, through
+`ops.LayerSettings`).
 """
 from __future__ import annotations
 
@@ -25,18 +26,24 @@ import tensorflow as tf
 
 
 _FUSED_TYPES = (tf.float32, tf.bfloat16, tf.float16)  # inputs; statistics are float32
-_FLOAT32_KERNEL = {'enabled': True}  # reduced-precision inputs computed by the float32 kernel
-
-
-def use_float32_kernel(enabled: bool) -> None:
-  """Whether bfloat16 / float16 inputs go through the float32 kernel (the CPU's faster choice)
-  or the kernel of their own type (GPUs, TPUs). Set before the model is traced."""
-  _FLOAT32_KERNEL['enabled'] = bool(enabled)
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
 class BatchNormalization(keras.layers.BatchNormalization):
-  """`keras.layers.BatchNormalization` on the fused kernel (NHWC, channels last)."""
+  """`keras.layers.BatchNormalization` on the fused kernel (NHWC, channels last).
+
+  Args:
+    float32_kernel: bfloat16 / float16 inputs go through the float32 kernel (the CPU's faster
+      choice) instead of the kernel of their own type (GPUs, TPUs).
+    **kwargs: Keras' BatchNormalization arguments.
+  """
+
+  def __init__(self, float32_kernel: bool = True, **kwargs):
+    super().__init__(**kwargs)
+    self.float32_kernel = bool(float32_kernel)
+
+  def get_config(self):
+    return {**super().get_config(), 'float32_kernel': self.float32_kernel}
 
   def _fusable(self, inputs, mask) -> bool:
     return (not self.synchronized and not self.renorm and mask is None and
@@ -47,7 +54,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     inputs = tf.convert_to_tensor(inputs)
     if not self._fusable(inputs, mask):
       return super().call(inputs, training=training, mask=mask)
-    if inputs.dtype != tf.float32 and _FLOAT32_KERNEL['enabled']:
+    if inputs.dtype != tf.float32 and self.float32_kernel:
       return tf.cast(self._fused(tf.cast(inputs, tf.float32), training), inputs.dtype)
     return self._fused(inputs, training)
 

@@ -42,6 +42,8 @@ class LayerSettings:
     separable_atrous: atrous ops as depthwise-separable (search) or full (retrain) convolutions.
     weight_decay: L2 penalty on conv kernels (never on BN parameters), added to the loss, so it
       reaches the gradient as the paper's weight decay (Keras optimizers' own decay is decoupled).
+    float32_batch_norm: reduced-precision BN inputs computed by the float32 kernel (a runtime
+      choice: `Runtime.float32_batch_norm`; no effect in float32).
   """
   batch_norm_momentum: float = sizes.BATCH_NORM_MOMENTUM
   batch_norm_epsilon: float = sizes.BATCH_NORM_EPSILON
@@ -49,6 +51,7 @@ class LayerSettings:
   synchronized: bool = False
   separable_atrous: bool = False
   weight_decay: float = 0.0
+  float32_batch_norm: bool = True
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -87,7 +90,7 @@ class LayerSettings:
     return batch_norm.BatchNormalization(
         momentum=self.batch_norm_momentum, epsilon=self.batch_norm_epsilon,
         center=self.batch_norm_affine, scale=self.batch_norm_affine,
-        synchronized=self.synchronized, name=name)
+        synchronized=self.synchronized, float32_kernel=self.float32_batch_norm, name=name)
 
 
 class TypedConfig:

@@ -21,7 +21,6 @@ import keras
 import tensorflow as tf
 
 from official.autodeeplab.errors import UserInputError
-from official.autodeeplab.modeling import batch_norm
 from official.autodeeplab.utils import runtime as runtime_lib
 
 
@@ -38,10 +37,8 @@ def policy(name: str):
 
 
 def set_policy(runtime: runtime_lib.Runtime) -> None:
-  """Sets the process's policy from the runtime's precision (what the binaries do), and which
-  batch-norm kernel reduced-precision inputs take (`Runtime.float32_batch_norm`)."""
+  """Sets the process's Keras policy from the runtime's precision (what `launch.py` does)."""
   keras.mixed_precision.set_global_policy(runtime.policy)
-  batch_norm.use_float32_kernel(runtime.float32_batch_norm)
 
 
 def _kernel_checks(dtype: tf.DType):

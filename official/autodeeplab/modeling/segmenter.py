@@ -75,11 +75,13 @@ def build_segmenter(genotype: Genotype, num_classes: int,
                     model_size: str | None = 'S', filter_multiplier: int | None = None,
                     synchronized: bool = False, weight_decay: float = sizes.WEIGHT_DECAY,
                     drop_path_keep_prob: float = 1.0,
-                    batch_norm_momentum: float = sizes.BATCH_NORM_MOMENTUM) -> Segmenter:
+                    batch_norm_momentum: float = sizes.BATCH_NORM_MOMENTUM,
+                    float32_batch_norm: bool = True) -> Segmenter:
   """The retrain model with the paper's settings (`sizes`: Google's BN decay, epsilon and L2).
 
   A short run needs a faster BN decay (`batch_norm_momentum`, e.g. 0.9) for its moving averages
   to reach the weights' statistics: at the default decay they take thousands of steps.
+  `float32_batch_norm` is the runtime's choice of BN kernel (`ops.LayerSettings`).
   """
   if num_classes < 1:
     raise UserInputError(f'num_classes={num_classes}: must be positive')
@@ -89,6 +91,7 @@ def build_segmenter(genotype: Genotype, num_classes: int,
                     sizes.resolve_filter_multiplier(model_size, filter_multiplier),
                     drop_path_keep_prob,
                     ops.LayerSettings(synchronized=synchronized, weight_decay=weight_decay,
-                                      batch_norm_momentum=batch_norm_momentum))
+                                      batch_norm_momentum=batch_norm_momentum,
+                                      float32_batch_norm=float32_batch_norm))
   model.build((None, None, None, 3))
   return model

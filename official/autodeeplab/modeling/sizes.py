@@ -6,10 +6,6 @@ from official.autodeeplab.errors import UserInputError
 
 # Auto-DeepLab-S / M / L: filter multiplier F (paper Table 2).
 MODEL_SIZES = {'S': 20, 'M': 32, 'L': 48}
-# The stem's three 3x3 convs (strides 2, 1, 2; paper sec. 5.2). The search stem ends with a level-0
-# node's width (B x F) instead of the last one.
-STEM_FILTERS = (64, 64, 128)
-STEM_STRIDES = (2, 1, 2)
 # The retrain defaults of Google's released code: L2 weight decay on conv kernels, BN decay and
 # epsilon.
 WEIGHT_DECAY = 4e-5

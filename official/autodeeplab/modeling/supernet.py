@@ -44,7 +44,6 @@ from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import fused_cell
 from official.autodeeplab.modeling import layer_loop
 from official.autodeeplab.modeling import ops
-from official.autodeeplab.modeling import sizes
 from official.autodeeplab.modeling import tracking
 from official.autodeeplab.search import space
 
@@ -149,20 +148,22 @@ class Supernet(tracking.CheckpointLists, keras.Model):
     recompute: recompute each layer's activations in the backward pass (memory of one layer,
       for a second forward pass per layer).
     seed: seed of the flat per-level weight initialisation.
+    float32_batch_norm: the stem's and heads' reduced-precision BN through the float32 kernel
+      (`ops.LayerSettings`; a runtime choice, not part of `description()`).
   """
 
   def __init__(self, num_classes: int, num_layers: int = space.NUM_LAYERS,
                num_blocks: int = space.NUM_BLOCKS,
                filter_multiplier: int = space.SEARCH_FILTER_MULTIPLIER, recompute: bool = False,
-               seed: int = 0, **kwargs):
+               seed: int = 0, float32_batch_norm: bool = True, **kwargs):
     super().__init__(**kwargs)
     self.num_classes, self.num_layers, self.num_blocks = num_classes, num_layers, num_blocks
     self.filter_multiplier, self.recompute, self.seed = filter_multiplier, recompute, seed
     self.num_levels = space.NUM_LEVELS
-    settings = ops.LayerSettings(batch_norm_momentum=0.9)
+    settings = ops.LayerSettings(batch_norm_momentum=0.9, float32_batch_norm=float32_batch_norm)
     self.stem = []
-    for filters, stride in zip((*sizes.STEM_FILTERS[:-1], num_blocks * filter_multiplier),
-                               sizes.STEM_STRIDES):
+    for filters, stride in zip((*space.STEM_FILTERS[:-1], num_blocks * filter_multiplier),
+                               space.STEM_STRIDES):
       self.stem += [settings.conv(filters, 3, strides=stride), settings.batch_norm()]
     self.layouts = [level_layout(k, filter_multiplier, num_blocks) for k in range(self.num_levels)]
     self._beta_mask = space.transition_mask(num_layers, self.num_levels)

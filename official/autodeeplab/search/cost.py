@@ -29,8 +29,8 @@ import math
 
 import numpy as np
 
-from official.autodeeplab.modeling.sizes import STEM_FILTERS
-from official.autodeeplab.modeling.sizes import STEM_STRIDES
+from official.autodeeplab.search.space import STEM_FILTERS
+from official.autodeeplab.search.space import STEM_STRIDES
 from official.autodeeplab.search import space
 from official.autodeeplab.search.genotype import Genotype
 

@@ -22,7 +22,7 @@ from typing import Sequence
 
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.search import space
-from official.autodeeplab.utils import files
+from official.autodeeplab import files
 
 Pair = tuple[int, str]
 Block = tuple[Pair, Pair]
@@ -71,7 +71,7 @@ class Genotype:
             'path': list(self.path)}
 
   def to_json(self, path: str | os.PathLike) -> None:
-    """Writes the genotype atomically (`utils/files.write_text`)."""
+    """Writes the genotype atomically (`files.write_text`)."""
     files.write_text(os.fspath(path), json.dumps(self.to_dict(), indent=1) + '\n')
 
   @classmethod

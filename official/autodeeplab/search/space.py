@@ -67,6 +67,10 @@ FIRST_LEVELS = (0, 1)  # the first layer after the stride-4 stem: same level, or
 FINER, SAME, COARSER = 0, 1, 2
 TRANSITIONS = ('finer', 'same', 'coarser')
 SEARCH_FILTER_MULTIPLIER = 8  # F during the search
+# The stem's three 3x3 convs before the first searched layer (strides 2, 1, 2; paper sec. 5.2):
+# stride 4, level 0. The search stem ends with a level-0 node's width (B x F) instead of the last.
+STEM_FILTERS = (64, 64, 128)
+STEM_STRIDES = (2, 1, 2)
 
 
 def level_stride(level: int) -> int:

@@ -218,7 +218,7 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
     palette: [num_classes, 3] colours for `labels.json`.
     scales: inference scales in the graph.
     flip: left-right flip averaging in the graph.
-    description: what the model is (`run_state.model_description`), for `model.json`.
+    description: what the model is (`run_description.model_description`), for `model.json`.
     dataset_ids: the dataset's own label value per class, for `labels.json`.
     limits: what a request may cost (`image_limits.Limits`), checked from the image headers.
   """

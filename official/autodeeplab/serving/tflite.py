@@ -28,7 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from official.autodeeplab.errors import UserInputError
-from official.autodeeplab.utils import files
+from official.autodeeplab import files
 
 QUANTIZATIONS = ('none', 'float16', 'int8')
 PAD_VALUE = 128  # uint8 mid-grey: 0 after normalisation, the training padding
@@ -118,7 +118,7 @@ def _conversion_error(message: str, quantize: str) -> str:
 
 
 def write_model(data: bytes, path: str) -> str:
-  """Writes the flatbuffer atomically, a failure as one line (`utils/files.write_bytes`)."""
+  """Writes the flatbuffer atomically, a failure as one line (`files.write_bytes`)."""
   return files.write_bytes(path, data)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.search import genotype as genotype_lib
-from official.autodeeplab.utils import files
+from official.autodeeplab import files
 
 HISTORY_FILE = 'arch_history.jsonl'
 
@@ -78,7 +78,7 @@ def read(workdir: str) -> list[dict]:
 
 def append(workdir: str, record: dict) -> bool:
   """Adds `record` unless the last one is of the same step (a resumed run exporting the step it
-  stopped at); rewrites the file atomically (`utils/files`). Returns whether it was added."""
+  stopped at); rewrites the file atomically (`files`). Returns whether it was added."""
   records = read(workdir)
   if records and records[-1]['step'] >= record['step']:
     return False

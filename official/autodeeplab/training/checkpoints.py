@@ -1,4 +1,5 @@
-"""Checkpoints you can always resume from: the newest readable one, and unreadable ones set aside.
+"""Checkpoints: the newest readable one to resume from (unreadable ones set aside), restoring one
+with a clear error for another model's, and finding the one a user means (latest, best, a path).
 
 A checkpoint can be damaged after it was written (a truncated data file, a missing index, a bad
 checksum: a full disk, a copy cut short). Restoring it would die deep in TensorFlow although the
@@ -8,11 +9,16 @@ each. When the process holds the workdir's lock (`utils/workdir_lock.py`: it is 
 it also moves each unreadable checkpoint aside, never deleting it, to `corrupt-ckpt-N/` and
 rewrites the `checkpoint` state file to match, so the run's checkpoint manager starts clean;
 readers (evaluation, export) only fall back.
+
+`restore` turns TensorFlow's shape-mismatch traceback into one line that names the workdir, the
+variable and both shapes; `load_trained_model` rebuilds a retrain workdir's model (`model.json`)
+with the weights a user names.
 """
 from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 from typing import Callable
 
@@ -20,7 +26,11 @@ import tensorflow as tf
 
 from official.autodeeplab import errors
 from official.autodeeplab.errors import UserInputError
+from official.autodeeplab.training import best_weights
+from official.autodeeplab.training import run_description
 from official.autodeeplab.utils import workdir_lock
+
+CHECKPOINT_DIR = 'checkpoints'
 
 
 def problem(path: str) -> str | None:
@@ -102,3 +112,101 @@ def _move_aside(path: str) -> str:
   for name in found:
     shutil.move(name, os.path.join(target, os.path.basename(name)))
   return f'moved aside to {target}'
+
+
+def latest_checkpoint(workdir: str) -> str:
+  """The latest readable checkpoint of a run's workdir (`latest_readable`: an unreadable newest
+  one is reported and skipped); an error naming the workdir if it has none."""
+  path = latest_readable(os.path.join(workdir, CHECKPOINT_DIR))
+  if not path:
+    raise UserInputError(f'{workdir}: no checkpoint in {CHECKPOINT_DIR}/; train first '
+                         '(python -m tools.train --workdir=...)')
+  return path
+
+
+def resolve_checkpoint(workdir: str, checkpoint: str | None) -> str:
+  """A checkpoint prefix: `checkpoint`, 'best' (the best validated weights) or, by default, the
+  workdir's latest."""
+  if checkpoint == 'best':
+    path = best_weights.best_checkpoint(workdir)
+    if path is None:
+      raise UserInputError(f'checkpoint=best: {workdir} has no {best_weights.BEST_DIR}/'
+                           f'{best_weights.BEST_FILE} (train with train_config.eval_every > 0 to '
+                           'keep the best validated weights)')
+    return path
+  return checkpoint or latest_checkpoint(workdir)
+
+
+def kept(manager: tf.train.CheckpointManager) -> str:
+  """What a stopped run leaves to resume from, for its message."""
+  return manager.latest_checkpoint or 'none (no checkpoint was written yet)'
+
+
+_SHAPE_MISMATCH = re.compile(r'incompatible tensor with shape (\(.*?\)) when attempting to '
+                             r'restore variable with shape (\(.*?\)) and name (\S+?)\.?(\s|$)')
+
+
+def restore(checkpoint: tf.train.Checkpoint, path: str | None, workdir: str,
+            partial: bool = False, optional: tuple[str, ...] = ()) -> bool:
+  """Restores checkpoint `path` (e.g. a CheckpointManager's latest); False if it is None.
+
+  Every object of `checkpoint` must be in the file but its attributes named in `optional` (added
+  after older checkpoints were written: those keep their initial values); with `partial`, the
+  file may hold more (an optimizer when only the model is restored). A checkpoint of another
+  model (other genotype, size or classes) is a one-line UserInputError naming the workdir, the
+  first mismatched variable and both shapes; the checkpoint is untouched.
+  """
+  if not path:
+    return False
+  held = {name: getattr(checkpoint, name) for name in _absent_objects(path, optional)}
+  for name in held:  # not in the file: left out of the matching, then put back
+    delattr(checkpoint, name)
+  try:
+    status = checkpoint.restore(path)
+    if partial:
+      status.expect_partial()
+    status.assert_existing_objects_matched()
+  except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
+    match = _SHAPE_MISMATCH.search(str(e))
+    if match:
+      saved, wanted, name = match.group(1), match.group(2), match.group(3)
+      detail = f'variable {name} has shape {saved} in the checkpoint, {wanted} in this model'
+    else:
+      detail = str(e).strip().splitlines()[0][:300]
+    raise UserInputError(f'{workdir}: checkpoint {path} does not match this model ({detail}); '
+                         'use another --workdir or the settings it was trained with') from None
+  except tf.errors.OpError as e:
+    raise UserInputError(f'{path}: unreadable checkpoint ({e.message.splitlines()[0]})') from None
+  finally:
+    for name, value in held.items():
+      setattr(checkpoint, name, value)
+  return True
+
+
+def _absent_objects(path: str, names: tuple[str, ...]) -> list[str]:
+  """Those of `names` (top-level checkpoint attributes) with no variable in checkpoint `path`."""
+  if not names:
+    return []
+  try:
+    keys = [key for key, _ in tf.train.list_variables(path)]
+  except (tf.errors.OpError, ValueError):  # the restore itself reports an unreadable file
+    return []
+  return [name for name in names if not any(key.startswith(name + '/') for key in keys)]
+
+
+def load_trained_model(workdir: str, checkpoint: str | None = None, **build_options):
+  """The retrain model described by `workdir/model.json` with the weights of `checkpoint`
+  (default: the workdir's latest; 'best': the best validated). Returns (model, description,
+  checkpoint path). `build_options` go to `segmenter.build_segmenter`."""
+  from official.autodeeplab.modeling import segmenter
+  description = run_description.read_model(workdir)
+  geno = description.pop('genotype_object')
+  path = resolve_checkpoint(workdir, checkpoint)
+  if checkpoint and not tf.io.gfile.exists(path + '.index'):
+    raise UserInputError(f'checkpoint={checkpoint}: no such checkpoint (expected the prefix of '
+                         'a .index/.data pair, e.g. WORKDIR/checkpoints/ckpt-1000)')
+  model = segmenter.build_segmenter(geno, description['num_classes'],
+                                    filter_multiplier=description['filter_multiplier'],
+                                    **build_options)
+  restore(tf.train.Checkpoint(model=model), path, workdir, partial=True)
+  return model, description, path

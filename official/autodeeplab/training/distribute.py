@@ -1,8 +1,10 @@
 """Strategy selection by name (TensorFlow's own engines for one device, many GPUs, many workers,
-TPU) and the graph switches a `runtime.Runtime` chooses (Grappler passes, while-loop lowering)."""
+TPU), which process writes a run's files under it, and the graph switches a `runtime.Runtime`
+chooses (Grappler passes, while-loop lowering)."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import tensorflow as tf
 # The one switch TensorFlow has for it is internal; tests/test_search_task.py checks it still works.
@@ -31,6 +33,28 @@ def get_strategy(name: str = 'default', tpu_address: str = '') -> tf.distribute.
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
   raise UserInputError(f'strategy={name}: expected one of {", ".join(STRATEGIES)}')
+
+
+def is_chief(strategy) -> bool:
+  """Whether this process writes the run's files: always, except the non-chief workers of a
+  multi-worker strategy."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not getattr(resolver, 'task_type', None):
+    return True
+  cluster = resolver.cluster_spec().as_dict()
+  if 'chief' in cluster:
+    return resolver.task_type == 'chief'
+  return resolver.task_type == 'worker' and resolver.task_id == 0
+
+
+def worker_workdir(strategy, workdir: str) -> str:
+  """`workdir` for the chief; `workdir/workers/{type}-{id}` for the other workers (their
+  checkpoint saves take part in the collective but must not overwrite the chief's; the same
+  directory `utils/workdir_lock.lock_dir` locks)."""
+  if is_chief(strategy):
+    return workdir
+  resolver = strategy.cluster_resolver
+  return os.path.join(workdir, 'workers', f'{resolver.task_type}-{resolver.task_id}')
 
 
 _GRAPPLER_PASSES = ('layout_optimizer', 'constant_folding', 'shape_optimization', 'remapping',

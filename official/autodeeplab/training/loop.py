@@ -6,9 +6,9 @@ compiled step; the loop owns everything around the step, once:
 * resume: the latest readable checkpoint of `workdir/checkpoints` (the task's objects, and with
   one replica the data iterators, so a rerun continues exactly where it stopped; an unreadable
   newest one is reported and set aside, `checkpoints.latest_readable`); a checkpoint of another
-  model is refused with one line (`run_state.restore`);
+  model is refused with one line (`checkpoints.restore`);
 * the run's description (`model.json` / `supernet.json`) written or checked, and gin's operative
-  config written, by the chief only (`run_state.worker_workdir`);
+  config written, by the chief only (`distribute.worker_workdir`);
 * a progress line and TensorBoard scalars every `log_every` steps, with images/s and an ETA;
 * checkpoints every `checkpoint_every` steps and at the last one;
 * a non-finite loss or logits: `DivergedError` naming the step, before anything of that step is
@@ -17,106 +17,60 @@ compiled step; the loop owns everything around the step, once:
 * SIGTERM or SIGINT (Ctrl-C): finish the step, checkpoint, raise `Preempted` (the binaries exit
   with 143 or 130).
 
-The task protocol (duck-typed):
-  name                      'search' or 'train': the progress lines' prefix.
-  strategy, step            the tf.distribute strategy; the step counter (a tf.Variable).
-  cadence                   `Cadence`.
-  images_per_step           for images/s.
-  divergence_hint           what the DivergedError message advises.
-  checkpoint()              tf.train.Checkpoint of the task's state.
-  datasets()                {checkpoint attribute: tf.data.Dataset} of the inputs.
-  shard_files               the TFRecord files read (to name a corrupt one), or None.
-  run_description()         (file name, dict, check_or_write_json keyword args) or None.
-  train_step(iterators)     one step; returns a `StepResult`.
-  log_scalars(step)         {TensorBoard tag: value} and the progress line's text for the step.
-  after_step(workdir, step, result, final, chief)  periodic work (exports, images, validation)
-                            on every worker, `workdir` this process's own; returns lines to log.
-  finish(workdir, step, chief)  the run's result (a dict).
-  stop_reason(workdir)      optional: why the run ends before num_steps (checked before the first
-                            step and after each), or None.
+The task protocol is `base_task.Task`.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 from typing import Callable
 
 import tensorflow as tf
 
-from official.autodeeplab.data import input_pipeline
 from official.autodeeplab import errors
+from official.autodeeplab import files
+from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.errors import DivergedError
 from official.autodeeplab.errors import UserInputError
+from official.autodeeplab.training import base_task
 from official.autodeeplab.training import checkpoints
+from official.autodeeplab.training import distribute
 from official.autodeeplab.training import loss_scale
-from official.autodeeplab.training import run_state
+from official.autodeeplab.training import progress
+from official.autodeeplab.training import run_description
+from official.autodeeplab.training import signals
 
 
-@dataclasses.dataclass(frozen=True)
-class Cadence:
-  """How often the loop reports and saves (steps), and how many checkpoints it keeps."""
-  log_every: int = 100
-  checkpoint_every: int = 1000
-  max_checkpoints: int = 3
-
-
-@dataclasses.dataclass
-class StepResult:
-  """What one step reports.
-
-  Attributes:
-    losses: {name: value} of the step (their sum is checked for finiteness).
-    nonfinite: logits that were NaN or infinite (a cross-entropy of NaN logits can come out
-      finite, so the loss alone can hide a diverged run).
-    what: which loss, for the divergence message ('the trainA loss', 'the loss').
-    images, labels, predictions: the step's batch and predictions (per replica), for summaries.
-    skipped_in_a_row: float16 updates skipped in a row for non-finite gradients (loss_scale.py).
-  """
-  losses: dict
-  nonfinite: int = 0
-  what: str = 'the loss'
-  skipped_in_a_row: int = 0
-  images: object = None
-  labels: object = None
-  predictions: object = None
-
-  def finite(self) -> bool:
-    return math.isfinite(sum(self.losses.values())) and not self.nonfinite
-
-
-def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
+def run(task: base_task.Task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
         operative_config: str | None = None) -> dict:
   """Runs `task` until its step counter reaches `num_steps`; returns `task.finish(...)`."""
   iterators = {name: iter(task.strategy.experimental_distribute_dataset(dataset))
                for name, dataset in task.datasets().items()}
   checkpoint = task.checkpoint()
-  # Objects a checkpoint written before they existed lacks (the loss scales).
-  optional = tuple(getattr(task, 'optional_checkpoint_objects', ()))
   if task.strategy.num_replicas_in_sync == 1:  # distributed iterators cannot be checkpointed
     for name, iterator in iterators.items():
       setattr(checkpoint, name, iterator)
-  workdir_here = run_state.worker_workdir(task.strategy, workdir)
+  workdir_here = distribute.worker_workdir(task.strategy, workdir)
   chief = workdir_here == workdir
-  directory = os.path.join(workdir_here, run_state.CHECKPOINT_DIR)
+  directory = os.path.join(workdir_here, checkpoints.CHECKPOINT_DIR)
   # Before the manager reads the state file: unreadable checkpoints are set aside first.
   latest = checkpoints.latest_readable(directory, lambda line: log(f'[{task.name}] {line}'))
   manager = tf.train.CheckpointManager(checkpoint, directory, task.cadence.max_checkpoints)
-  if run_state.restore(checkpoint, latest, workdir, optional=optional):
+  # Objects a checkpoint written before they existed lacks (the loss scales) are optional.
+  if checkpoints.restore(checkpoint, latest, workdir,
+                         optional=task.optional_checkpoint_objects):
     log(f'[{task.name}] resumed from {latest} at step {int(task.step.numpy())}')
   description = task.run_description()
   if chief and description is not None:
     name, data, check = description
-    run_state.check_or_write_json(workdir, name, data, **check)
+    run_description.check_or_write_json(workdir, name, data, **check)
   if chief and operative_config is not None:
-    run_state.write_text(os.path.join(workdir, 'operative_config.gin'), operative_config)
+    files.write_text(os.path.join(workdir, 'operative_config.gin'), operative_config)
   writer = tf.summary.create_file_writer(os.path.join(workdir_here, 'tensorboard'))
-  meter = run_state.ProgressMeter(num_steps, task.images_per_step)
+  meter = progress.ProgressMeter(num_steps, task.images_per_step)
   cadence = task.cadence
   step = int(task.step.numpy())
-  stop_reason = getattr(task, 'stop_reason', lambda _: None)
-  reason = initial_reason = stop_reason(workdir)
-  with run_state.StopOnSigterm() as stop, writer.as_default():
+  reason = initial_reason = task.stop_reason(workdir)
+  with signals.StopOnSigterm() as stop, writer.as_default():
     while step < num_steps and reason is None:
       result = task.train_step(_CheckedIterators(iterators, task.shard_files))
       step = int(task.step.numpy())
@@ -125,12 +79,12 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
         raise DivergedError(
             f'step {step}: {result.what} is not finite ({values}, {result.nonfinite} NaN/inf '
             f'logits); {task.name} stopped, nothing of this step saved, last checkpoint kept: '
-            f'{run_state.kept_checkpoint(manager)}. {task.divergence_hint}')
+            f'{checkpoints.kept(manager)}. {task.divergence_hint}')
       if result.skipped_in_a_row >= loss_scale.COLLAPSE_STEPS:
         raise DivergedError(
             f'step {step}: the float16 loss scale collapsed ({result.skipped_in_a_row} updates in '
             f'a row skipped for non-finite gradients); {task.name} stopped, last checkpoint kept: '
-            f'{run_state.kept_checkpoint(manager)}. Train in bfloat16 or float32, or '
+            f'{checkpoints.kept(manager)}. Train in bfloat16 or float32, or '
             f'{task.divergence_hint[0].lower()}{task.divergence_hint[1:]}')
       if step % cadence.log_every == 0 or step == num_steps or step == 1:
         speed = meter.report(step)
@@ -146,7 +100,7 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
         _save(manager, step)
       for line in task.after_step(workdir_here, step, result, final, chief) or ():
         log(line)
-      reason = None if final else stop_reason(workdir)
+      reason = None if final else task.stop_reason(workdir)
       # A signal that came during after_step (validation, image summaries) still stops here,
       # with this step saved: what the stop message names is what a rerun resumes from.
       if (reason is not None or stop.requested) and not saved:
@@ -155,7 +109,7 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
         log(f'[{task.name}] stopped at step {step} of {num_steps}: {reason}')
       if stop.requested:
         writer.flush()
-        raise run_state.preempted(task.name, step, manager, stop.signum)
+        raise signals.preempted(task.name, step, manager.latest_checkpoint, stop.signum)
     if initial_reason is not None and step < num_steps:
       log(f'[{task.name}] nothing to do at step {step}: {initial_reason}')
     result = task.finish(workdir, step, chief)
@@ -166,7 +120,7 @@ def run(task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
 def _save(manager: tf.train.CheckpointManager, step: int) -> None:
   """Saves checkpoint `step`; a full disk or an unwritable directory is one line naming it, the
   last checkpoint written staying intact (TensorFlow writes a temporary one, then renames)."""
-  kept = run_state.kept_checkpoint(manager)
+  kept = checkpoints.kept(manager)
   try:
     manager.save(checkpoint_number=step)
   except (OSError, tf.errors.OpError) as e:

@@ -18,8 +18,10 @@ from official.autodeeplab.search import decode
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab.search import space
 from official.autodeeplab.training import arch_history
-from official.autodeeplab.training import run_state
-from official.autodeeplab.utils import files
+from official.autodeeplab.training import plots
+from official.autodeeplab.training import checkpoints
+from official.autodeeplab.training import run_description
+from official.autodeeplab import files
 from official.autodeeplab.utils import visualize
 
 SUPERNET_FILE = 'supernet.json'  # what the supernet of a search workdir is (to rebuild it)
@@ -57,7 +59,7 @@ def export_architecture(model: supernet.Supernet, workdir: str,
   files.write_bytes(os.path.join(workdir, 'arch.npz'), buffer.getvalue())
   found = decode.decode(alpha, beta, model.num_blocks)
   found.to_json(os.path.join(workdir, 'genotype.json'))
-  visualize.plot_architecture(found, os.path.join(workdir, 'architecture.png'), transitions,
+  plots.plot_architecture(found, os.path.join(workdir, 'architecture.png'), transitions,
                               f'search step {step}')
   return found
 
@@ -100,11 +102,11 @@ def decode_checkpoint(workdir: str, cost_filter_multiplier: int = 20,
 
 def restore_supernet(workdir: str):
   """(the supernet of a search workdir, restored from its latest checkpoint; its step)."""
-  description = run_state.read_json(workdir, SUPERNET_FILE, 'is it a tools.search workdir?')
-  path = run_state.latest_checkpoint(workdir)
+  description = run_description.read_json(workdir, SUPERNET_FILE, 'is it a tools.search workdir?')
+  path = checkpoints.latest_checkpoint(workdir)
   model = supernet.Supernet.from_description(description,
                                              os.path.join(workdir, SUPERNET_FILE))
   model.build((None, None, None, 3))
   step = tf.Variable(0, dtype=tf.int64)
-  run_state.restore(tf.train.Checkpoint(model=model, step=step), path, workdir, partial=True)
+  checkpoints.restore(tf.train.Checkpoint(model=model, step=step), path, workdir, partial=True)
   return model, int(step.numpy())

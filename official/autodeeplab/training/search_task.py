@@ -32,16 +32,15 @@ import tensorflow as tf
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.search import cost
 from official.autodeeplab.training import arch_history
+from official.autodeeplab.training import base_task
 from official.autodeeplab.training import distribute
 from official.autodeeplab.training import evaluation
-from official.autodeeplab.training import loop
 from official.autodeeplab.training import loss_scale
 from official.autodeeplab.training import losses
 from official.autodeeplab.training import optimization
 from official.autodeeplab.training import search_outputs
-from official.autodeeplab.training.configs import LoopSettings
-from official.autodeeplab.training.configs import SearchConfig
-from official.autodeeplab.training.configs import SearchData
+from official.autodeeplab.training.experiment import Experiment
+from official.autodeeplab.training.experiment import LoopSettings
 from official.autodeeplab.utils import runtime as runtime_lib
 
 
@@ -53,29 +52,29 @@ class StepOutput(typing.NamedTuple):
   predictions: typing.Any
 
 
-class SearchTask:
+class SearchTask(base_task.Task):
   """The search: the supernet, both optimisers, trainA / trainB and the compiled steps.
 
   The model, the optimisers (with their slots, built before any trace) and the step counter are
   created inside the strategy's scope. Inputs come from `build_inputs` (or `set_inputs`); then
-  `loop.run(task, workdir, num_steps)` runs the search.
+  `loop.run(task, workdir, experiment.total_steps)` runs the search.
 
   Args:
+    experiment: the run's configuration (`experiment.task` a `SearchConfig`: the optimisation;
+      `.data`: the input; `.loop`: how often the loop logs, checkpoints and exports).
     model_fn: builds the `Supernet` (called inside the strategy's scope).
-    config: optimisation settings.
     strategy: a tf.distribute strategy (default: the current one).
     runtime: the process's `runtime.Runtime` (whether the step's loops stay functional).
-    settings: how often the loop logs, checkpoints and exports.
   """
 
   name = 'search'
   divergence_hint = 'Lower search_config.weight_lr / arch_lr'
 
-  def __init__(self, model_fn, config: SearchConfig = SearchConfig(),
+  def __init__(self, experiment: Experiment, model_fn,
                strategy: tf.distribute.Strategy | None = None,
-               runtime: runtime_lib.Runtime | None = None,
-               settings: LoopSettings = LoopSettings()):
-    self.config, self.settings = config, settings
+               runtime: runtime_lib.Runtime | None = None):
+    self.experiment, self.config, self.settings = experiment, experiment.task, experiment.loop
+    config = self.config
     self.runtime = runtime or runtime_lib.Runtime()
     self.strategy = strategy or tf.distribute.get_strategy()
     with self.strategy.scope():
@@ -120,10 +119,11 @@ class SearchTask:
     self._stop = None
 
   # -- inputs ------------------------------------------------------------------------------------
-  def build_inputs(self, data: SearchData, files: list[str] | None = None,
-                   examples: tuple | None = None, seed: int = 0) -> None:
-    """trainA / trainB of TFRecord shards (`files`) or of in-memory (images, labels, names)
-    `examples`, split by `input_pipeline.split_in_halves` either way."""
+  def build_inputs(self, files: list[str] | None = None, examples: tuple | None = None,
+                   seed: int = 0) -> None:
+    """trainA / trainB (`experiment.data`) of TFRecord shards (`files`) or of in-memory
+    (images, labels, names) `examples`, split by `input_pipeline.split_in_halves` either way."""
+    data = self.experiment.data
     train_a, train_b, counts = input_pipeline.search_halves(
         data.batch_size, data.crop_size, data.min_scale, data.max_scale, files, examples, seed)
     self.set_inputs(train_a, train_b, data.batch_size, counts, files)
@@ -139,8 +139,8 @@ class SearchTask:
 
   # -- the loop's protocol (training/loop.py) ------------------------------------------------------
   @property
-  def cadence(self) -> loop.Cadence:
-    return loop.Cadence(self.settings.log_every, self.settings.checkpoint_every)
+  def cadence(self) -> LoopSettings:
+    return self.settings
 
   @property
   def images_per_step(self) -> int:
@@ -163,21 +163,21 @@ class SearchTask:
   def run_description(self):
     return search_outputs.SUPERNET_FILE, self.model.description(), {}
 
-  def train_step(self, iterators) -> loop.StepResult:
+  def train_step(self, iterators) -> base_task.StepResult:
     """One weight step on a trainA batch, then (once active) one arch step on a trainB batch."""
     images, labels = iterators.next('iterator_a')
     loss, nonfinite, _ = self.weight_step(images, labels)
     self._losses['loss/trainA'] = loss
     if not math.isfinite(loss) or nonfinite:
-      return loop.StepResult({'trainA': loss}, nonfinite, 'the trainA loss')
+      return base_task.StepResult({'trainA': loss}, nonfinite, 'the trainA loss')
     if not self.arch_active():
-      return loop.StepResult({'trainA': loss}, skipped_in_a_row=self._skipped_in_a_row())
+      return base_task.StepResult({'trainA': loss}, skipped_in_a_row=self._skipped_in_a_row())
     images, labels = iterators.next('iterator_b')
     loss, nonfinite, predictions = self.arch_step(images, labels)
     self._losses['loss/trainB'] = loss
     if math.isfinite(loss) and not nonfinite:
       self._update_metrics(labels, predictions)
-    return loop.StepResult({'trainB': loss}, nonfinite, 'the trainB loss',
+    return base_task.StepResult({'trainB': loss}, nonfinite, 'the trainB loss',
                            skipped_in_a_row=self._skipped_in_a_row())
 
   def log_scalars(self, step: int) -> tuple[dict, str]:
@@ -197,7 +197,7 @@ class SearchTask:
             f'{"".join(scale.describe() for scale in self.loss_scales.values())}')
     return scalars, text
 
-  def after_step(self, workdir: str, step: int, result: loop.StepResult, final: bool,
+  def after_step(self, workdir: str, step: int, result: base_task.StepResult, final: bool,
                  chief: bool) -> None:
     if step % self.settings.export_every == 0 or final:
       # Read on every worker: the metric's read is a collective across the replicas.

@@ -17,53 +17,62 @@ stops on divergence or SIGTERM. Every `image_summary_every` steps a few training
 TensorBoard beside their ground truth and prediction. With `eval_every` and a validation split
 (`set_validation`), the model is scored every `eval_every` steps and at the end, single scale, with
 the evaluation's metrics (`val/miou` and the per-class IoU in TensorBoard, a progress line), and the
-best-scoring weights are kept in `workdir/best/` with `best.json` (`run_state.save_best`), apart
-from the rotated checkpoints and read back on resume.
+best-scoring weights are kept in `workdir/best/` with `best.json` (`best_weights.save_best`),
+apart from the rotated checkpoints, and read back on resume. `model.json` describes the model
+(`run_description.model_description`: its genotype, F, classes, the dataset's spec, precision).
 """
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Callable
 
-import numpy as np
 import tensorflow as tf
 
+from official.autodeeplab.data import datasets
 from official.autodeeplab.modeling import ops
 from official.autodeeplab.modeling import segmenter
+from official.autodeeplab.training import base_task
+from official.autodeeplab.training import checkpoints
+from official.autodeeplab.training import distribute
 from official.autodeeplab.training import evaluation
-from official.autodeeplab.training import loop
 from official.autodeeplab.training import loss_scale
 from official.autodeeplab.training import losses
 from official.autodeeplab.training import optimization
-from official.autodeeplab.training import run_state
-from official.autodeeplab.training.configs import TrainConfig
+from official.autodeeplab.training import best_weights
+from official.autodeeplab.training import run_description
+from official.autodeeplab.training.experiment import Experiment
+from official.autodeeplab.training.experiment import LoopSettings
+from official.autodeeplab.utils import runtime as runtime_lib
 from official.autodeeplab.utils import visualize
 
 
-class TrainTask:
+class TrainTask(base_task.Task):
   """The retrain model, its optimizer, the step counter, the inputs and the compiled train step.
 
   Model, optimizer (slots built before any trace) and step are created in the strategy's scope.
 
   Args:
+    experiment: the run's configuration (`experiment.task` a `TrainConfig`: the protocol;
+      `.loop`: how often the loop logs, checkpoints, draws images and validates).
     model_fn: builds the `Segmenter` (called inside the strategy's scope).
-    config: the protocol.
     strategy: a tf.distribute strategy (default: the current one).
-    description: `run_state.model_description` of the model, for `model.json`.
-    palette: the dataset's colours, for TensorBoard images.
+    runtime: the process's `runtime.Runtime` (its precision goes into `model.json`).
   """
 
   name = 'train'
   divergence_hint = ('Lower train_config.learning_rate or add warm-up '
                      '(train_config.warmup_steps)')
 
-  def __init__(self, model_fn: Callable[[], segmenter.Segmenter], config: TrainConfig,
-               strategy: tf.distribute.Strategy | None = None, description: dict | None = None,
-               palette: np.ndarray | None = None):
+  def __init__(self, experiment: Experiment, model_fn: Callable[[], segmenter.Segmenter],
+               strategy: tf.distribute.Strategy | None = None,
+               runtime: runtime_lib.Runtime | None = None):
+    config = experiment.task
     config.validate()
-    self.config = config
+    self.experiment, self.config, self.loop = experiment, config, experiment.loop
+    self.runtime = runtime
     self.strategy = strategy or tf.distribute.get_strategy()
-    self.model_description, self._palette = description, visualize.label_palette(palette)
+    self._spec, self._palette = None, visualize.label_palette(None)
     with self.strategy.scope():
       self.model = model_fn()
       self.schedule = optimization.PolynomialDecay(
@@ -80,15 +89,18 @@ class TrainTask:
     self._validation, self._evaluator = None, None
     self._last = {}
 
-  def set_inputs(self, dataset: tf.data.Dataset, shard_files: list[str] | None = None) -> None:
+  def set_inputs(self, dataset: tf.data.Dataset, shard_files: list[str] | None = None,
+                 spec=None) -> None:
     """Training batches (images, labels) of `config.batch_size`; `shard_files` names a corrupt
-    shard."""
-    self._dataset, self.shard_files = dataset, shard_files
+    shard; `spec` (the dataset's `DatasetSpec`) gives `model.json` its classes and the
+    TensorBoard images their colours."""
+    self._dataset, self.shard_files, self._spec = dataset, shard_files, spec
+    self._palette = visualize.label_palette(None if spec is None else spec.palette)
 
   def set_validation(self, dataset: tf.data.Dataset, split: str, class_names) -> None:
     """Scores the model on `dataset` (`input_pipeline.for_evaluation` batches of `split`) every
-    `config.eval_every` steps; a no-op while that is 0."""
-    if not self.config.eval_every:
+    `loop.eval_every` steps; a no-op while that is 0."""
+    if not self.loop.eval_every:
       return
     self._validation = (dataset, split, tuple(class_names))
     self._evaluator = evaluation.Evaluator(self.model, len(class_names), strategy=self.strategy)
@@ -106,9 +118,8 @@ class TrainTask:
 
   # -- the loop's protocol (training/loop.py) ------------------------------------------------------
   @property
-  def cadence(self) -> loop.Cadence:
-    return loop.Cadence(self.config.log_every, self.config.checkpoint_every,
-                        self.config.max_checkpoints)
+  def cadence(self) -> LoopSettings:
+    return self.loop
 
   @property
   def images_per_step(self) -> int:
@@ -119,16 +130,24 @@ class TrainTask:
       raise ValueError('TrainTask: no inputs; call set_inputs first')
     return {'iterator': self._dataset}
 
-  def run_description(self):
-    if self.model_description is None:
-      return None
-    return run_state.MODEL_FILE, self.model_description, run_state.MODEL_CHECK
+  def description(self) -> dict:
+    """What `model.json` holds for this model, its dataset and precision."""
+    spec = self._spec
+    description = run_description.model_description(
+        self.model.genotype, self.model.filter_multiplier, self.model.num_classes,
+        None if spec is None else spec.name, spec)
+    if self.runtime is not None:
+      description['precision'] = self.runtime.precision
+    return description
 
-  def train_step(self, iterators) -> loop.StepResult:
+  def run_description(self):
+    return run_description.MODEL_FILE, self.description(), run_description.MODEL_CHECK
+
+  def train_step(self, iterators) -> base_task.StepResult:
     images, labels = iterators.next('iterator')
     cross_entropy, l2, nonfinite, predictions = self.train_batch(images, labels)
     self._last = {'loss/cross_entropy': float(cross_entropy), 'loss/l2': float(l2)}
-    return loop.StepResult({'cross-entropy': self._last['loss/cross_entropy'],
+    return base_task.StepResult({'cross-entropy': self._last['loss/cross_entropy'],
                             'L2': self._last['loss/l2']}, int(float(nonfinite)),
                            images=images, labels=labels, predictions=predictions,
                            skipped_in_a_row=int(self.loss_scale.skipped_in_a_row.numpy()))
@@ -139,14 +158,14 @@ class TrainTask:
     return scalars, (f' loss {cross_entropy + l2:.4f} (cross-entropy {cross_entropy:.4f}, '
                      f'L2 {l2:.4f}) lr {self.learning_rate():.5f}{self.loss_scale.describe()}')
 
-  def after_step(self, workdir: str, step: int, result: loop.StepResult, final: bool,
+  def after_step(self, workdir: str, step: int, result: base_task.StepResult, final: bool,
                  chief: bool) -> list[str]:
-    if chief and (step % self.config.image_summary_every == 0 or step == 1):
+    if chief and (step % self.loop.image_summary_every == 0 or step == 1):
       local = self.strategy.experimental_local_results
       tf.summary.image('train/image | ground truth | prediction', visualize.side_by_side(
-          local(result.images)[0], local(result.labels)[0], local(result.predictions)[0],
-          self._palette), step=step, max_outputs=3)
-    if self._validation and (step % self.config.eval_every == 0
+          datasets.denormalize(local(result.images)[0]), local(result.labels)[0],
+          local(result.predictions)[0], self._palette), step=step, max_outputs=3)
+    if self._validation and (step % self.loop.eval_every == 0
                              or step == self.config.total_steps):
       return [self._validate(workdir, step)]
     return []
@@ -161,9 +180,9 @@ class TrainTask:
     tf.summary.text('val/per_class_iou', '\n'.join(
         f'    {name}: {100 * iou:.2f}' for name, iou in zip(class_names, scores['per_class_iou'])),
         step=step)
-    best = run_state.read_best(workdir)
+    best = best_weights.read_best(workdir)
     if best is None or miou > best['miou']:
-      run_state.save_best(self.model, workdir, {'step': step, 'miou': miou, 'split': split})
+      best_weights.save_best(self.model, workdir, {'step': step, 'miou': miou, 'split': split})
       note = 'best so far, kept in best/'
     else:
       note = f'best {100 * best["miou"]:.1f} at step {best["step"]}'
@@ -172,8 +191,8 @@ class TrainTask:
   def finish(self, workdir: str, step: int, chief: bool) -> dict:
     return {'step': step, 'cross_entropy': self._last.get('loss/cross_entropy', float('nan')),
             'l2': self._last.get('loss/l2', float('nan')),
-            'checkpoint': tf.train.latest_checkpoint(
-                run_state.worker_checkpoints(self.strategy, workdir))}
+            'checkpoint': tf.train.latest_checkpoint(os.path.join(
+                distribute.worker_workdir(self.strategy, workdir), checkpoints.CHECKPOINT_DIR))}
 
   # -- the step ----------------------------------------------------------------------------------
   def _distributed_step(self, images, labels):

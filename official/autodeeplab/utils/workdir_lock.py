@@ -5,7 +5,7 @@ would save `checkpoints/`, and which survives would be luck). `lock(workdir)` ta
 `fcntl.flock` on `workdir/.lock`, which the kernel releases when the process ends in any way
 (kill -9 included), so nothing stale is ever left; the file records the holder's pid and command
 for the refusal message. Under MultiWorkerMirroredStrategy the chief locks the workdir and every
-other worker its own `workers/{type}-{id}` (what `run_state.worker_workdir` writes to), read from
+other worker its own `workers/{type}-{id}` (what `distribute.worker_workdir` writes to), read from
 TF_CONFIG without TensorFlow.
 """
 from __future__ import annotations

@@ -29,3 +29,9 @@ def write_bytes(path: str, data: bytes) -> str:
 def write_text(path: str, text: str) -> str:
   """`write_bytes` of UTF-8 text."""
   return write_bytes(path, text.encode())
+
+
+def write_json(path: str, data) -> str:
+  """`write_text` of `data` as indented JSON."""
+  import json
+  return write_text(path, json.dumps(data, indent=1) + '\n')
