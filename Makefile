@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: quickstart test test-fast venv benchmark-search benchmark-input benchmark-train benchmarks clean
+.PHONY: quickstart test test-slow venv benchmark-search benchmark-input benchmark-train benchmarks clean
 
 venv: $(STAMP)
 
@@ -22,13 +22,16 @@ $(STAMP): requirements.txt requirements-dev.txt
 quickstart: $(STAMP)
 	$(PY) -m tools.pipeline --workdir=runs/quickstart
 
-# Two workers (one per core; whole files per worker), the 15 slowest tests listed at the end.
+# Two workers (one per core), tests balanced one by one; a module with a shared fixture runs on
+# one worker (its `xdist_group`). `make test` leaves out the tests marked slow (long chains:
+# the whole pipeline, the README's commands, the baseline, multi-worker and multi-replica runs,
+# the heavier numerics); `make test-slow` runs exactly those. The 15 slowest are listed.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	$(PYTEST) -m "not slow" tests
 
-# The same without the tests marked slow (end-to-end chains, multi-replica runs): for iterating.
-test-fast: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
+test-slow: $(STAMP)
+	$(PYTEST) -m slow tests
 
 benchmark-search: $(STAMP)
 	$(PY) benchmarks/search_step.py --num_layers=12 --filter_multiplier=8 --crop_size=65 --batch_size=2

@@ -13,6 +13,10 @@ from official.autodeeplab.search import space
 from official.autodeeplab.search.genotype import Genotype
 from tests.conftest import assert_bad_input
 
+# One worker runs this module's tests (xdist_group), not always in a row: its fixtures are
+# session-scoped, so they are built once all the same.
+pytestmark = pytest.mark.xdist_group('baseline')
+
 
 def _all_paths(num_layers, first_levels):
   paths = []
@@ -50,7 +54,7 @@ def test_cells_use_two_distinct_inputs_and_non_zero_ops_uniformly():
   assert max(ops.values()) < 1.15 * min(ops.values())
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def records(tmp_path_factory):
   from official.autodeeplab.data import convert
   root = tmp_path_factory.mktemp('baseline_data')

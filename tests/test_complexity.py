@@ -39,7 +39,8 @@ PAPER = {'S': (10.15e6, 333.25e9), 'M': (21.62e6, 460.93e9), 'L': (44.42e6, 695.
 EXACT_1024 = {'S': 317.54e9, 'M': 434.99e9, 'L': 653.58e9}
 
 
-@pytest.mark.parametrize('size', ['S', 'M', 'L'])
+@pytest.mark.parametrize('size', ['S', pytest.param('M', marks=pytest.mark.slow),
+                                  pytest.param('L', marks=pytest.mark.slow)])
 def test_table_2(size):
   model = segmenter.build_segmenter(PAPER_GENOTYPE, 19, size)
   params, madds = PAPER[size]

@@ -20,12 +20,16 @@ from official.autodeeplab.serving import export
 from tests import image_bombs
 from tests.conftest import ROOT, randomize_batch_norm, run_tool
 
+# One worker runs this module's tests (xdist_group), not always in a row: its fixtures are
+# session-scoped, so they are built once all the same.
+pytestmark = pytest.mark.xdist_group('export')
+
 GENOTYPE = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(0, 1, 1))
 RNG = np.random.default_rng(5)
 IMAGE = RNG.integers(0, 256, [37, 53, 3], dtype=np.uint8)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def exported(tmp_path_factory):
   root = tmp_path_factory.mktemp('export')
   tf.keras.utils.set_random_seed(3)
@@ -144,7 +148,7 @@ def test_fresh_process_matches_the_keras_model_answers_warmup_and_refuses_bombs(
     assert rss_growth_mb < 100, (name, rss_growth_mb)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def served(exported):
   return tf.saved_model.load(exported['path']).signatures['serving_default']
 
@@ -273,6 +277,7 @@ def test_export_refuses_an_existing_version_and_a_mismatched_checkpoint(exported
   assert sorted(os.listdir(exported['root'] / 'serving' / 'tiny')) == ['1']
 
 
+@pytest.mark.slow
 def test_export_tool_in_bfloat16(exported):
   """--precision=bfloat16: model.json says so; the signatures answer in float32, close to the
   float32 export's logits (same weights)."""

@@ -184,32 +184,6 @@ def test_lengths_in_epochs():
     experiment.with_epochs(experiment.TrainConfig(num_epochs=-1), 10, 4)
 
 
-@pytest.mark.slow
-def test_pipeline_on_a_folder_dataset(tool, tmp_path):
-  """tools.pipeline --data_dir --fast: every stage on a user's folder; the export's labels.json
-  has the folder's class names and palette, and the model learnt something."""
-  data_trees.folder(tmp_path / 'mine', 'flat', count=16, size=(48, 64))
-  result = tool('pipeline', f'--data_dir={tmp_path / "mine"}', f'--workdir={tmp_path / "run"}',
-                '--fast', timeout=1500)
-  assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
-  labels = json.loads((tmp_path / 'run' / 'serving' / 'autodeeplab' / '1' / 'assets.extra' /
-                       'labels.json').read_text())
-  assert labels['class_names'] == data_trees.FOLDER_CLASSES
-  assert labels['palette'] == data_trees.FOLDER_PALETTE
-  with open(tmp_path / 'run' / 'train' / 'model.json') as f:
-    assert json.load(f)['class_names'] == data_trees.FOLDER_CLASSES
-  predicted = sorted(os.listdir(tmp_path / 'run' / 'predicted'))
-  assert len(predicted) == 3 * len(folder.list_splits(str(tmp_path / 'mine'))['val'][:3])
-  # Evaluating on records of another class list is refused, naming the class.
-  data_trees.folder(tmp_path / 'other', 'flat', count=8, size=(48, 64), spec={
-      'name': 'other', 'class_names': ['background', 'road', 'bus', 'sign']})
-  tool('convert_dataset', '--dataset=folder', f'--data_dir={tmp_path / "other"}',
-       f'--output_dir={tmp_path / "other_records"}', '--split=val', '--val_fraction=0.5')
-  result = tool('evaluate', f'--workdir={tmp_path / "run" / "train"}',
-                f'--tfrecord_dir={tmp_path / "other_records"}', '--split=val')
-  assert_bad_input(result, "other classes than the model in")
-
-
 def test_model_json_of_a_built_in_dataset_names_it():
   """model.json keeps a built-in dataset's class names (compared on resume) and resolves it by
   name; a folder dataset's carries the whole spec."""

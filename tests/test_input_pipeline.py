@@ -9,8 +9,12 @@ from official.autodeeplab.data import convert
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.errors import UserInputError
 
+# One worker runs this module's tests (xdist_group), not always in a row: its fixtures are
+# session-scoped, so they are built once all the same.
+pytestmark = pytest.mark.xdist_group('input_pipeline')
 
-@pytest.fixture(scope='module')
+
+@pytest.fixture(scope='session')
 def files(tmp_path_factory):
   directory = tmp_path_factory.mktemp('shards')
   convert.convert('synthetic', str(directory), 'train', 3, num_examples=12, image_size=40,

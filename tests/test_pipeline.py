@@ -14,13 +14,13 @@ from official.autodeeplab.search.genotype import Genotype
 from tests.conftest import run_tool
 from tests.conftest import user_dir
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('pipeline')]
 
 
 WORKDIR = 'runs/quickstart'
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def quickstart(tmp_path_factory):
   root = user_dir(tmp_path_factory.mktemp('clone'))
   result = run_tool('pipeline', f'--workdir={WORKDIR}', '--fast', cwd=root)

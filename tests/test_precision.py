@@ -24,6 +24,10 @@ from official.autodeeplab.training import loss_scale
 from tests import search_helpers
 from tests import test_train_task as retrain
 
+# One worker runs this module's tests (xdist_group), not always in a row: its fixtures are
+# session-scoped, so they are built once all the same.
+pytestmark = pytest.mark.xdist_group('precision')
+
 POLICIES = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16', 'float16': 'mixed_float16'}
 
 
@@ -37,7 +41,8 @@ def _all_float32(variables):
   return floating and all(dtype == tf.float32 for dtype in floating)
 
 
-@pytest.mark.parametrize('first,second', [('float16', 'float32'), ('bfloat16', 'float16')])
+@pytest.mark.parametrize('first,second', [
+    ('float16', 'float32'), pytest.param('bfloat16', 'float16', marks=pytest.mark.slow)])
 def test_retrain_steps_and_resumes_across_precisions(tmp_path, first, second):
   task = _retrain_task(POLICIES[first])
   assert task.model.compute_dtype == first and _all_float32(task.model.variables)
@@ -100,6 +105,7 @@ def test_float16_overflow_is_skipped_and_counted_then_a_collapse_stops_the_run(t
     retrain.loop.run(task, str(tmp_path), 30, log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_jit_compile_gives_the_same_loss():
   losses = []
   for jit in (False, True):
@@ -122,7 +128,8 @@ def test_xla_safe_resize_and_drop_path_draws_match_tensorflow():
   assert 0 <= plain.min() and plain.max() < 1 and abs(plain.mean() - 0.5) < 0.01
 
 
-@pytest.mark.parametrize('policy', ['mixed_bfloat16', 'mixed_float16'])
+@pytest.mark.parametrize('policy', [pytest.param('mixed_bfloat16', marks=pytest.mark.slow),
+                                    'mixed_float16'])
 def test_search_steps_in_reduced_precision(tmp_path, policy):
   with precision.policy(policy):
     task = search_helpers.tiny_task(total_steps=2, arch_start_step=1)
@@ -209,12 +216,14 @@ def test_kernel_check_names_the_missing_kernel(monkeypatch):
     precision.check_kernels('bfloat16')
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def float32_logits():
   return {}
 
 
-@pytest.mark.parametrize('policy', ['float32', 'mixed_bfloat16', 'mixed_float16'])
+@pytest.mark.parametrize('policy', ['float32', pytest.param('mixed_bfloat16',
+                                                             marks=pytest.mark.slow),
+                                    'mixed_float16'])
 def test_saved_model_outputs_are_float32(tmp_path, policy, float32_logits):
   image = tf.random.stateless_uniform([1, 33, 33, 3], [5, 6], maxval=255.0)
   with precision.policy(policy):

@@ -11,6 +11,7 @@ drifts from the binaries, fails here. What is substituted, and only that:
 What is left out, and why, is `SKIPPED`: the README's own two `make` commands (CI runs them on
 the clone itself), servers that run until stopped, and data that cannot be downloaded here.
 """
+import json
 import os
 import re
 import shlex
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from official.autodeeplab.data.converters import folder
 from tests import data_trees
 from tests.conftest import ROOT
 from tests.conftest import user_dir
@@ -80,7 +82,7 @@ def _fake_data(root: str) -> None:
   data_trees.voc(os.path.join(root, 'data/VOCdevkit/VOC2012'),
                  os.path.join(root, 'data/benchmark_RELEASE/dataset'))
   data_trees.ade20k(os.path.join(root, 'data/ADEChallengeData2016'), 'validation')
-  data_trees.folder(os.path.join(root, 'my_data'), count=12)
+  data_trees.folder(os.path.join(root, 'my_data'), 'flat', count=16, size=(48, 64))
   os.makedirs(os.path.join(root, 'photos'))
   rng = np.random.default_rng(0)
   for name, size in (('street.png', (40, 56)), ('shop.jpg', (33, 47))):
@@ -130,4 +132,13 @@ def test_every_readme_command_runs_as_written(tmp_path):
               if f.endswith('.png')]) == 2  # one mask per test image
   masks = os.listdir(os.path.join(root, 'masks'))
   assert any(f.startswith('shop') for f in masks) and any(f.startswith('street') for f in masks)
-  assert os.path.exists(os.path.join(root, 'runs/mine/train/eval.json'))
+  # The pipeline on a user's folder: the export's labels.json has the folder's class names and
+  # palette, and a few of its val images are predicted through the export.
+  labels = json.loads(open(os.path.join(
+      root, 'runs/mine/serving/autodeeplab/1/assets.extra/labels.json')).read())
+  assert labels['class_names'] == data_trees.FOLDER_CLASSES
+  assert labels['palette'] == data_trees.FOLDER_PALETTE
+  with open(os.path.join(root, 'runs/mine/train/model.json')) as f:
+    assert json.load(f)['class_names'] == data_trees.FOLDER_CLASSES
+  val = folder.list_splits(os.path.join(root, 'my_data'))['val'][:3]
+  assert len(os.listdir(os.path.join(root, 'runs/mine/predicted'))) == 3 * len(val)

@@ -21,10 +21,14 @@ from tests.search_helpers import datasets
 from tests.search_helpers import run
 from tests.search_helpers import tiny_task
 
+# One worker runs this module's tests (xdist_group), not always in a row: its fixtures are
+# session-scoped, so they are built once all the same.
+pytestmark = pytest.mark.xdist_group('search_task')
+
 distribute.configure_graph_optimizer('off')  # start-up; the binaries, tested end to end, dedupe first
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def task():
   return tiny_task()
 
@@ -55,6 +59,7 @@ def test_weight_step_moves_only_weights_and_arch_step_only_arch(task):
   assert task._arch_gradients.experimental_get_tracing_count() == 0
 
 
+@pytest.mark.slow
 def test_arch_only_gradients_give_the_same_architecture_step(task):
   """search_config.arch_only_gradients: a second graph without weight gradients, same gradients."""
   images, labels = next(iter(datasets()[1]))

@@ -8,6 +8,8 @@ import pytest
 
 from tests.conftest import assert_bad_input
 
+pytestmark = pytest.mark.xdist_group('search_tool')  # the bad-input batch runs once
+
 
 # A bad flag -> what its one error line says.
 BAD_FLAGS = {
@@ -24,10 +26,20 @@ BAD_FLAGS = {
 }
 
 
+@pytest.fixture(scope='session')
+def bad_flag_results(tmp_path_factory):
+  """Every BAD_FLAGS command line, in one process (`tests/cli_batch.py`)."""
+  from tests.cli_batch import run_batch
+  root = tmp_path_factory.mktemp('search_bad')
+  commands = [[f'--workdir={root / str(i)}', '--num_steps=1', flag]
+              for i, flag in enumerate(BAD_FLAGS)]
+  return dict(zip(BAD_FLAGS, run_batch('search', commands)))
+
+
 @pytest.mark.parametrize('flag', BAD_FLAGS)
-def test_search_binary_bad_input(tool, tmp_path, flag):
+def test_search_binary_bad_input(bad_flag_results, flag):
   message = BAD_FLAGS[flag]
-  result = tool('search', f'--workdir={tmp_path}', '--num_steps=1', flag)
+  result = bad_flag_results[flag]
   assert_bad_input(result, message)
   lines = [l for l in result.stderr.strip().splitlines() if l.startswith('error:')]
   assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
@@ -99,6 +111,7 @@ def test_cityscapes_gin_holds_the_papers_whole_protocol():
                       'recompute': True}
 
 
+@pytest.mark.slow
 def test_a_relative_workdir_resumes_warns_when_unsearched_and_describes(tool, tmp_path):
   """As the README writes it (from a clone's root, `--workdir=runs/search`): a run that ends
   before its architecture steps says loudly that its genotype is not searched; the same command

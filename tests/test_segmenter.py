@@ -97,6 +97,7 @@ def test_weight_decay_excludes_batch_norm():
   assert not with_decay.losses
 
 
+@pytest.mark.slow
 def test_synchronized_batch_norm_builds_under_mirrored_strategy():
   # In a fresh process: a second MirroredStrategy in the test process can break collectives.
   code = (

@@ -7,10 +7,14 @@ from official.autodeeplab.modeling import supernet
 from official.autodeeplab.search import decode
 from official.autodeeplab.search import space
 
-NUM_CLASSES, SIZE, LAYERS = 5, 33, 4
+# One worker runs this module's tests (xdist_group), not always in a row: its fixtures are
+# session-scoped, so they are built once all the same.
+pytestmark = pytest.mark.xdist_group('supernet')
+
+NUM_CLASSES, SIZE, LAYERS = 5, 33, 3  # layer 2 reaches the 4th level
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def model_and_grads():
   model = supernet.Supernet(NUM_CLASSES, num_layers=LAYERS, filter_multiplier=2)
   model.build((None, None, None, 3))

@@ -18,12 +18,16 @@ from official.autodeeplab.training import evaluation
 from official.autodeeplab.utils import visualize
 from tests.conftest import assert_bad_input, randomize_batch_norm, run_tool
 
+# One worker runs this module's tests (xdist_group), not always in a row: its fixtures are
+# session-scoped, so they are built once all the same.
+pytestmark = pytest.mark.xdist_group('tflite')
+
 GENOTYPE = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(0, 1, 1))
 SIZE = 65
 NUM_CLASSES = 5
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def tiny(tmp_path_factory):
   """A tiny segmenter with BN statistics away from their initial values (decisive predictions),
   its checkpoint, synthetic val records, and its SavedModel's class ids on those images."""
@@ -54,32 +58,39 @@ def miou(labels, predictions):
   return metrics.result()['miou']
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def converted(tiny):
-  """Each quantization converted once and run through LiteRT on the val images."""
+  """`converted(quantize)`: that quantization converted (once) and run through LiteRT on the
+  val images."""
   results = {}
-  for quantize in tflite.QUANTIZATIONS:
-    data = tflite.convert(tiny['model'], SIZE, SIZE, quantize, calibration=list(tiny['images']))
-    path = tflite.write_model(data, str(tiny['root'] / 'tflite' / tflite.model_file_name(
-        'tiny', SIZE, SIZE, quantize)))
-    model = tflite.LiteRTModel(path, num_threads=2)
-    results[quantize] = {'size': len(data), 'semantic': np.stack(
-        [model.predict(image) for image in tiny['images']])}
-  return results
+
+  def get(quantize):
+    if quantize not in results:
+      data = tflite.convert(tiny['model'], SIZE, SIZE, quantize,
+                            calibration=list(tiny['images']))
+      path = tflite.write_model(data, str(tiny['root'] / 'tflite' / tflite.model_file_name(
+          'tiny', SIZE, SIZE, quantize)))
+      model = tflite.LiteRTModel(path, num_threads=2)
+      results[quantize] = {'size': len(data), 'semantic': np.stack(
+          [model.predict(image) for image in tiny['images']])}
+    return results[quantize]
+  return get
 
 
-@pytest.mark.parametrize('quantize,agreement', [('none', 0.999), ('float16', 0.995)])
+@pytest.mark.parametrize('quantize,agreement', [
+    ('none', 0.999), pytest.param('float16', 0.995, marks=pytest.mark.slow)])
 def test_float_models_agree_with_the_saved_model(tiny, converted, quantize, agreement):
-  assert (converted[quantize]['semantic'] == tiny['reference']).mean() >= agreement
+  assert (converted(quantize)['semantic'] == tiny['reference']).mean() >= agreement
 
 
+@pytest.mark.slow
 def test_int8_model_keeps_the_miou_and_is_small(tiny, converted):
-  float32, int8 = converted['none'], converted['int8']
+  float32, int8 = converted('none'), converted('int8')
   assert abs(miou(tiny['labels'], int8['semantic']) -
              miou(tiny['labels'], float32['semantic'])) <= 0.02
   assert (int8['semantic'] == tiny['reference']).mean() >= 0.95
   assert int8['size'] <= 0.3 * float32['size']
-  assert converted['float16']['size'] <= 0.55 * float32['size']
+  assert converted('float16')['size'] <= 0.55 * float32['size']
 
 
 def test_logits_output_and_letterboxed_sizes(tiny):
@@ -153,7 +164,7 @@ def test_export_and_predict_tools(tiny, tmp_path):
   assert np.asarray(Image.open(tmp_path / 'masks' / 'a_colour.png')).shape == (65, 65, 3)
 
 
-@pytest.mark.parametrize('args,message', [
+EXPORT_BAD = [
     (['--format=tflite'], '--format=tflite needs --input_size'),
     (['--format=tflite', '--input_size=16,16'], '--input_size=16,16: height and width must be '
                                                 'at least 32'),
@@ -163,11 +174,27 @@ def test_export_and_predict_tools(tiny, tmp_path):
     (['--format=tflite', '--input_size=64,64', '--precision=bfloat16'],
      '--precision=bfloat16: a LiteRT model is float32 or quantized'),
     (['--precision=float8'], '--precision=float8: expected one of float32, bfloat16, float16'),
-])
-def test_export_tool_bad_tflite_input(tmp_path, args, message):
-  assert_bad_input(run_tool('export', '--genotype=paper', '--num_classes=3',
-                            f'--export_dir={tmp_path}', *args), message)
-  assert not os.listdir(tmp_path)
+]
+
+
+@pytest.fixture(scope='session')
+def export_bad_input(tmp_path_factory):
+  """Every EXPORT_BAD command line, in one process (`tests/cli_batch.py`)."""
+  from tests.cli_batch import run_batch
+  root = tmp_path_factory.mktemp('export_bad')
+  for i in range(len(EXPORT_BAD)):
+    (root / str(i)).mkdir()
+  results = run_batch('export', [['--genotype=paper', '--num_classes=3',
+                                  f'--export_dir={root / str(i)}', *args]
+                                 for i, (args, _) in enumerate(EXPORT_BAD)])
+  return {'root': root, 'results': results}
+
+
+@pytest.mark.parametrize('args,message', EXPORT_BAD)
+def test_export_tool_bad_tflite_input(tmp_path, args, message, export_bad_input):
+  index = [a for a, _ in EXPORT_BAD].index(args)
+  assert_bad_input(export_bad_input['results'][index], message)
+  assert not os.listdir(export_bad_input['root'] / str(index))
 
 
 def test_predict_tool_refuses_a_file_that_is_no_litert_model(tmp_path):

@@ -15,7 +15,9 @@ from tests.conftest import run_tool as run_from_root
 from tests.conftest import user_dir
 
 # A small found-like genotype (4 layers, the quickstart's search depth) keeps tracing short.
-pytestmark = pytest.mark.slow  # trains through the binary (about a minute)
+# One worker runs the module: its fixture trains once (40 steps: well above chance already).
+pytestmark = pytest.mark.xdist_group('train_tools')
+STEPS = 40
 
 SMALL = Genotype(cell=PAPER_GENOTYPE.cell[:3], path=(0, 0, 1, 1))
 
@@ -28,7 +30,7 @@ def run_tool(module, *args, **kwargs):
   return run_from_root(module, *args, cwd=ROOT_DIR['path'], **kwargs)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp('retrain')
   ROOT_DIR['path'] = user_dir(root)
@@ -42,7 +44,8 @@ def trained(tmp_path_factory):
   SMALL.to_json(str(root / genotype))
   workdir = 'runs/train'
   result = run_tool('train', f'--workdir={workdir}', f'--tfrecord_dir={data}',
-                    f'--genotype={genotype}', '--gin_file=experiments/retrain/synthetic.gin')
+                    f'--genotype={genotype}', '--gin_file=experiments/retrain/synthetic.gin',
+                    f'--num_steps={STEPS}')
   assert result.returncode == 0, result.stderr[-3000:]
   return {'root': root, 'data': data, 'workdir': workdir, 'genotype': genotype,
           'train_stdout': result.stdout, 'train_stderr': result.stderr}
@@ -64,7 +67,8 @@ def test_train_writes_its_workdir_and_a_clean_log(trained):
   assert model['dataset'] == 'synthetic' and model['genotype']['path'] == [0, 0, 1, 1]
   assert 'train_config.crop_size = 65' in open(os.path.join(workdir, 'operative_config.gin')).read()
   lines = trained['train_stdout'].splitlines()
-  assert any('step 150/150' in line and 'img/s' in line and 'ETA' in line for line in lines)
+  assert any(f'step {STEPS}/{STEPS}' in line and 'img/s' in line and 'ETA' in line
+             for line in lines)
   for noise in ('cuInit', 'cuda drivers', 'absl::InitializeLog', 'oneDNN'):
     assert noise not in trained['train_stderr'] + trained['train_stdout']
 
@@ -80,7 +84,7 @@ def test_evaluate_scores_well_above_chance_and_saves_overlays(trained):
   assert set(report) >= {'miou', 'pixel_accuracy', 'per_class_iou', 'num_images', 'scales',
                          'flip', 'checkpoint'}
   assert report['num_images'] == 8 and report['scales'] == [0.75, 1.0] and report['flip']
-  assert report['checkpoint'].endswith('ckpt-150')
+  assert report['checkpoint'].endswith(f'ckpt-{STEPS}')
   assert list(report['per_class_iou']) == ['background', 'shape1', 'shape2', 'shape3', 'shape4']
   # Chance: predicting the majority class everywhere gives about 0.16 here (5 classes).
   assert report['miou'] > 0.35, report
@@ -125,7 +129,7 @@ def test_train_refuses_an_invalid_genotype(trained, tmp_path):
   assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize('args,message', [
+TRAIN_BAD = [
     (['--genotype=missing.json'], 'missing.json'),
     (['--split=test'], "no shards of split 'test'"),
     (['--batch_size=0'], '--batch_size=0'),
@@ -135,14 +139,8 @@ def test_train_refuses_an_invalid_genotype(trained, tmp_path):
      "no shards of split 'nope'"),
     (['--precision=float8'], '--precision=float8: expected one of float32, bfloat16, float16'),
     (['--precision=float16', '--strategy=tpu'], '--precision=float16: TPUs compute in bfloat16'),
-])
-def test_train_bad_input(trained, tmp_path, args, message):
-  result = run_tool('train', f'--workdir={tmp_path}', f'--tfrecord_dir={trained["data"]}',
-                    '--gin_file=experiments/retrain/synthetic.gin', *args)
-  assert_bad_input(result, message)
-
-
-@pytest.mark.parametrize('args,message', [
+]
+EVALUATE_BAD = [
     (['--split=test'], "no shards of split 'test'"),
     (['--scales=1,zero'], '--scales=1,zero'),
     (['--checkpoint=/nope/ckpt-3'], '--checkpoint=/nope/ckpt-3'),
@@ -151,13 +149,35 @@ def test_train_bad_input(trained, tmp_path, args, message):
     (['--gin_bindings=inference_options.flips = True'],
      "--gin_bindings (binding 1): Configurable 'inference_options' doesn't have a parameter named "
      "'flips'"),
-])
-def test_evaluate_bad_input(trained, args, message):
-  result = run_tool('evaluate', f'--workdir={trained["workdir"]}',
-                    f'--tfrecord_dir={trained["data"]}', *args)
-  assert_bad_input(result, message)
+]
 
 
+@pytest.fixture(scope='session')
+def bad_input_results(trained, tmp_path_factory):
+  """TRAIN_BAD and EVALUATE_BAD, each binary's cases in one process (`tests/cli_batch.py`)."""
+  from tests.cli_batch import run_batch
+  root = tmp_path_factory.mktemp('bad_train')
+  train = run_batch('train', [
+      [f'--workdir={root / str(i)}', f'--tfrecord_dir={trained["data"]}',
+       '--gin_file=experiments/retrain/synthetic.gin', *args]
+      for i, (args, _) in enumerate(TRAIN_BAD)], cwd=ROOT_DIR['path'])
+  evaluate = run_batch('evaluate', [
+      [f'--workdir={trained["workdir"]}', f'--tfrecord_dir={trained["data"]}', *args]
+      for args, _ in EVALUATE_BAD], cwd=ROOT_DIR['path'])
+  return {'train': train, 'evaluate': evaluate}
+
+
+@pytest.mark.parametrize('case', range(len(TRAIN_BAD)))
+def test_train_bad_input(bad_input_results, case):
+  assert_bad_input(bad_input_results['train'][case], TRAIN_BAD[case][1])
+
+
+@pytest.mark.parametrize('case', range(len(EVALUATE_BAD)))
+def test_evaluate_bad_input(bad_input_results, case):
+  assert_bad_input(bad_input_results['evaluate'][case], EVALUATE_BAD[case][1])
+
+
+@pytest.mark.slow
 def test_resume_in_bfloat16_and_evaluate_in_it(trained, tmp_path):
   """A float32 workdir continues in bfloat16 (model.json then says so); bfloat16 evaluation
   scores what float32's does, to a point."""
@@ -165,11 +185,11 @@ def test_resume_in_bfloat16_and_evaluate_in_it(trained, tmp_path):
   workdir = str(tmp_path / 'train')
   shutil.copytree(trained['workdir'], workdir, ignore=shutil.ignore_patterns('.lock'))
   result = run_tool('train', f'--workdir={workdir}', f'--tfrecord_dir={trained["data"]}',
-                    f'--genotype={trained["genotype"]}', '--num_steps=152',
+                    f'--genotype={trained["genotype"]}', f'--num_steps={STEPS + 2}',
                     '--gin_file=experiments/retrain/synthetic.gin', '--precision=bfloat16')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'bfloat16 (mixed)' in result.stdout and 'resumed from' in result.stdout
-  assert 'step 152/152' in result.stdout
+  assert f'step {STEPS + 2}/{STEPS + 2}' in result.stdout
   with open(os.path.join(workdir, 'model.json')) as f:
     assert json.load(f)['precision'] == 'bfloat16'
   assert 'runtime_options.precision = \'bfloat16\'' in open(
@@ -184,6 +204,20 @@ def test_resume_in_bfloat16_and_evaluate_in_it(trained, tmp_path):
     assert report['precision'] == precision
     scores[precision] = report['miou']
   assert abs(scores['bfloat16'] - scores['float32']) < 0.03, scores
+
+
+def test_evaluate_refuses_records_of_another_class_list(trained, tmp_path):
+  """Records with as many classes but other names (a user's folder): refused, naming one."""
+  from tests import data_trees
+  classes = ['background', 'road', 'bus', 'sign', 'tree']
+  data_trees.folder(tmp_path / 'other', 'flat', count=8, size=(40, 40), spec={
+      'name': 'other', 'class_names': classes, 'label_format': 'ids'})
+  result = run_tool('convert_dataset', '--dataset=folder', f'--data_dir={tmp_path / "other"}',
+                    f'--output_dir={tmp_path / "records"}', '--split=val', '--val_fraction=0.5')
+  assert result.returncode == 0, result.stderr[-2000:]
+  result = run_tool('evaluate', f'--workdir={trained["workdir"]}',
+                    f'--tfrecord_dir={tmp_path / "records"}', '--split=val')
+  assert_bad_input(result, "other classes than the model in")
 
 
 def test_evaluate_needs_a_trained_workdir(trained, tmp_path):
