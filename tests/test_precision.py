@@ -24,9 +24,6 @@ from official.autodeeplab.training import loss_scale
 from tests import search_helpers
 from tests import test_train_task as retrain
 
-# One worker runs this module's tests (xdist_group), not always in a row: its fixtures are
-# session-scoped, so they are built once all the same.
-pytestmark = pytest.mark.xdist_group('precision')
 
 POLICIES = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16', 'float16': 'mixed_float16'}
 
@@ -128,8 +125,8 @@ def test_xla_safe_resize_and_drop_path_draws_match_tensorflow():
   assert 0 <= plain.min() and plain.max() < 1 and abs(plain.mean() - 0.5) < 0.01
 
 
-@pytest.mark.parametrize('policy', [pytest.param('mixed_bfloat16', marks=pytest.mark.slow),
-                                    'mixed_float16'])
+@pytest.mark.slow
+@pytest.mark.parametrize('policy', ['mixed_bfloat16', 'mixed_float16'])
 def test_search_steps_in_reduced_precision(tmp_path, policy):
   with precision.policy(policy):
     task = search_helpers.tiny_task(total_steps=2, arch_start_step=1)
@@ -216,28 +213,25 @@ def test_kernel_check_names_the_missing_kernel(monkeypatch):
     precision.check_kernels('bfloat16')
 
 
-@pytest.fixture(scope='session')
-def float32_logits():
-  return {}
-
-
-@pytest.mark.parametrize('policy', ['float32', pytest.param('mixed_bfloat16',
-                                                             marks=pytest.mark.slow),
+@pytest.mark.parametrize('policy', [pytest.param('mixed_bfloat16', marks=pytest.mark.slow),
                                     'mixed_float16'])
-def test_saved_model_outputs_are_float32(tmp_path, policy, float32_logits):
+def test_saved_model_outputs_are_float32(tmp_path, policy):
+  """A reduced-precision model's SavedModel answers in float32, close to the same weights'
+  float32 model."""
   image = tf.random.stateless_uniform([1, 33, 33, 3], [5, 6], maxval=255.0)
-  with precision.policy(policy):
-    tf.keras.utils.set_random_seed(3)
-    model = segmenter.build_segmenter(retrain.GENOTYPE, 3, filter_multiplier=2)
-    path = export.export(model, str(tmp_path), 'tiny', description={'precision': policy})
-  loaded = tf.saved_model.load(path)
-  outputs = loaded.signatures['predict_tensor'](images=image)
-  assert outputs['logits'].dtype == tf.float32 and outputs['semantic'].dtype == tf.int32
+  logits = {}
+  for name in ('float32', policy):
+    with precision.policy(name):
+      tf.keras.utils.set_random_seed(3)
+      model = segmenter.build_segmenter(retrain.GENOTYPE, 3, filter_multiplier=2)
+      path = export.export(model, str(tmp_path / name), 'tiny', description={'precision': name})
+    loaded = tf.saved_model.load(path)
+    outputs = loaded.signatures['predict_tensor'](images=image)
+    assert outputs['logits'].dtype == tf.float32 and outputs['semantic'].dtype == tf.int32
+    logits[name] = outputs['logits'].numpy()
   encoded = tf.io.encode_png(tf.cast(image[0], tf.uint8))
   served = loaded.signatures['serving_default'](image_bytes=tf.stack([encoded]))
   assert served['confidence'].dtype == tf.float32
   with open(os.path.join(path, 'assets.extra', 'model.json')) as f:
     assert json.load(f)['precision'] == policy
-  float32_logits[policy] = outputs['logits'].numpy()
-  if policy != 'float32' and 'float32' in float32_logits:  # same weights, close logits
-    np.testing.assert_allclose(float32_logits[policy], float32_logits['float32'], atol=0.1)
+  np.testing.assert_allclose(logits[policy], logits['float32'], atol=0.1)  # same weights

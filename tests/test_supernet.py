@@ -95,6 +95,7 @@ def test_checkpoint_holds_every_variable(model_and_grads, tmp_path):
   assert saved_values == len(model.variables)
 
 
+@pytest.mark.slow
 def test_recompute_gives_the_same_gradients(model_and_grads):
   model, _, _, (images, labels, grads_fn) = model_and_grads
   model_grads = grads_fn(images, labels)[1]

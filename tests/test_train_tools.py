@@ -167,14 +167,11 @@ def bad_input_results(trained, tmp_path_factory):
   return {'train': train, 'evaluate': evaluate}
 
 
-@pytest.mark.parametrize('case', range(len(TRAIN_BAD)))
-def test_train_bad_input(bad_input_results, case):
-  assert_bad_input(bad_input_results['train'][case], TRAIN_BAD[case][1])
-
-
-@pytest.mark.parametrize('case', range(len(EVALUATE_BAD)))
-def test_evaluate_bad_input(bad_input_results, case):
-  assert_bad_input(bad_input_results['evaluate'][case], EVALUATE_BAD[case][1])
+@pytest.mark.parametrize('tool,case', [('train', i) for i in range(len(TRAIN_BAD))] +
+                         [('evaluate', i) for i in range(len(EVALUATE_BAD))])
+def test_train_and_evaluate_bad_input(bad_input_results, tool, case):
+  message = (TRAIN_BAD if tool == 'train' else EVALUATE_BAD)[case][1]
+  assert_bad_input(bad_input_results[tool][case], message)
 
 
 @pytest.mark.slow
