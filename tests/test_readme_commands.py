@@ -7,7 +7,8 @@ drifts from the binaries, fails here. What is substituted, and only that:
   (`tests/data_trees.py`), `my_data` a folder dataset, `photos/` a few images;
 * each binary gets small sizes inserted right after its name (`SMALL`), which the README's own
   flags, coming later on the line, override where they set the same flag;
-* the LiteRT example's 513x513 input becomes 65x65 (file name included).
+* the LiteRT example's 513x513 input becomes 65x65 (file name included), and `--genotype=paper`
+  (12 layers) a 4-layer genotype of the same cell.
 What is left out, and why, is `SKIPPED`: the README's own two `make` commands (CI runs them on
 the clone itself), servers that run until stopped, and data that cannot be downloaded here.
 """
@@ -56,7 +57,7 @@ SMALL = {
     'train': ['--num_steps=2', '--crop_size=33', '--batch_size=2', '--filter_multiplier=2',
               '--gin_bindings=train_config.eval_every = 2'],
 }
-LITERAL = {'513,513': '65,65', '513x513': '65x65'}
+LITERAL = {'513,513': '65,65', '513x513': '65x65', '--genotype=paper': '--genotype=small.json'}
 
 
 def readme_commands() -> list[str]:
@@ -83,6 +84,8 @@ def _fake_data(root: str) -> None:
                  os.path.join(root, 'data/benchmark_RELEASE/dataset'))
   data_trees.ade20k(os.path.join(root, 'data/ADEChallengeData2016'), 'validation')
   data_trees.folder(os.path.join(root, 'my_data'), 'flat', count=16, size=(48, 64))
+  from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
+  Genotype(cell=PAPER_GENOTYPE.cell, path=(0, 0, 1, 1)).to_json(os.path.join(root, 'small.json'))
   os.makedirs(os.path.join(root, 'photos'))
   rng = np.random.default_rng(0)
   for name, size in (('street.png', (40, 56)), ('shop.jpg', (33, 47))):
