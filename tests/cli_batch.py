@@ -67,7 +67,7 @@ def _main() -> None:
         common.run(module.main)
       except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-      except Exception as e:  # noqa: BLE001 (a traceback is what the test must see)
+      except Exception:  # noqa: BLE001 (a traceback is what the test must see)
         import traceback
         traceback.print_exc()
         code = 1

@@ -120,11 +120,50 @@ def folder_example(rng, size=(40, 48)):
   return np.clip(image, 0, 255).astype(np.uint8), label
 
 
+# Image kinds of a folder dataset: how `folder_image` stores the example's RGB picture.
+IMAGE_KINDS = ('rgb', 'grey8', 'grey16', 'tiff16', 'rgba', 'bands4')
+
+
+def folder_image(image: np.ndarray, kind: str, rng) -> tuple[np.ndarray, str]:
+  """(the array to save, its file extension) of an 8-bit RGB picture as `kind`: 'grey8' (PNG),
+  'grey16' (16-bit PNG, values x 257 as microscopes write them), 'tiff16' (16-bit grey TIFF),
+  'rgba' (PNG with a random alpha), 'bands4' (16-bit 4-band TIFF: RGB and grey, x 257)."""
+  grey = np.round(image.astype(np.float32).mean(-1)).astype(np.uint8)
+  if kind == 'grey8':
+    return grey, '.png'
+  if kind in ('grey16', 'tiff16'):
+    return grey.astype(np.uint16) * 257, '.png' if kind == 'grey16' else '.tif'
+  if kind == 'rgba':
+    return np.dstack([image, rng.integers(0, 256, image.shape[:2], dtype=np.uint8)]), '.png'
+  if kind == 'bands4':
+    return np.dstack([image, grey]).astype(np.uint16) * 257, '.tif'
+  raise ValueError(kind)
+
+
+def save_image(path: str, array: np.ndarray) -> None:
+  """PNG (8 or 16-bit, grey or colour, through TensorFlow for 16-bit colour) or TIFF."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  if path.endswith('.tif'):
+    import tifffile
+    if array.ndim == 2:
+      tifffile.imwrite(path, array, photometric='minisblack')
+    else:  # bands interleaved per pixel, one page
+      tifffile.imwrite(path, array, photometric='rgb' if array.shape[-1] == 3 else 'minisblack',
+                       planarconfig='contig')
+  elif array.dtype == np.uint16 and array.ndim == 3:
+    import tensorflow as tf
+    with open(path, 'wb') as f:
+      f.write(tf.io.encode_png(array).numpy())
+  else:
+    Image.fromarray(array).save(path)
+
+
 def folder(root, layout='subfolders', label_format='ids', count=8, seed=0, spec=None,
-           label_map=None, size=(40, 48)):
+           label_map=None, size=(40, 48), image_kind='rgb'):
   """Writes a folder dataset: layout 'subfolders' (images/{train,val}/), 'lists' (flat +
   train.txt / val.txt) or 'flat' (SHA-1 split). Masks: 'ids' (grey PNG; raw = id + 10 when
-  `label_map`), or 'colours' (RGB PNG in FOLDER_PALETTE). Returns {stem: class ids}."""
+  `label_map`), or 'colours' (RGB PNG in FOLDER_PALETTE). Images: 'rgb' (JPEG and PNG
+  alternately) or one of IMAGE_KINDS (`folder_image`). Returns {stem: class ids}."""
   import json
   rng = np.random.default_rng(seed)
   document = spec or {'name': 'streets', 'class_names': FOLDER_CLASSES,
@@ -140,7 +179,12 @@ def folder(root, layout='subfolders', label_format='ids', count=8, seed=0, spec=
     split = 'val' if i % 4 == 3 else 'train'
     image, label = folder_example(rng, size)
     sub = split if layout == 'subfolders' else ''
-    _save_rgb(os.path.join(root, 'images', sub, f'{stem}.jpg' if i % 2 else f'{stem}.png'), image)
+    if image_kind == 'rgb':
+      _save_rgb(os.path.join(root, 'images', sub, f'{stem}.jpg' if i % 2 else f'{stem}.png'),
+                image)
+    else:
+      array, extension = folder_image(image, image_kind, rng)
+      save_image(os.path.join(root, 'images', sub, stem + extension), array)
     if label_format == 'colours':
       _save_rgb(os.path.join(root, 'labels', sub, f'{stem}.png'),
                 np.asarray(FOLDER_PALETTE, np.uint8)[label])

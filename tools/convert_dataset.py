@@ -23,6 +23,7 @@ same command after an interruption finishes the job.
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import flags
 
@@ -70,7 +71,9 @@ def main(argv):
       FLAGS.num_workers, FLAGS.half_resolution, FLAGS.sbd_dir, FLAGS.num_examples,
       FLAGS.image_size, FLAGS.num_classes, FLAGS.seed, tfds_data_dir=FLAGS.tfds_data_dir,
       val_fraction=FLAGS.val_fraction, tfds=tfds, dataset_spec=FLAGS.dataset_spec)
-  print(json.dumps({k: v for k, v in summary.items() if k != 'class_pixels'}))
+  print(json.dumps({k: v for k, v in summary.items() if k not in ('class_pixels', 'warning')}))
+  if summary.get('warning'):
+    print(f'warning: {summary["warning"]}', file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -52,7 +52,6 @@ def _prediction_writer(directory: str, palette, dataset_ids=None):
   """on_batch callback writing each image's train ids, colours and overlay; with `dataset_ids`,
   only `{name}.png` in the dataset's own label values (a benchmark server's input)."""
   import numpy as np
-  from official.autodeeplab.data import datasets
   from official.autodeeplab.utils import visualize
   os.makedirs(directory, exist_ok=True)
 
@@ -65,11 +64,11 @@ def _prediction_writer(directory: str, palette, dataset_ids=None):
       if dataset_ids is not None:
         visualize.save_png(dataset_ids[ids].astype(np.uint8), os.path.join(directory, f'{name}.png'))
         continue
-      image = np.clip(np.round(datasets.denormalize(batch['image'][i, :height, :width])), 0, 255)
+      image = visualize.display_rgb(batch['image'][i, :height, :width])
       colours = visualize.colorize(ids, palette)
       visualize.save_png(ids, os.path.join(directory, f'{name}.png'))
       visualize.save_png(colours, os.path.join(directory, f'{name}_colour.png'))
-      visualize.save_png(visualize.overlay(image.astype(np.uint8), colours),
+      visualize.save_png(visualize.overlay(image, colours),
                          os.path.join(directory, f'{name}_overlay.png'))
   return write
 
@@ -101,6 +100,12 @@ def main(argv):
     raise common.UserInputError(
         f'{FLAGS.tfrecord_dir}: split {FLAGS.split!r} has {spec.num_classes} classes, the model '
         f'in {FLAGS.workdir} predicts {description["num_classes"]}')
+  from official.autodeeplab.training import run_description
+  model_image = run_description.image_spec(description)
+  if model_image != spec.image:
+    raise common.UserInputError(
+        f'{FLAGS.tfrecord_dir}: split {FLAGS.split!r} holds images of {spec.image.to_dict()}, the '
+        f'model in {FLAGS.workdir} was trained on {model_image.to_dict()} (its model.json)')
   trained_on = description.get('class_names')
   if trained_on is not None and tuple(trained_on) != spec.class_names:
     mismatch = next(i for i, (a, b) in enumerate(zip(trained_on, spec.class_names)) if a != b)
@@ -120,7 +125,7 @@ def main(argv):
   print(f'[evaluate] {checkpoint} on {spec.name} {FLAGS.split} at scales '
         f'{list(options["scales"])}{" + flip" if options["flip"] else ""}, '
         f'{runtime.describe()}', flush=True)
-  dataset = input_pipeline.for_evaluation(shards, FLAGS.batch_size)
+  dataset = input_pipeline.for_evaluation(shards, FLAGS.batch_size, spec.image)
   result = evaluator.run(dataset, on_batch, max_batches)
   confusion = evaluator.metrics.confusion_matrix()
   report = {

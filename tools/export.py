@@ -102,23 +102,29 @@ def _tflite_input_size() -> tuple[int, int]:
   return sizes.parse_image_size(FLAGS.input_size, 'input_size', sizes.MAX_IMAGE_SIDE)
 
 
-def _export_tflite(model, size: tuple[int, int], spec) -> str:
-  """`{export_dir}/{model_name}/{model_name}_{H}x{W}[_{quantize}].tflite` + labels.json."""
+def _export_tflite(model, size: tuple[int, int], spec, description: dict) -> str:
+  """`{export_dir}/{model_name}/{model_name}_{H}x{W}[_{quantize}].tflite` + labels.json and
+  model.json (what the model is and takes)."""
   from official.autodeeplab import files
   from official.autodeeplab.serving import export
   from official.autodeeplab.serving import tflite
+  from official.autodeeplab.training import run_description
+  image = run_description.image_spec(description)
   calibration = None
   if FLAGS.quantize == 'int8':
     from official.autodeeplab.data import input_pipeline
     shards = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.calibration_split)
-    calibration = tflite.calibration_images(shards, *size, FLAGS.calibration_images)
-  data = tflite.convert(model, *size, FLAGS.quantize, calibration, FLAGS.with_logits)
+    calibration = tflite.calibration_images(shards, *size, FLAGS.calibration_images, image)
+  data = tflite.convert(model, *size, FLAGS.quantize, calibration, FLAGS.with_logits, image)
   directory = os.path.join(FLAGS.export_dir, FLAGS.model_name)
   path = tflite.write_model(data, os.path.join(directory, tflite.model_file_name(
       FLAGS.model_name, *size, FLAGS.quantize)))
   files.write_json(os.path.join(directory, 'labels.json'), export.labels_document(
       model.num_classes, spec.class_names if spec else None, spec.palette if spec else None,
       _dataset_ids(spec)))
+  files.write_json(os.path.join(directory, 'model.json'), {
+      **description, 'image': image.to_dict(), 'input_size': list(size),
+      'quantize': FLAGS.quantize})
   if calibration is not None:
     print(f'[export] int8 calibrated on {len(calibration)} image(s) of '
           f'{FLAGS.tfrecord_dir} {FLAGS.calibration_split}')
@@ -153,6 +159,7 @@ def main(argv):
   except ValueError as e:
     raise common.UserInputError(f'--{e}') from None
   from official.autodeeplab.training import checkpoints
+  from official.autodeeplab.training import run_description
   if FLAGS.workdir:
     if FLAGS.genotype or FLAGS.model_size or FLAGS.filter_multiplier or FLAGS.num_classes:
       raise common.UserInputError('--workdir describes the model (model.json): leave out '
@@ -172,7 +179,7 @@ def main(argv):
       raise common.UserInputError(f'--dataset={dataset} has {spec.num_classes} classes, the '
                                   f'model predicts {model.num_classes}')
   if tflite_size is not None:
-    path = _export_tflite(model, tflite_size, spec)
+    path = _export_tflite(model, tflite_size, spec, description)
     print(f'[export] {checkpoint or "freshly initialised weights"} -> {path} ({FLAGS.quantize})\n'
           f'  predict: python -m tools.predict --tflite={shlex.quote(path)} --input=IMAGES '
           '--output_dir=predictions')
@@ -181,7 +188,8 @@ def main(argv):
                  'precision': runtime.precision}
   path = export.export(model, FLAGS.export_dir, FLAGS.model_name, FLAGS.version,
                        spec.class_names if spec else None, spec.palette if spec else None,
-                       scales, FLAGS.flip, description, _dataset_ids(spec), limits)
+                       scales, FLAGS.flip, description, _dataset_ids(spec), limits,
+                       run_description.image_spec(description))
   print(f'[export] {checkpoint or "freshly initialised weights"} -> {path} '
         f'({runtime.precision})\n'
         f'  serve:   {common.serving_command(os.path.dirname(path), FLAGS.model_name)}\n'

@@ -103,7 +103,10 @@ def main(argv):
            f'--output_dir={paths["predicted"]}')
 
   chance = _majority_class_miou(paths['data'])
-  print(f'\n[done] in {time.time() - start:.0f} s. Artefacts under {work}/:\n'
+  failure = learned_nothing(report, paths['data'], chance)
+  headline = ('[done, but the model learned (almost) nothing: see the end]' if failure else
+              '[done]')
+  print(f'\n{headline} in {time.time() - start:.0f} s. Artefacts under {work}/:\n'
         f'  data/                      {FLAGS.data_dir or "synthetic"} train/val TFRecords '
         '(+ split summaries, dataset.json)\n'
         f'  search/genotype.json       the found architecture; search/architecture.png its plot;\n'
@@ -121,6 +124,8 @@ def main(argv):
         '(search and retrain curves, predicted masks)\n'
         f'  {common.serving_command(model_dir, MODEL_NAME)}\n'
         f'  real data: README.md, "The stages" (details in docs/guide.md)', flush=True)
+  if failure:
+    print(f'WARNING: the model learned (almost) nothing: {failure}', flush=True)
 
 
 def _stage_done(output: str, name: str) -> bool:
@@ -150,6 +155,28 @@ def _val_images(data_dir: str, count: int = 3) -> list[str]:
 
 def _stem(path: str) -> str:
   return os.path.splitext(os.path.basename(path))[0]
+
+
+LEARNED_MARGIN = 0.05  # mIoU above predicting the majority class that counts as learning
+
+
+def learned_nothing(report: dict, data_dir: str, chance: float) -> str | None:
+  """Why the evaluated model shows no learning, or None: its val mIoU within LEARNED_MARGIN of
+  predicting the majority class, or a class present in val never predicted right (IoU 0); with
+  what to check."""
+  with open(os.path.join(data_dir, 'val-summary.json')) as f:
+    present = [pixels > 0 for pixels in json.load(f)['class_pixels']]
+  ious = list(report['per_class_iou'].items())
+  missed = [name for (name, iou), here in zip(ious, present) if here and not iou]
+  if report['miou'] >= chance + LEARNED_MARGIN and not missed:
+    return None
+  why = (f'val mIoU {100 * report["miou"]:.1f} is within {100 * LEARNED_MARGIN:.0f} points of '
+         f'predicting the majority class ({100 * chance:.1f})'
+         if report['miou'] < chance + LEARNED_MARGIN else
+         f'class(es) {", ".join(missed)} present in val have IoU 0')
+  return (f'{why}. Check that the images read right (the converter\'s summary, '
+          'predictions/*_overlay.png), that masks and images pair up, and train longer '
+          '(more --num_steps, or without --fast).')
 
 
 def _majority_class_miou(data_dir: str) -> float:

@@ -10,10 +10,12 @@ a LiteRT model.
       --input=photos/ --output_dir=out [--num_threads=2]
 
 The first three send the files' own bytes to the `serving_default` signature (decoding and
-preprocessing happen in the model), so they give the same masks. `--tflite` decodes each image
-here and fits it to the model's fixed input (`serving/tflite.letterbox`: a larger image is scaled
-down to fit, keeping its aspect ratio; padding is mid-grey; the masks come back at the image's
-size). For each image it writes
+preprocessing happen in the model), so they give the same masks; a TIFF, or any image of a model
+whose channel count PNG cannot hold, is read here (`data/images.py`, its size from its header
+first) and sent to `predict_tensor` instead (not to a --server). `--tflite` reads each image here
+and fits it to the model's fixed input (`serving/tflite.letterbox`: a larger image is scaled
+down to fit, keeping its aspect ratio; padding is the middle of the value range; the masks come
+back at the image's size). For each image it writes
 `{name}.png` (class ids), `{name}_colour.png` (the dataset's palette) and `{name}_overlay.png`.
 REST uses TF Serving's `:predict` with base64 bytes (port 8501); gRPC its PredictionService
 (port 8500) through tensorflow-serving-api.
@@ -43,7 +45,8 @@ flags.DEFINE_string('tflite', None, 'A LiteRT model (tools.export --format=tflit
 flags.DEFINE_integer('num_threads', None, 'CPU threads of the LiteRT interpreter (--tflite).')
 flags.mark_flags_as_required(['input', 'output_dir'])
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff')
+TIFF = ('.tif', '.tiff')
 
 
 def list_images(inputs: list[str]) -> list[str]:
@@ -64,28 +67,61 @@ def list_images(inputs: list[str]) -> list[str]:
 
 
 class LocalModel:
-  """`serving_default` of a SavedModel, or of a workdir's model wrapped the same way."""
+  """`serving_default` of a SavedModel, or of a workdir's model wrapped the same way; its
+  `predict_tensor` for images read here (TIFF, or channel counts PNG cannot hold)."""
 
   def __init__(self, saved_model: str | None, workdir: str | None):
     import tensorflow as tf
     from official.autodeeplab.serving import export
+    from official.autodeeplab.training import run_description
     if saved_model:
       self.path = export.resolve_saved_model(saved_model)
-      self._fn = tf.saved_model.load(self.path).signatures[export.SERVING_DEFAULT]
+      loaded = tf.saved_model.load(self.path)
+      self._fn = loaded.signatures[export.SERVING_DEFAULT]
+      self._tensor_fn = loaded.signatures[export.PREDICT_TENSOR]
+      with open(os.path.join(self.path, 'assets.extra', 'model.json')) as f:
+        self.image = run_description.image_spec(json.load(f))
     else:
       from official.autodeeplab.training import checkpoints
       model, self.description, self.path = checkpoints.load_trained_model(workdir)
-      self._fn = export.SegmentationServer(model).serve_image_bytes
+      self.image = run_description.image_spec(self.description)
+      server = export.SegmentationServer(model, image=self.image)
+      self._fn, self._tensor_fn = server.serve_image_bytes, server.predict_tensor
     self._errors = (tf.errors.InvalidArgumentError,)
     self._error_text = export.error_text
 
-  def __call__(self, data: bytes):
+  def __call__(self, data: bytes, path: str = ''):
     import tensorflow as tf
+    from official.autodeeplab.serving import export
+    if path.lower().endswith(TIFF) or self.image.channels not in export.DECODABLE_CHANNELS:
+      array = read_image(path, self.image)
+      out = self._tensor_fn(images=tf.constant(array[None], tf.float32))
+      return out['semantic'].numpy()[0], array.shape[:2]
     try:
       out = self._fn(image_bytes=tf.constant([data]))
     except self._errors as e:
       raise ValueError(_without_index(self._error_text(e.message))) from None
     return out['semantic'].numpy()[0], out['image_size'].numpy()[0]
+
+
+def read_image(path: str, image):
+  """A file as the model's images are (`datasets.ImageSpec` `image`): read by
+  `data/images.py` within the export's limits (from the header), made to agree
+  (`images.conform`; 8-bit data given to a 16-bit model scaled up)."""
+  import numpy as np
+  from official.autodeeplab.data import images
+  from official.autodeeplab.modeling import sizes
+  try:
+    info = images.probe(path)
+    if max(info.height, info.width) > sizes.MAX_IMAGE_SIDE:
+      raise ValueError(f'image of {info.height}x{info.width} pixels; height and width must be at '
+                       f'most {sizes.MAX_IMAGE_SIDE}')
+    array = images.read(path, info)
+    if array.dtype == np.uint8 and image.bit_depth == 16:
+      array = array.astype(np.uint16) * 257
+    return images.conform(array, image, path)
+  except common.UserInputError as e:  # this one file: said, and the others still written
+    raise ValueError(str(e).split(': ', 1)[-1]) from None
 
 
 def _without_index(text: str) -> str:
@@ -94,33 +130,26 @@ def _without_index(text: str) -> str:
 
 
 class LiteRTClient:
-  """A LiteRT model file (tools.export --format=tflite): each image decoded here (RGB), fitted
-  to the model's input by `tflite.letterbox`, run by LiteRT's interpreter. The export's limits
-  hold here too: the size is read from the header (Pillow opens lazily) before decoding."""
+  """A LiteRT model file (tools.export --format=tflite): each image read here as the model's
+  images are (its `model.json` beside it says; 8-bit RGB without one), fitted to the model's
+  input by `tflite.letterbox`, run by LiteRT's interpreter. The export's limits hold here too:
+  the size is read from the header before decoding."""
 
   def __init__(self, path: str, num_threads: int | None):
+    from official.autodeeplab.data import datasets
     from official.autodeeplab.serving import tflite
+    from official.autodeeplab.training import run_description
     self.path = path
-    self.model = tflite.LiteRTModel(path, num_threads)
+    described = os.path.join(os.path.dirname(path), 'model.json')
+    self.image = datasets.RGB8
+    if os.path.isfile(described):
+      with open(described) as f:
+        self.image = run_description.image_spec(json.load(f))
+    self.model = tflite.LiteRTModel(path, num_threads, self.image)
 
-  def __call__(self, data: bytes):
-    import io
-    import numpy as np
-    from PIL import Image
-    from official.autodeeplab.modeling import sizes
-    try:
-      opened = Image.open(io.BytesIO(data))
-      width, height = opened.size
-      frames = getattr(opened, 'n_frames', 1)
-      if max(height, width) > sizes.MAX_IMAGE_SIDE:
-        raise ValueError(f'image of {height}x{width} pixels; height and width must be at most '
-                         f'{sizes.MAX_IMAGE_SIDE}')
-      if frames * height * width > sizes.MAX_IMAGE_PIXELS:
-        raise ValueError(f'{frames} frames of {height}x{width} pixels; at most '
-                         f'{sizes.MAX_IMAGE_PIXELS} pixels are decoded per image')
-      image = np.asarray(opened.convert('RGB'))
-    except (OSError, Image.DecompressionBombError) as e:  # UnidentifiedImageError: an OSError
-      raise ValueError(f'not a decodable image ({e})') from None
+  def __call__(self, data: bytes, path: str = ''):
+    del data
+    image = read_image(path, self.image)
     return self.model.predict(image), image.shape[:2]
 
 
@@ -131,7 +160,8 @@ class RestClient:
     self.url = f'http://{server}/v1/models/{model_name}:predict'
     self.timeout = timeout
 
-  def __call__(self, data: bytes):
+  def __call__(self, data: bytes, path: str = ''):
+    del path
     import urllib.error
     import urllib.request
     import numpy as np
@@ -163,7 +193,8 @@ class GrpcClient:
     self.server, self.model_name, self.timeout = server, model_name, timeout
     self.stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server))
 
-  def __call__(self, data: bytes):
+  def __call__(self, data: bytes, path: str = ''):
+    del path
     import grpc
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
@@ -230,8 +261,8 @@ def main(argv):
     raise common.UserInputError(f'--num_threads={FLAGS.num_threads}: must be positive')
   files = list_images(FLAGS.input)
   import numpy as np
-  from PIL import Image
   from tqdm import tqdm
+  from official.autodeeplab.data import datasets
   from official.autodeeplab.utils import visualize
   labels, description = None, None
   if FLAGS.server:
@@ -247,6 +278,7 @@ def main(argv):
       labels = os.path.join(client.path, 'assets.extra', 'labels.json')
     description = getattr(client, 'description', None)
   spec = _spec(FLAGS.dataset, description)
+  image_spec = getattr(client, 'image', datasets.RGB8)  # a server's: the files as 8-bit RGB
   palette = _palette(labels, spec)
   dataset_ids = (_dataset_ids(labels, spec) if FLAGS.prediction_ids == 'dataset' else None)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
@@ -255,7 +287,7 @@ def main(argv):
     try:
       with open(path, 'rb') as f:
         data = f.read()
-      semantic, (height, width) = client(data)
+      semantic, (height, width) = client(data, path)
     except common.UserInputError:  # the model or server itself: nothing else would work either
       raise
     except (OSError, ValueError) as e:  # one bad file: said, and the others still written
@@ -269,7 +301,8 @@ def main(argv):
                          os.path.join(FLAGS.output_dir, f'{name}.png'))
       continue
     colours = visualize.colorize(ids, palette)
-    image = np.asarray(Image.open(path).convert('RGB'))
+    image = visualize.display_rgb(datasets.normalize(
+        read_image(path, image_spec).astype(np.float32), image_spec))
     visualize.save_png(ids, os.path.join(FLAGS.output_dir, f'{name}.png'))
     visualize.save_png(colours, os.path.join(FLAGS.output_dir, f'{name}_colour.png'))
     visualize.save_png(visualize.overlay(image, colours),

@@ -60,10 +60,11 @@ def main(argv):
   from official.autodeeplab.training import configs
   from official.autodeeplab.training import loop
   from official.autodeeplab.training import search_task
-  num_classes, files, examples = FLAGS.num_classes, None, None
+  num_classes, files, examples, image = FLAGS.num_classes, None, None, None
   if FLAGS.tfrecord_dir:
     files = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.split)
     num_classes = input_pipeline.num_classes(FLAGS.tfrecord_dir, FLAGS.split)
+    image = input_pipeline.dataset_spec(FLAGS.tfrecord_dir, FLAGS.split).image
     num_examples = input_pipeline.split_summary(FLAGS.tfrecord_dir, FLAGS.split)['num_examples']
   else:
     images, labels = synthetic.arrays(FLAGS.num_examples, FLAGS.image_size, FLAGS.image_size,
@@ -73,10 +74,12 @@ def main(argv):
     num_examples = FLAGS.num_examples
   experiment = process.experiment.for_dataset(num_examples, FLAGS.num_steps)
   config, data = experiment.task, experiment.data
+  channels = 3 if image is None else image.channels
   task = search_task.SearchTask(
-      experiment, lambda: configs.build_supernet(num_classes, runtime=process.runtime),
+      experiment, lambda: configs.build_supernet(num_classes, runtime=process.runtime,
+                                                 input_channels=channels),
       process.strategy, process.runtime)
-  task.build_inputs(files, examples, FLAGS.seed)
+  task.build_inputs(files, examples, FLAGS.seed, image)
   model = task.model
   print(f'[search] L={model.num_layers} B={model.num_blocks} F={model.filter_multiplier}, '
         f'{num_classes} classes, {config.total_steps} steps (arch from {config.arch_start_step}) '

@@ -77,14 +77,15 @@ def main(argv):
   if _already_trained(description, config.total_steps):
     return
   task = train_task.TrainTask(
-      experiment, lambda: configs.retrain_model(geno, spec.num_classes, runtime=process.runtime),
+      experiment, lambda: configs.retrain_model(geno, spec.num_classes, runtime=process.runtime,
+                                                input_channels=spec.image.channels),
       process.strategy, process.runtime)
   task.set_inputs(input_pipeline.from_tfrecords(
       files, data.batch_size, data.crop_size, seed=FLAGS.seed, min_scale=data.min_scale,
-      max_scale=data.max_scale, max_side=data.max_image_side), files, spec)
+      max_scale=data.max_scale, max_side=data.max_image_side, image=spec.image), files, spec)
   if eval_files:
-    task.set_validation(input_pipeline.for_evaluation(eval_files), FLAGS.eval_split,
-                        spec.class_names)
+    task.set_validation(input_pipeline.for_evaluation(eval_files, image=spec.image),
+                        FLAGS.eval_split, spec.class_names)
   print(f'[train] {spec.name} {FLAGS.split} ({len(files)} shards, {spec.num_classes} classes), '
         f'F={task.model.filter_multiplier}, {config.total_steps} steps of batch '
         f'{data.batch_size} at crop {data.crop_size} on '

@@ -25,12 +25,14 @@ def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir
             progress: bool = True, tfds_data_dir: str | None = None,
             val_fraction: float = 0.1, tfds: tfds_source.TfdsSource | None = None,
             dataset_spec: str | None = None) -> dict:
-  """Converts one split of a dataset into sharded TFRecords; returns the split summary.
+  """Converts one split of a dataset into sharded TFRecords; returns the split summary (with
+  a `warning` when its images look wrong: (nearly) constant).
 
   For `synthetic`, `num_examples` images of `image_size` with `num_classes` classes are
   generated (seeded per split); the other datasets read `data_dir` (and `sbd_dir` for VOC
   train_aug); ADE20K can instead come from a prepared TFDS `scene_parse150` (`tfds_data_dir`).
   """
+  warning = None
   if tfds_data_dir and dataset not in ('ade20k', 'tfds'):
     raise UserInputError(f'--tfds_data_dir is for --dataset=tfds or ade20k, not {dataset}')
   if dataset == 'synthetic':
@@ -60,6 +62,7 @@ def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir
     if not loaded.splits[split]:
       raise UserInputError(f'--split={split}: {data_dir} has no image/mask pairs in it')
     spec, sources = loaded.spec, loaded.splits[split]
+    warning = folder.constant_warning(loaded, split)
     manifest = {'dataset': spec.name, 'source': 'folder', 'half_resolution': half_resolution,
                 **spec_file.document(spec)}
     shard_examples = functools.partial(writer.examples_of_shard, sources=sources,
@@ -91,8 +94,9 @@ def convert(dataset: str, output_dir: str, split: str, num_shards: int, data_dir
     shard_examples = functools.partial(writer.examples_of_shard, sources=sources,
                                        make_example=make)
     count = len(sources)
-  return writer.write_split(shard_examples, count, output_dir, split, num_shards,
-                            spec.num_classes, manifest, num_workers, progress)
+  summary = writer.write_split(shard_examples, count, output_dir, split, num_shards,
+                               spec.num_classes, manifest, num_workers, progress)
+  return {**summary, 'warning': warning} if warning else summary
 
 
 def _tfds_spec(source: tfds_source.TfdsSource, dataset_spec: str | None) -> datasets.DatasetSpec:

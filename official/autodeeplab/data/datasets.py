@@ -15,8 +15,48 @@ from official.autodeeplab.errors import UserInputError
 
 IGNORE_LABEL = 255
 INVALID = -1
-# Every model sees RGB scaled to [-1, 1]: x / PIXEL_SCALE - 1, so mid-grey (the padding) is 0.
+# Every model sees its images' value range scaled to [-1, 1] (8-bit: x / 127.5 - 1), so the
+# middle of the range (the padding) is 0.
 PIXEL_SCALE = 127.5
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+  """What a dataset's images are, and so what its models take.
+
+  Attributes:
+    channels: bands per pixel (3 for RGB, 1 for grey, N for a multi-band TIFF).
+    bit_depth: 8 or 16 bits per sample (records keep 16 bits where the data has them).
+    value_range: (lo, hi) of the raw values mapped to [-1, 1]: (0, 255) for 8-bit data; for
+      16-bit data, what the dataset says or the train split's 0.5th and 99.5th percentiles.
+  """
+  channels: int = 3
+  bit_depth: int = 8
+  value_range: tuple[float, float] = (0.0, 255.0)
+
+  @property
+  def dtype(self) -> str:
+    return 'uint16' if self.bit_depth == 16 else 'uint8'
+
+  @property
+  def max_value(self) -> int:
+    return (1 << self.bit_depth) - 1
+
+  def to_dict(self) -> dict:
+    return {'channels': self.channels, 'bit_depth': self.bit_depth,
+            'value_range': [float(v) for v in self.value_range]}
+
+  @classmethod
+  def from_dict(cls, data: dict | None) -> 'ImageSpec':
+    """The inverse of `to_dict`; None (records and workdirs written before images had a spec)
+    is 8-bit RGB."""
+    if not data:
+      return cls()
+    return cls(int(data['channels']), int(data['bit_depth']),
+               tuple(float(v) for v in data['value_range']))
+
+
+RGB8 = ImageSpec()
 
 
 def dataset_ids(spec: 'DatasetSpec') -> np.ndarray:
@@ -35,14 +75,19 @@ def dataset_ids(spec: 'DatasetSpec') -> np.ndarray:
   return inverse
 
 
-def normalize(image):
-  """Float RGB in [0, 255] -> [-1, 1] (NumPy arrays and TensorFlow tensors alike)."""
-  return image / PIXEL_SCALE - 1.0
+def normalize(image, spec: ImageSpec = RGB8):
+  """Float raw values -> [-1, 1] over the spec's value range (8-bit: x / 127.5 - 1), NumPy
+  arrays and TensorFlow tensors alike: the one normalisation of training, evaluation, exports
+  and prediction."""
+  low, high = spec.value_range
+  half = (high - low) / 2.0
+  return (image - low) / half - 1.0 if low else image / half - 1.0
 
 
-def denormalize(image):
-  """The inverse of `normalize`: [-1, 1] -> [0, 255] (not rounded or clipped)."""
-  return (image + 1.0) * PIXEL_SCALE
+def denormalize(image, spec: ImageSpec = RGB8):
+  """The inverse of `normalize` (not rounded or clipped)."""
+  low, high = spec.value_range
+  return (image + 1.0) * ((high - low) / 2.0) + low
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +100,7 @@ class DatasetSpec:
     label_map: [256] int array, raw annotation value -> train id, 255 (ignored) or INVALID.
     palette: [num_classes, 3] uint8 RGB colour per train id (for visualisation).
     splits: split name -> number of images in the full dataset.
+    image: what its images are (channels, bit depth, value range).
   """
   name: str
   class_names: tuple[str, ...]
@@ -62,6 +108,7 @@ class DatasetSpec:
   palette: np.ndarray = dataclasses.field(repr=False, compare=False)
   splits: dict[str, int] = dataclasses.field(default_factory=dict)
   ignore_label: int = IGNORE_LABEL
+  image: ImageSpec = RGB8
 
   @property
   def num_classes(self) -> int:

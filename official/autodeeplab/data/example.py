@@ -1,7 +1,9 @@
 """The tf.train.Example schema of converted datasets (Google DeepLab's feature keys).
 
-  image/encoded                     the image file's bytes (JPEG or PNG)
-  image/format                      b'jpeg' or b'png'
+  image/encoded                     the image file's bytes (JPEG or PNG), or for 16-bit images and
+                                    channel counts PNG cannot hold, zlib-compressed raw samples
+                                    (little-endian, H x W x C)
+  image/format                      b'jpeg', b'png' or b'raw.zlib'
   image/filename                    the example's name (file stem)
   image/height, image/width, image/channels
   image/segmentation/class/encoded  single-channel PNG of train ids (0..C-1, 255 ignored)
@@ -10,15 +12,32 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 from PIL import Image
+
+RAW_FORMAT = 'raw.zlib'
 
 
 def png_bytes(array: np.ndarray) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format='PNG', compress_level=1)
   return buffer.getvalue()
+
+
+def encode_image(array: np.ndarray) -> tuple[bytes, str]:
+  """[H, W, C] uint8 or uint16 -> (bytes, format): PNG for 8-bit grey, RGB or 4 bands, else
+  zlib-compressed raw samples (16 bits kept)."""
+  if array.dtype == np.uint8 and array.shape[-1] in (1, 3, 4):
+    return png_bytes(array[..., 0] if array.shape[-1] == 1 else array), 'png'
+  samples = np.ascontiguousarray(array.astype(array.dtype.newbyteorder('<'), copy=False))
+  return zlib.compress(samples.tobytes(), 1), RAW_FORMAT
+
+
+def stored_as_raw(image) -> bool:
+  """Whether images of a `datasets.ImageSpec` are stored as raw samples (`encode_image`)."""
+  return image.bit_depth != 8 or image.channels not in (1, 3, 4)
 
 
 def encode(image_bytes: bytes, image_format: str, filename: str, height: int, width: int,
@@ -43,9 +62,10 @@ def encode(image_bytes: bytes, image_format: str, filename: str, height: int, wi
   })).SerializeToString()
 
 
-def parse(serialized):
-  """Serialized Example -> {'image': uint8 [H, W, 3], 'label': uint8 [H, W], 'filename': str}."""
-  return decode(parse_features(serialized))
+def parse(serialized, image=None):
+  """Serialized Example -> {'image': [H, W, C] uint8 or uint16 (8-bit RGB unless `image`, a
+  `datasets.ImageSpec`, says otherwise), 'label': uint8 [H, W], 'filename': str}."""
+  return decode(parse_features(serialized), image)
 
 
 def parse_features(serialized):
@@ -60,13 +80,22 @@ def parse_features(serialized):
   })
 
 
-def decode(features):
-  """parse_features' output -> decoded image, label and filename."""
+def decode(features, image=None):
+  """parse_features' output -> decoded image, label and filename; `image` (a
+  `datasets.ImageSpec`; default 8-bit RGB, what records written before it existed hold) says
+  how the image is stored and how many channels it has."""
   import tensorflow as tf
-  image = tf.io.decode_image(features['image/encoded'], channels=3, expand_animations=False)
+  channels = 3 if image is None else image.channels
+  if image is not None and stored_as_raw(image):
+    dtype = tf.uint16 if image.bit_depth == 16 else tf.uint8
+    decoded = tf.io.decode_raw(tf.io.decode_compressed(features['image/encoded'], 'ZLIB'), dtype,
+                               little_endian=True)
+  else:
+    decoded = tf.io.decode_image(features['image/encoded'], channels=channels,
+                                 expand_animations=False)
   label = tf.io.decode_png(features['image/segmentation/class/encoded'], channels=1)[..., 0]
   shape = tf.stack([features['image/height'], features['image/width']])
-  image = tf.ensure_shape(tf.reshape(image, tf.concat([tf.cast(shape, tf.int32), [3]], 0)),
-                          [None, None, 3])
+  decoded = tf.ensure_shape(tf.reshape(
+      decoded, tf.concat([tf.cast(shape, tf.int32), [channels]], 0)), [None, None, channels])
   label = tf.reshape(label, tf.cast(shape, tf.int32))
-  return {'image': image, 'label': label, 'filename': features['image/filename']}
+  return {'image': decoded, 'label': label, 'filename': features['image/filename']}

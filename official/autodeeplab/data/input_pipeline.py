@@ -24,13 +24,15 @@ from official.autodeeplab.data.datasets import IGNORE_LABEL
 from official.autodeeplab.errors import UserInputError
 
 
-def normalize(image: tf.Tensor) -> tf.Tensor:
-  """uint8 RGB -> float32 in [-1, 1] (`datasets.normalize`)."""
-  return datasets.normalize(tf.cast(image, tf.float32))
+def normalize(image: tf.Tensor, spec: datasets.ImageSpec = datasets.RGB8) -> tf.Tensor:
+  """Raw values (uint8 or uint16) -> float32 in [-1, 1] over the spec's value range
+  (`datasets.normalize`)."""
+  return datasets.normalize(tf.cast(image, tf.float32), spec)
 
 
 def augment(image, label, crop_size: int, min_scale: float = 0.5, max_scale: float = 2.0,
-            seed=None, max_side: int | None = None):
+            seed=None, max_side: int | None = None,
+            spec: datasets.ImageSpec = datasets.RGB8):
   """Random scale (0.5-2.0), random crop to crop_size with padding (image: mean, label: 255),
   random horizontal flip: the paper's training augmentation. Stateless given `seed` [2].
 
@@ -48,14 +50,16 @@ def augment(image, label, crop_size: int, min_scale: float = 0.5, max_scale: flo
   # Pad to at least crop_size: the image with its mean (0 after normalisation), labels with 255.
   pad_h = tf.maximum(crop_size - new_size[0], 0)
   pad_w = tf.maximum(crop_size - new_size[1], 0)
-  image = normalize(image)  # floats in [-1, 1]; padding with 0 is the mean
+  image = normalize(image, spec)  # floats in [-1, 1]; padding with 0 is the mean
   image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
   label = tf.pad(tf.cast(label, tf.int32) - IGNORE_LABEL, [[0, pad_h], [0, pad_w], [0, 0]])
   label = label + IGNORE_LABEL
+  channels = spec.channels
   stacked = tf.concat([image, tf.cast(label, tf.float32)], -1)
-  stacked = tf.image.stateless_random_crop(stacked, [crop_size, crop_size, 4], seeds[1])
+  stacked = tf.image.stateless_random_crop(stacked, [crop_size, crop_size, channels + 1],
+                                           seeds[1])
   stacked = tf.image.stateless_random_flip_left_right(stacked, seeds[2])
-  return stacked[..., :3], tf.cast(stacked[..., 3], tf.int32)
+  return stacked[..., :channels], tf.cast(stacked[..., channels], tf.int32)
 
 
 def from_arrays(images: np.ndarray, labels: np.ndarray, batch_size: int, crop_size: int,
@@ -112,14 +116,16 @@ def split_in_halves(names: list[str]) -> dict[str, int]:
 
 def search_halves(batch_size: int, crop_size: int, min_scale: float, max_scale: float,
                   files: list[str] | None = None, examples: tuple | None = None,
-                  seed: int = 0) -> tuple[tf.data.Dataset, tf.data.Dataset, tuple[int, int]]:
+                  seed: int = 0, image: datasets.ImageSpec = datasets.RGB8
+                  ) -> tuple[tf.data.Dataset, tf.data.Dataset, tuple[int, int]]:
   """The search's trainA and trainB batches and their sizes in images, from TFRecord shards
-  (`files`) or in-memory (images, labels, names) `examples`, split by `split_in_halves`."""
+  (`files`, whose images `image` describes) or in-memory (images, labels, names) `examples`,
+  split by `split_in_halves`."""
   scale = {'min_scale': min_scale, 'max_scale': max_scale}
   if files is not None:
     halves = split_in_halves(example_names(files))
     make = lambda half, i: from_tfrecords(files, batch_size, crop_size, half=half,
-                                          seed=seed + i, halves=halves, **scale)
+                                          seed=seed + i, halves=halves, image=image, **scale)
   else:
     images, labels, names = examples
     halves = split_in_halves(names)
@@ -196,8 +202,10 @@ def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
                    shuffle_buffer: int = 256, eval_size: tuple[int, int] | None = None,
                    cycle_length: int = 8,
                    halves: dict[str, int] | None = None,
-                   max_side: int | None = None) -> tf.data.Dataset:
-  """Batches of (images float32 [B, H, W, 3] in [-1, 1], labels int32 [B, H, W], 255 ignored).
+                   max_side: int | None = None,
+                   image: datasets.ImageSpec = datasets.RGB8) -> tf.data.Dataset:
+  """Batches of (images float32 [B, H, W, C] in [-1, 1], labels int32 [B, H, W], 255 ignored).
+
 
   Args:
     files: shard paths (`split_files`).
@@ -217,6 +225,8 @@ def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
     shuffle_buffer: examples in the shuffle buffer.
     eval_size: fixed (height, width) to pad evaluation images to.
     cycle_length: shards read in parallel.
+    image: what the records' images are (the split's `dataset_spec(...).image`; 8-bit RGB
+      for records written before images had a spec).
   """
   if half is not None and half not in HALVES:
     raise UserInputError(f'half={half!r}: expected trainA or trainB')
@@ -241,34 +251,36 @@ def from_tfrecords(files: list[str], batch_size: int, crop_size: int = 513,
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
 
     def train_map(features, pair_seed):
-      decoded = example.decode(features)
+      decoded = example.decode(features, image)
       return augment(decoded['image'], decoded['label'], crop_size, min_scale, max_scale,
-                     seed=pair_seed, max_side=max_side)
+                     seed=pair_seed, max_side=max_side, spec=image)
 
     ds = ds.map(train_map, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
   else:
     def eval_map(features):
-      decoded = example.decode(features)
-      return normalize(decoded['image']), tf.cast(decoded['label'], tf.int32)
+      decoded = example.decode(features, image)
+      return normalize(decoded['image'], image), tf.cast(decoded['label'], tf.int32)
 
     ds = ds.map(eval_map, num_parallel_calls=tf.data.AUTOTUNE)
-    shapes = ([None, None, 3], [None, None]) if eval_size is None else (
-        [*eval_size, 3], list(eval_size))
+    shapes = ([None, None, image.channels], [None, None]) if eval_size is None else (
+        [*eval_size, image.channels], list(eval_size))
     ds = ds.padded_batch(batch_size, padded_shapes=shapes,
                          padding_values=(0.0, IGNORE_LABEL))
   return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def for_evaluation(files: list[str], batch_size: int = 1) -> tf.data.Dataset:
+def for_evaluation(files: list[str], batch_size: int = 1,
+                   image: datasets.ImageSpec = datasets.RGB8) -> tf.data.Dataset:
   """One pass in file order, for evaluation and prediction: batches of dicts with
-  `image` (float32 [B, H, W, 3] in [-1, 1], padded with 0 = the mean to the batch's largest),
+  `image` (float32 [B, H, W, C] in [-1, 1], padded with 0 = the mean to the batch's largest),
   `label` (int32 [B, H, W], padding 255 = ignored), `filename`, `height` and `width` (the
-  unpadded size, to crop predictions back)."""
+  unpadded size, to crop predictions back); `image` says what the records' images are."""
   def parse(serialized):
-    decoded = example.decode(example.parse_features(serialized))
+    decoded = example.decode(example.parse_features(serialized), image)
     shape = tf.shape(decoded['label'])
-    return {'image': normalize(decoded['image']), 'label': tf.cast(decoded['label'], tf.int32),
+    return {'image': normalize(decoded['image'], image),
+            'label': tf.cast(decoded['label'], tf.int32),
             'filename': decoded['filename'], 'height': shape[0], 'width': shape[1]}
 
   ds = tf.data.Dataset.from_tensor_slices(files).flat_map(tf.data.TFRecordDataset)

@@ -11,12 +11,19 @@ The user's file:
    "ignore_label": 255,                                            optional, a raw mask value
    "label_format": "ids",                                          "ids" (default) or "colours"
    "label_map": {"0": 0, "7": 1, "3": 255},                        "ids" only: raw value -> class
-   "ignore_colour": [0, 0, 0]}                                     "colours" only
+   "ignore_colour": [0, 0, 0],                                     "colours" only
+   "image": {"channels": 1, "bit_depth": 16,                       optional; inferred from the
+             "value_range": [0, 4095] | "auto"}}                   files when absent
+"image" says what the images are: the converter refuses a file that differs (or, without it,
+files that differ from each other), and the value range is what the models map to [-1, 1]
+("auto": the train split's 0.5th and 99.5th percentiles, computed at conversion; the default
+for 16-bit data; 8-bit data defaults to [0, 255]).
 """
 from __future__ import annotations
 
 import json
 import re
+import typing
 from typing import Any
 
 import numpy as np
@@ -27,7 +34,24 @@ from official.autodeeplab.errors import UserInputError
 SPEC_FILE = 'dataset.json'
 LABEL_FORMATS = ('ids', 'colours')
 _KEYS = {'name', 'class_names', 'palette', 'ignore_label', 'label_format', 'label_map',
-         'ignore_colour'}
+         'ignore_colour', 'image'}
+_IMAGE_KEYS = {'channels', 'bit_depth', 'value_range'}
+AUTO = 'auto'
+
+
+class ImageRequest(typing.NamedTuple):
+  """What a dataset.json says of its images (None: to be inferred from the files)."""
+  channels: int | None = None
+  bit_depth: int | None = None
+  value_range: tuple[float, float] | str | None = None  # numbers, 'auto', or None
+
+
+class Parsed(typing.NamedTuple):
+  """A user's dataset.json: the spec, how masks are read, colours -> ids, the image request."""
+  spec: datasets.DatasetSpec
+  label_format: str
+  colours: dict | None
+  image: ImageRequest
 
 
 def _colour(value: Any, where: str) -> tuple[int, int, int]:
@@ -43,9 +67,34 @@ def _byte(value: Any, where: str) -> int:
   return value
 
 
-def parse(data: Any, source: str) -> tuple[datasets.DatasetSpec, str, dict | None]:
+def _image_request(data: Any, source: str) -> ImageRequest:
+  """The "image" field, validated."""
+  if data is None:
+    return ImageRequest()
+  if not isinstance(data, dict) or set(data) - _IMAGE_KEYS:
+    raise UserInputError(f'{source}: "image" must be an object with "channels", "bit_depth" and '
+                         f'"value_range" (each optional), got {data!r}')
+  channels, depth, value_range = (data.get(k) for k in ('channels', 'bit_depth', 'value_range'))
+  if channels is not None and (not isinstance(channels, int) or isinstance(channels, bool)
+                               or not 1 <= channels <= 64):
+    raise UserInputError(f'{source}: "image": "channels" must be an integer 1-64, got '
+                         f'{channels!r}')
+  if depth is not None and depth not in (8, 16):
+    raise UserInputError(f'{source}: "image": "bit_depth" must be 8 or 16, got {depth!r}')
+  if value_range is not None and value_range != AUTO:
+    top = (1 << (depth or 16)) - 1
+    if (not isinstance(value_range, list) or len(value_range) != 2 or
+        not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value_range)
+        or not 0 <= value_range[0] < value_range[1] <= top):
+      raise UserInputError(f'{source}: "image": "value_range" must be "auto" or [lo, hi] with '
+                           f'0 <= lo < hi <= {top}, got {value_range!r}')
+    value_range = (float(value_range[0]), float(value_range[1]))
+  return ImageRequest(channels, depth, value_range)
+
+
+def parse(data: Any, source: str) -> Parsed:
   """A user's dataset.json (parsed JSON) -> (spec, label_format, {colour: train id} for
-  "colours", else None); every error names `source` and the field."""
+  "colours", else None, the image request); every error names `source` and the field."""
   if not isinstance(data, dict):
     raise UserInputError(f'{source}: expected a JSON object with "name" and "class_names"')
   unknown = sorted(set(data) - _KEYS)
@@ -119,10 +168,10 @@ def parse(data: Any, source: str) -> tuple[datasets.DatasetSpec, str, dict | Non
   label_map[ignore] = datasets.IGNORE_LABEL
   spec = datasets.DatasetSpec(name=name, class_names=tuple(names), label_map=label_map,
                               palette=palette)
-  return spec, label_format, colours
+  return Parsed(spec, label_format, colours, _image_request(data.get('image'), source))
 
 
-def read(path: str) -> tuple[datasets.DatasetSpec, str, dict | None]:
+def read(path: str) -> Parsed:
   """`parse` of the file at `path`."""
   try:
     with open(path) as f:
@@ -139,7 +188,8 @@ def document(spec: datasets.DatasetSpec) -> dict:
   """What a records directory's dataset.json and a workdir's model.json carry of a spec."""
   raw = np.flatnonzero(spec.label_map != datasets.INVALID)
   return {'class_names': list(spec.class_names), 'palette': np.asarray(spec.palette).tolist(),
-          'label_map': {str(int(r)): int(spec.label_map[r]) for r in raw}}
+          'label_map': {str(int(r)): int(spec.label_map[r]) for r in raw},
+          'image': spec.image.to_dict()}
 
 
 def from_document(data: dict, name: str, source: str) -> datasets.DatasetSpec:
@@ -150,7 +200,8 @@ def from_document(data: dict, name: str, source: str) -> datasets.DatasetSpec:
       label_map[int(raw)] = int(train_id)
     return datasets.DatasetSpec(name=name, class_names=tuple(data['class_names']),
                                 label_map=label_map,
-                                palette=np.asarray(data['palette'], np.uint8))
+                                palette=np.asarray(data['palette'], np.uint8),
+                                image=datasets.ImageSpec.from_dict(data.get('image')))
   except (KeyError, TypeError, ValueError, IndexError) as e:
     raise UserInputError(f'{source}: unreadable dataset spec ({type(e).__name__}: {e})') from None
 

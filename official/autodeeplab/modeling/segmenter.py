@@ -27,14 +27,17 @@ class Segmenter(ops.TypedConfig, tracking.CheckpointLists, keras.Model):
     filter_multiplier: F.
     drop_path_keep_prob: scheduled drop path's final keep probability (1.0: off).
     settings: conv/BN settings (synchronized BN, weight decay, BN momentum/epsilon).
+    input_channels: the images' channels (`datasets.ImageSpec.channels`; 3 for RGB).
   """
   CONFIG_OBJECTS = backbone_lib.GENOTYPE_CONFIG
 
   def __init__(self, genotype: Genotype, num_classes: int, filter_multiplier: int,
                drop_path_keep_prob: float = 1.0,
-               settings: ops.LayerSettings = ops.LayerSettings(), **kwargs):
+               settings: ops.LayerSettings = ops.LayerSettings(), input_channels: int = 3,
+               **kwargs):
     super().__init__(**kwargs)
     self.genotype, self.num_classes = genotype, num_classes
+    self.input_channels = input_channels
     self.filter_multiplier, self.drop_path_keep_prob = filter_multiplier, drop_path_keep_prob
     self.settings = settings
     self.backbone = backbone_lib.Backbone(genotype, filter_multiplier, drop_path_keep_prob,
@@ -68,7 +71,8 @@ class Segmenter(ops.TypedConfig, tracking.CheckpointLists, keras.Model):
   def get_config(self):
     return self.config_of(genotype=self.genotype, num_classes=self.num_classes,
                           filter_multiplier=self.filter_multiplier,
-                          drop_path_keep_prob=self.drop_path_keep_prob, settings=self.settings)
+                          drop_path_keep_prob=self.drop_path_keep_prob, settings=self.settings,
+                          input_channels=self.input_channels)
 
 
 def build_segmenter(genotype: Genotype, num_classes: int,
@@ -76,7 +80,7 @@ def build_segmenter(genotype: Genotype, num_classes: int,
                     synchronized: bool = False, weight_decay: float = sizes.WEIGHT_DECAY,
                     drop_path_keep_prob: float = 1.0,
                     batch_norm_momentum: float = sizes.BATCH_NORM_MOMENTUM,
-                    float32_batch_norm: bool = True) -> Segmenter:
+                    float32_batch_norm: bool = True, input_channels: int = 3) -> Segmenter:
   """The retrain model with the paper's settings (`sizes`: Google's BN decay, epsilon and L2).
 
   A short run needs a faster BN decay (`batch_norm_momentum`, e.g. 0.9) for its moving averages
@@ -92,6 +96,7 @@ def build_segmenter(genotype: Genotype, num_classes: int,
                     drop_path_keep_prob,
                     ops.LayerSettings(synchronized=synchronized, weight_decay=weight_decay,
                                       batch_norm_momentum=batch_norm_momentum,
-                                      float32_batch_norm=float32_batch_norm))
-  model.build((None, None, None, 3))
+                                      float32_batch_norm=float32_batch_norm),
+                    input_channels=input_channels)
+  model.build((None, None, None, input_channels))
   return model

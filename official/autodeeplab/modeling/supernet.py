@@ -96,7 +96,8 @@ def _relu_conv(x, kernel, stride=1):
 
 
 ASPP_RATE_TIMES_STRIDE = 96  # the search head's atrous rate is 96 / stride (paper sec. 5.1)
-_DESCRIPTION_KEYS = ('num_classes', 'num_layers', 'num_blocks', 'filter_multiplier')
+_DESCRIPTION_KEYS = ('num_classes', 'num_layers', 'num_blocks', 'filter_multiplier',
+                     'input_channels')
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
@@ -150,15 +151,18 @@ class Supernet(tracking.CheckpointLists, keras.Model):
     seed: seed of the flat per-level weight initialisation.
     float32_batch_norm: the stem's and heads' reduced-precision BN through the float32 kernel
       (`ops.LayerSettings`; a runtime choice, not part of `description()`).
+    input_channels: the images' channels (`datasets.ImageSpec.channels`).
   """
 
   def __init__(self, num_classes: int, num_layers: int = space.NUM_LAYERS,
                num_blocks: int = space.NUM_BLOCKS,
                filter_multiplier: int = space.SEARCH_FILTER_MULTIPLIER, recompute: bool = False,
-               seed: int = 0, float32_batch_norm: bool = True, **kwargs):
+               seed: int = 0, float32_batch_norm: bool = True, input_channels: int = 3,
+               **kwargs):
     super().__init__(**kwargs)
     self.num_classes, self.num_layers, self.num_blocks = num_classes, num_layers, num_blocks
     self.filter_multiplier, self.recompute, self.seed = filter_multiplier, recompute, seed
+    self.input_channels = input_channels
     self.num_levels = space.NUM_LEVELS
     settings = ops.LayerSettings(batch_norm_momentum=0.9, float32_batch_norm=float32_batch_norm)
     self.stem = []
@@ -204,8 +208,9 @@ class Supernet(tracking.CheckpointLists, keras.Model):
 
   @classmethod
   def from_description(cls, description: dict, source: str = 'supernet.json') -> 'Supernet':
-    try:
-      return cls(**{key: int(description[key]) for key in _DESCRIPTION_KEYS})
+    try:  # written before images had channels: RGB
+      return cls(**{key: int(description.get(key, 3) if key == 'input_channels' else
+                              description[key]) for key in _DESCRIPTION_KEYS})
     except (KeyError, TypeError, ValueError) as e:
       raise UserInputError(f'{source}: unreadable ({type(e).__name__}: {e})') from None
 

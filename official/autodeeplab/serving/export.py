@@ -16,6 +16,12 @@ Signatures:
 * `predict_tensor`: `images` (float32 [N, H, W, 3], RGB in [0, 255], any H, W) -> `logits`
   (float32 [N, H, W, C]) and `semantic` (int32 [N, H, W]). With multi-scale / flip inference,
   `logits` are the log of the averaged probabilities.
+A model of other images (`datasets.ImageSpec`: grey, N bands, 16 bits) takes what they are:
+`serving_default` decodes PNG (8 or 16-bit; 8-bit scaled to 16 bits for a 16-bit model) and JPEG
+to its channel count (1, 3 or 4; other counts only through `predict_tensor`), and
+`predict_tensor` takes float32 [N, H, W, channels] of raw values (0-255 or 0-65535); both
+normalise by the dataset's value range, as training did. The export's `model.json` says so
+(`input`).
 
 Input policy: images are normalised to [-1, 1] as in training and never resized (the network is
 fully convolutional; multi-scale inference resizes internally and averages at the input size);
@@ -46,6 +52,7 @@ from official.autodeeplab.modeling import sizes
 from official.autodeeplab.serving import image_limits
 from official.autodeeplab.training import evaluation
 
+DECODABLE_CHANNELS = (1, 3, 4)
 MAX_SIDE = sizes.MAX_IMAGE_SIDE
 MIN_SIDE = sizes.MIN_IMAGE_SIZE
 SERVING_DEFAULT = 'serving_default'
@@ -64,16 +71,18 @@ class SegmentationServer(tf.Module):
   """
 
   def __init__(self, model, scales: Sequence[float] = (1.0,), flip: bool = False,
-               limits: image_limits.Limits = image_limits.Limits()):
+               limits: image_limits.Limits = image_limits.Limits(),
+               image: datasets.ImageSpec = datasets.RGB8):
     super().__init__(name='autodeeplab')
-    self.model, self.limits = model, limits
+    self.model, self.limits, self.image = model, limits, image
     self.scales, self.flip = tuple(float(s) for s in scales), bool(flip)
 
   def _probabilities(self, images):
-    """float32 [N, H, W, 3] in [0, 255] -> probabilities [N, H, W, C]; small sides padded."""
+    """float32 [N, H, W, C] raw values -> probabilities [N, H, W, classes]; small sides
+    padded."""
     size = tf.shape(images)[1:3]
     padded = tf.maximum(size, MIN_SIDE)
-    normalised = datasets.normalize(images)
+    normalised = datasets.normalize(images, self.image)
     normalised = tf.pad(normalised, [[0, 0], [0, padded[0] - size[0]],
                                      [0, padded[1] - size[1]], [0, 0]])
     probabilities = evaluation.predict_probabilities(self.model, normalised, self.scales,
@@ -89,8 +98,11 @@ class SegmentationServer(tf.Module):
     shape = tf.shape(images)
     pixels = tf.cast(shape[1], tf.int64) * tf.cast(shape[2], tf.int64)
     limits = self.limits
+    channels = self.image.channels
     checks = [
-        tf.debugging.assert_equal(shape[3], 3, message='images: expected RGB, [N, H, W, 3]'),
+        tf.debugging.assert_equal(shape[3], channels, message=(
+            'images: expected RGB, [N, H, W, 3]' if channels == 3 else
+            f'images: expected [N, H, W, {channels}] (the model\'s {channels} channel(s))')),
         tf.debugging.assert_positive(shape[0], message='images: empty batch'),
         tf.debugging.assert_less_equal(
             tf.reduce_max(shape[1:3]), limits.max_side,
@@ -109,8 +121,8 @@ class SegmentationServer(tf.Module):
     if self._single_scale():
       size = tf.shape(images)[1:3]
       padded = tf.maximum(size, MIN_SIDE)
-      normalised = tf.pad(datasets.normalize(images), [[0, 0], [0, padded[0] - size[0]],
-                                                  [0, padded[1] - size[1]], [0, 0]])
+      normalised = tf.pad(datasets.normalize(images, self.image),
+                          [[0, 0], [0, padded[0] - size[0]], [0, padded[1] - size[1]], [0, 0]])
       logits = self.model(normalised, training=False)[:, :size[0], :size[1]]
     else:
       logits = tf.math.log(tf.maximum(self._probabilities(images), 1e-30))
@@ -145,9 +157,17 @@ class SegmentationServer(tf.Module):
     return {'semantic': semantic, 'confidence': confidence, 'image_size': sizes_}
 
   def _decode(self, data):
-    """One encoded image -> uint8 [H, W, 3]; only called once its header passed the limits."""
-    return tf.ensure_shape(tf.io.decode_image(data, channels=3, expand_animations=False),
-                           [None, None, 3])
+    """One encoded image -> [H, W, channels] raw values (uint8, or uint16 for a 16-bit model);
+    only called once its header passed the limits."""
+    channels = self.image.channels
+    if channels not in DECODABLE_CHANNELS:  # PNG and JPEG hold 1, 3 or 4 (RGBA) channels
+      with tf.control_dependencies([tf.debugging.assert_equal(0, 1, message=(
+          f'image_bytes: this model takes {channels}-band images, which PNG and JPEG cannot '
+          'hold: send them to predict_tensor'))]):
+        return tf.zeros([1, 1, channels], tf.uint8)
+    dtype = tf.uint16 if self.image.bit_depth == 16 else tf.uint8
+    return tf.ensure_shape(tf.io.decode_image(data, channels=channels, dtype=dtype,
+                                              expand_animations=False), [None, None, channels])
 
 
 def error_text(message: str) -> str:
@@ -168,16 +188,24 @@ def next_version(model_dir: str) -> int:
   return max(versions, default=0) + 1
 
 
-def warmup_requests(model_name: str, path: str) -> int:
+def warmup_requests(model_name: str, path: str,
+                    image: datasets.ImageSpec = datasets.RGB8) -> int:
   """Writes TF Serving warm-up records (PredictionLog) asking `serving_default` for two images
-  of different sizes and colour formats; returns the number of records."""
+  of different sizes (and, for RGB, colour formats); returns the number of records (none for a
+  model of images PNG cannot hold)."""
   from tensorflow_serving.apis import model_pb2
   from tensorflow_serving.apis import predict_pb2
   from tensorflow_serving.apis import prediction_log_pb2
   rng = np.random.default_rng(0)
-  batches = [[example.png_bytes(rng.integers(0, 256, [64, 96, 3], dtype=np.uint8))],
-             [example.png_bytes(rng.integers(0, 256, [40, 40], dtype=np.uint8)),
-              example.png_bytes(rng.integers(0, 256, [48, 56, 3], dtype=np.uint8))]]
+  if image.channels not in DECODABLE_CHANNELS:
+    tf.io.gfile.GFile(path, 'wb').close()
+    return 0
+  dtype = np.uint16 if image.bit_depth == 16 else np.uint8
+  png = lambda height, width: tf.io.encode_png(rng.integers(
+      0, image.max_value + 1, [height, width, image.channels], dtype=dtype)).numpy()
+  batches = [[png(64, 96)], [png(40, 40), png(48, 56)]]
+  if image.channels == 3:  # a grey PNG to an RGB model: replicated
+    batches[1][0] = example.png_bytes(rng.integers(0, 256, [40, 40], dtype=np.uint8))
   with tf.io.TFRecordWriter(path) as writer:
     for batch in batches:
       request = predict_pb2.PredictRequest(
@@ -206,7 +234,8 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
            class_names: Sequence[str] | None = None, palette: np.ndarray | None = None,
            scales: Sequence[float] = (1.0,), flip: bool = False,
            description: dict | None = None, dataset_ids: Sequence[int] | None = None,
-           limits: image_limits.Limits = image_limits.Limits()) -> str:
+           limits: image_limits.Limits = image_limits.Limits(),
+           image: datasets.ImageSpec = datasets.RGB8) -> str:
   """Writes `{export_dir}/{model_name}/{version}` (default: the next version); returns its path.
 
   Args:
@@ -221,6 +250,7 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
     description: what the model is (`run_description.model_description`), for `model.json`.
     dataset_ids: the dataset's own label value per class, for `labels.json`.
     limits: what a request may cost (`image_limits.Limits`), checked from the image headers.
+    image: what the model's images are (channels, bit depth, value range).
   """
   if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', model_name):
     raise UserInputError(f'model_name={model_name}: expected letters, digits, _ . -')
@@ -238,7 +268,7 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
     raise UserInputError(f'{model_dir}: cannot create it ({e.strerror})') from None
   tmp = os.path.join(model_dir, f'.tmp-{version}-{os.getpid()}')
   shutil.rmtree(tmp, ignore_errors=True)
-  server = SegmentationServer(model, scales, flip, limits)
+  server = SegmentationServer(model, scales, flip, limits, image)
   try:
     tf.saved_model.save(server, tmp, signatures={
         SERVING_DEFAULT: server.serve_image_bytes.get_concrete_function(),
@@ -252,8 +282,9 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
       json.dump({**(description or {}), 'scales': list(server.scales), 'flip': server.flip,
                  'max_side': limits.max_side, 'max_pixels': limits.max_pixels,
                  'max_request_pixels': limits.max_request_pixels, 'min_side_padded_to': MIN_SIDE,
-                 'signatures': [SERVING_DEFAULT, PREDICT_TENSOR]}, f, indent=1)
-    warmup_requests(model_name, os.path.join(extra, WARMUP_FILE))
+                 'signatures': [SERVING_DEFAULT, PREDICT_TENSOR],
+                 'image': image.to_dict(), 'input': input_contract(image)}, f, indent=1)
+    warmup_requests(model_name, os.path.join(extra, WARMUP_FILE), image)
     os.rename(tmp, target)
   except (OSError, tf.errors.OpError) as e:  # a full disk, an unwritable export_dir
     raise UserInputError(f'{target}: cannot write the export ({errors.reason(e, 500)}); '
@@ -261,6 +292,22 @@ def export(model, export_dir: str, model_name: str = 'autodeeplab', version: int
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return target
+
+
+def input_contract(image: datasets.ImageSpec) -> dict:
+  """What each signature takes, for the export's model.json."""
+  low, high = image.value_range
+  return {
+      SERVING_DEFAULT: ('not available: PNG and JPEG cannot hold '
+                        f'{image.channels} channels; use {PREDICT_TENSOR}'
+                        if image.channels not in DECODABLE_CHANNELS else
+                        f'encoded PNG ({"8 or 16" if image.bit_depth == 16 else "8"}-bit) or JPEG, '
+                        f'decoded to {image.channels} channel(s)'
+                        + (' (8-bit scaled to 16 bits)' if image.bit_depth == 16 else '')),
+      PREDICT_TENSOR: (f'float32 [N, H, W, {image.channels}], raw {image.bit_depth}-bit values '
+                       f'(0-{image.max_value})'),
+      'normalisation': f'(x - {low:g}) / ({high:g} - {low:g}) * 2 - 1, as in training',
+  }
 
 
 def resolve_saved_model(path: str) -> str:

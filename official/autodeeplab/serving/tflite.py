@@ -2,7 +2,8 @@
 
 The SavedModel serves any image size; a LiteRT model has one fixed input, uint8 [1, H, W, 3] RGB,
 with the normalisation inside, and outputs the class ids `semantic` int32 [1, H, W] (and, when
-asked, the `logits`). Three forms:
+asked, the `logits`). A model of other images (`datasets.ImageSpec`) takes [1, H, W, channels]:
+uint8 for 8-bit data, float32 raw values (0-65535) for 16-bit data. Three forms:
 
 * `none`: float32 weights and arithmetic;
 * `float16`: weights stored in float16 (half the file), computed in float32;
@@ -31,7 +32,7 @@ from official.autodeeplab.errors import UserInputError
 from official.autodeeplab import files
 
 QUANTIZATIONS = ('none', 'float16', 'int8')
-PAD_VALUE = 128  # uint8 mid-grey: 0 after normalisation, the training padding
+PAD_VALUE = 128  # uint8 mid-grey: 0 after normalisation, the training padding (8-bit RGB)
 _FLATBUFFER_ID = b'TFL3'  # a LiteRT model's file identifier (bytes 4..8)
 
 
@@ -41,23 +42,33 @@ def model_file_name(model_name: str, height: int, width: int, quantize: str = 'n
   return f'{model_name}_{height}x{width}{suffix}.tflite'
 
 
+def pad_value(image) -> float:
+  """The letterbox's padding for images of `image` (a `datasets.ImageSpec`): the middle of its
+  value range, 0 after normalisation like the training padding (128 for 8-bit data)."""
+  if image.bit_depth == 8 and tuple(image.value_range) == (0.0, 255.0):
+    return PAD_VALUE
+  return round(sum(image.value_range) / 2)
+
+
 def frozen_function(model, height: int, width: int, quantize: str = 'none',
-                    with_logits: bool = False):
+                    with_logits: bool = False, image=None):
   """The inference graph with every variable a constant, for the converter.
 
-  Float forms take uint8 and cast it in the graph; the int8 form takes the same pixel values as
-  float32 and the converter makes its input uint8 (`inference_input_type`), so the cast is not a
-  float op inside an integer graph.
+  Float forms take uint8 (8-bit data) and cast it in the graph; the int8 form takes the same
+  pixel values as float32 and the converter makes its input uint8 (`inference_input_type`), so
+  the cast is not a float op inside an integer graph. 16-bit data is taken as float32 values.
   """
   import tensorflow as tf
   # The public converter has no freezing step of its own for a concrete function.
   from tensorflow.python.framework import convert_to_constants
   from official.autodeeplab.data import datasets
-  dtype = tf.float32 if quantize == 'int8' else tf.uint8
+  image = image or datasets.RGB8
+  dtype = tf.float32 if quantize == 'int8' or image.bit_depth == 16 else tf.uint8
 
-  @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], dtype, name='image')])
-  def segment(image):
-    logits = model(datasets.normalize(tf.cast(image, tf.float32)), training=False)
+  @tf.function(input_signature=[tf.TensorSpec([1, height, width, image.channels], dtype,
+                                              name='image')])
+  def segment(pixels):
+    logits = model(datasets.normalize(tf.cast(pixels, tf.float32), image), training=False)
     outputs = {'semantic': tf.argmax(logits, -1, output_type=tf.int32)}
     if with_logits:
       outputs['logits'] = logits
@@ -67,15 +78,17 @@ def frozen_function(model, height: int, width: int, quantize: str = 'none',
 
 
 def convert(model, height: int, width: int, quantize: str = 'none',
-            calibration: Iterable[np.ndarray] | None = None, with_logits: bool = False) -> bytes:
+            calibration: Iterable[np.ndarray] | None = None, with_logits: bool = False,
+            image=None) -> bytes:
   """The LiteRT flatbuffer of `model` at input size (height, width).
 
   Args:
     model: the trained segmenter (images in [-1, 1] -> logits).
     height, width: the fixed input size.
     quantize: 'none', 'float16' or 'int8'.
-    calibration: for int8, uint8 [height, width, 3] images (a few dozen to a hundred).
+    calibration: for int8, [height, width, channels] images (a few dozen to a hundred).
     with_logits: also output the logits.
+    image: what the model's images are (`datasets.ImageSpec`; default 8-bit RGB).
   """
   import tensorflow as tf
   if quantize not in QUANTIZATIONS:
@@ -86,7 +99,7 @@ def convert(model, height: int, width: int, quantize: str = 'none',
     if not images:
       raise UserInputError('quantize=int8: needs calibration images (--tfrecord_dir with '
                            '--calibration_split)')
-  function = frozen_function(model, height, width, quantize, with_logits)
+  function = frozen_function(model, height, width, quantize, with_logits, image)
   converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
   if quantize == 'float16':
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -95,7 +108,8 @@ def convert(model, height: int, width: int, quantize: str = 'none',
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([image] for image in images)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
+    if image is None or image.bit_depth == 8:  # 16-bit values stay float32
+      converter.inference_input_type = tf.uint8
   try:
     return converter.convert()
   except Exception as e:  # noqa: BLE001 (the converter raises ConverterError and others)
@@ -122,26 +136,37 @@ def write_model(data: bytes, path: str) -> str:
   return files.write_bytes(path, data)
 
 
-def calibration_images(files: list[str], height: int, width: int, count: int) -> list[np.ndarray]:
-  """Up to `count` images of the TFRecord shards `files`, letterboxed to (height, width)."""
+def calibration_images(files: list[str], height: int, width: int, count: int,
+                       image=None) -> list[np.ndarray]:
+  """Up to `count` images of the TFRecord shards `files` (of `image`, a `datasets.ImageSpec`),
+  letterboxed to (height, width)."""
   import tensorflow as tf
   from official.autodeeplab.data import example
-  images = []
-  for features in tf.data.TFRecordDataset(files).map(example.parse).take(count):
-    images.append(letterbox(features['image'].numpy(), height, width)[0])
-  return images
+  from official.autodeeplab.data import datasets
+  image = image or datasets.RGB8
+  parse = lambda serialized: example.parse(serialized, image)
+  return [letterbox(features['image'].numpy(), height, width, pad_value(image))[0]
+          for features in tf.data.TFRecordDataset(files).map(parse).take(count)]
 
 
-def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
-  """uint8 [h, w, 3] -> (uint8 [height, width, 3], (content height, content width))."""
+def letterbox(image: np.ndarray, height: int, width: int,
+              pad: float = PAD_VALUE) -> tuple[np.ndarray, tuple[int, int]]:
+  """[h, w, C] (uint8 or uint16) -> ([height, width, C] of its type, (content height, content
+  width)); the padding `pad` (the middle of the value range)."""
   from PIL import Image
   h, w = image.shape[:2]
   scale = min(1.0, height / h, width / w)
   if scale < 1.0:
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    if image.dtype == np.uint8 and image.shape[-1] == 3:
+      image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    else:  # band by band in floating point (grey, N bands, 16 bits)
+      bands = [np.asarray(Image.fromarray(image[..., c].astype(np.float32), 'F').resize(
+          size, Image.BILINEAR)) for c in range(image.shape[-1])]
+      image = np.clip(np.round(np.stack(bands, -1)), 0,
+                      np.iinfo(image.dtype).max).astype(image.dtype)
   content = image.shape[:2]
-  boxed = np.full([height, width, 3], PAD_VALUE, np.uint8)
+  boxed = np.full([height, width, image.shape[-1]], pad, image.dtype)
   boxed[:content[0], :content[1]] = image
   return boxed, content
 
@@ -166,7 +191,7 @@ class LiteRTModel:
     num_threads: CPU threads of the interpreter (XNNPACK).
   """
 
-  def __init__(self, path: str, num_threads: int | None = None):
+  def __init__(self, path: str, num_threads: int | None = None, image=None):
     try:
       with open(path, 'rb') as f:
         header = f.read(8)
@@ -181,8 +206,10 @@ class LiteRTModel:
     except (ValueError, RuntimeError) as e:
       raise UserInputError(f'tflite={path}: LiteRT cannot load it ({e})') from None
     (name, detail), = self._runner.get_input_details().items()
-    self._input_name = name
+    self._input_name, self._input_dtype = name, detail['dtype']
     self.height, self.width = (int(x) for x in detail['shape'][1:3])
+    self.channels = int(detail['shape'][3])
+    self._pad = PAD_VALUE if image is None else pad_value(image)
     # The converter names outputs output_N: the class ids are the int32 one, the logits float.
     outputs = self._runner.get_output_details()
     self._semantic = next((n for n, d in outputs.items() if d['dtype'] == np.int32), None)
@@ -192,10 +219,15 @@ class LiteRTModel:
                            'by tools.export --format=tflite)')
 
   def predict(self, image: np.ndarray, with_logits: bool = False):
-    """uint8 [h, w, 3] of any size -> int32 class ids [h, w] (letterboxed through the model);
-    with `with_logits`, also the model's logits [height, width, classes] (float32)."""
-    boxed, content = letterbox(image, self.height, self.width)
-    outputs = self._runner(**{self._input_name: boxed[np.newaxis]})
+    """[h, w, channels] (uint8, or uint16 for a 16-bit model) of any size -> int32 class ids
+    [h, w] (letterboxed through the model); with `with_logits`, also the model's logits
+    [height, width, classes] (float32)."""
+    if image.ndim == 2:
+      image = image[..., np.newaxis]
+    if image.shape[-1] != self.channels:
+      raise ValueError(f'{image.shape[-1]} channel(s); the model takes {self.channels}')
+    boxed, content = letterbox(image, self.height, self.width, self._pad)
+    outputs = self._runner(**{self._input_name: boxed[np.newaxis].astype(self._input_dtype)})
     semantic = unletterbox(outputs[self._semantic][0], content, image.shape[:2])
     if not with_logits:
       return semantic

@@ -205,8 +205,8 @@ def load_trained_model(workdir: str, checkpoint: str | None = None, **build_opti
   if checkpoint and not tf.io.gfile.exists(path + '.index'):
     raise UserInputError(f'checkpoint={checkpoint}: no such checkpoint (expected the prefix of '
                          'a .index/.data pair, e.g. WORKDIR/checkpoints/ckpt-1000)')
-  model = segmenter.build_segmenter(geno, description['num_classes'],
-                                    filter_multiplier=description['filter_multiplier'],
-                                    **build_options)
+  model = segmenter.build_segmenter(
+      geno, description['num_classes'], filter_multiplier=description['filter_multiplier'],
+      input_channels=run_description.image_spec(description).channels, **build_options)
   restore(tf.train.Checkpoint(model=model), path, workdir, partial=True)
   return model, description, path

@@ -100,13 +100,16 @@ def inference_options(scales: Sequence[float] = (1.0,), flip: bool = False) -> d
 def build_supernet(num_classes: int, num_layers: int = space.NUM_LAYERS,
                    num_blocks: int = space.NUM_BLOCKS,
                    filter_multiplier: int = space.SEARCH_FILTER_MULTIPLIER,
-                   recompute: bool = False, seed: int = 0, runtime=None):
+                   recompute: bool = False, seed: int = 0, runtime=None,
+                   input_channels: int = 3):
   """The supernet of an experiment; see `supernet.Supernet` for the arguments; `runtime` (a
-  `utils.runtime.Runtime`, not a gin setting) gives the BN kernel choice."""
+  `utils.runtime.Runtime`) gives the BN kernel choice and `input_channels` the images' channels
+  (neither is a gin setting: the binary passes them)."""
   from official.autodeeplab.modeling import supernet
   return supernet.Supernet(num_classes, num_layers=num_layers, num_blocks=num_blocks,
                            filter_multiplier=filter_multiplier, recompute=recompute, seed=seed,
-                           float32_batch_norm=_float32_batch_norm(runtime))
+                           float32_batch_norm=_float32_batch_norm(runtime),
+                           input_channels=input_channels)
 
 
 @gin.configurable
@@ -114,17 +117,18 @@ def retrain_model(genotype, num_classes: int, model_size: str = 'S',
                   filter_multiplier: int | None = None, drop_path_keep_prob: float = 1.0,
                   weight_decay: float = sizes.WEIGHT_DECAY,
                   batch_norm_momentum: float = sizes.BATCH_NORM_MOMENTUM,
-                  synchronized: bool | None = None, runtime=None):
+                  synchronized: bool | None = None, runtime=None, input_channels: int = 3):
   """The retrain model of an experiment (see `segmenter.build_segmenter`). BN is synchronised
-  across replicas when the current strategy has several (`synchronized=None`); `runtime` (not a
-  gin setting) gives the BN kernel choice."""
+  across replicas when the current strategy has several (`synchronized=None`); `runtime` gives
+  the BN kernel choice and `input_channels` the images' channels (neither a gin setting)."""
   import tensorflow as tf
   from official.autodeeplab.modeling import segmenter
   if synchronized is None:
     synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
   return segmenter.build_segmenter(genotype, num_classes, model_size, filter_multiplier,
                                    synchronized, weight_decay, drop_path_keep_prob,
-                                   batch_norm_momentum, _float32_batch_norm(runtime))
+                                   batch_norm_momentum, _float32_batch_norm(runtime),
+                                   input_channels)
 
 
 def _float32_batch_norm(runtime) -> bool:

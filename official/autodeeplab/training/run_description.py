@@ -20,7 +20,8 @@ def model_description(genotype: genotype_lib.Genotype, filter_multiplier: int, n
   """What `model.json` holds; `model_size` is S/M/L when F is one of theirs, else null. With the
   dataset's `spec`, its class names (compared on resume), and for a dataset that is not built in
   its whole spec (palette, label map: `spec_file.document`), so export and predict need no
-  --dataset."""
+  --dataset; and what its images are (`image`: channels, bit depth, value range), which every
+  later stage normalises by."""
   size = {f: name for name, f in sizes.MODEL_SIZES.items()}.get(int(filter_multiplier))
   description = {'genotype': genotype.to_dict(), 'filter_multiplier': int(filter_multiplier),
                  'model_size': size, 'num_classes': int(num_classes), 'dataset': dataset}
@@ -29,7 +30,15 @@ def model_description(genotype: genotype_lib.Genotype, filter_multiplier: int, n
     from official.autodeeplab.data import spec_file
     description.update({'class_names': list(spec.class_names)} if spec.name in datasets.DATASETS
                        else spec_file.document(spec))
+    description['image'] = spec.image.to_dict()
   return description
+
+
+def image_spec(description: dict):
+  """The `datasets.ImageSpec` a model.json describes (8-bit RGB when written before images had
+  a spec)."""
+  from official.autodeeplab.data import datasets
+  return datasets.ImageSpec.from_dict(description.get('image'))
 
 
 def check_or_write_model(workdir: str, description: dict, write: bool = True) -> None:
@@ -98,6 +107,6 @@ def read_model(workdir: str) -> dict:
 
 # How `model.json` is compared when a run resumes (`check_or_write_json`'s keyword arguments).
 MODEL_CHECK = {'what': 'model', 'keys': ('genotype', 'filter_multiplier', 'num_classes',
-                                         'class_names'),
-               'read': read_model, 'optional': ('class_names',),
+                                         'class_names', 'image'),
+               'read': read_model, 'optional': ('class_names', 'image'),
                'updated': ('precision',)}

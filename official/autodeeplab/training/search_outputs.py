@@ -106,7 +106,7 @@ def restore_supernet(workdir: str):
   path = checkpoints.latest_checkpoint(workdir)
   model = supernet.Supernet.from_description(description,
                                              os.path.join(workdir, SUPERNET_FILE))
-  model.build((None, None, None, 3))
+  model.build((None, None, None, model.input_channels))
   step = tf.Variable(0, dtype=tf.int64)
   checkpoints.restore(tf.train.Checkpoint(model=model, step=step), path, workdir, partial=True)
   return model, int(step.numpy())

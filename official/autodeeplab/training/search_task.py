@@ -79,7 +79,7 @@ class SearchTask(base_task.Task):
     self.strategy = strategy or tf.distribute.get_strategy()
     with self.strategy.scope():
       self.model = model_fn()
-      self.model.build((None, None, None, 3))
+      self.model.build((None, None, None, self.model.input_channels))
       schedule = optimization.cosine_schedule(config.weight_lr, config.total_steps,
                                               config.weight_lr_min)
       # The weights' L2 is applied inside the (in-place) SGD update; alpha/beta's below.
@@ -120,12 +120,14 @@ class SearchTask(base_task.Task):
 
   # -- inputs ------------------------------------------------------------------------------------
   def build_inputs(self, files: list[str] | None = None, examples: tuple | None = None,
-                   seed: int = 0) -> None:
-    """trainA / trainB (`experiment.data`) of TFRecord shards (`files`) or of in-memory
-    (images, labels, names) `examples`, split by `input_pipeline.split_in_halves` either way."""
+                   seed: int = 0, image=None) -> None:
+    """trainA / trainB (`experiment.data`) of TFRecord shards (`files`, whose images `image`
+    describes: a `datasets.ImageSpec`) or of in-memory (images, labels, names) `examples`,
+    split by `input_pipeline.split_in_halves` either way."""
     data = self.experiment.data
     train_a, train_b, counts = input_pipeline.search_halves(
-        data.batch_size, data.crop_size, data.min_scale, data.max_scale, files, examples, seed)
+        data.batch_size, data.crop_size, data.min_scale, data.max_scale, files, examples, seed,
+        **({} if image is None else {'image': image}))
     self.set_inputs(train_a, train_b, data.batch_size, counts, files)
 
   def set_inputs(self, train_a: tf.data.Dataset, train_b: tf.data.Dataset, batch_size: int,
@@ -161,7 +163,9 @@ class SearchTask(base_task.Task):
                                **{scale.name: scale for scale in self.loss_scales.values()})
 
   def run_description(self):
-    return search_outputs.SUPERNET_FILE, self.model.description(), {}
+    # (supernet.json written before images had channels has none: RGB, not compared)
+    return (search_outputs.SUPERNET_FILE, self.model.description(),
+            {'optional': ('input_channels',)})
 
   def train_step(self, iterators) -> base_task.StepResult:
     """One weight step on a trainA batch, then (once active) one arch step on a trainB batch."""

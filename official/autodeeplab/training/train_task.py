@@ -29,7 +29,6 @@ from typing import Callable
 
 import tensorflow as tf
 
-from official.autodeeplab.data import datasets
 from official.autodeeplab.modeling import ops
 from official.autodeeplab.modeling import segmenter
 from official.autodeeplab.training import base_task
@@ -163,7 +162,7 @@ class TrainTask(base_task.Task):
     if chief and (step % self.loop.image_summary_every == 0 or step == 1):
       local = self.strategy.experimental_local_results
       tf.summary.image('train/image | ground truth | prediction', visualize.side_by_side(
-          datasets.denormalize(local(result.images)[0]), local(result.labels)[0],
+          local(result.images)[0], local(result.labels)[0],
           local(result.predictions)[0], self._palette), step=step, max_outputs=3)
     if self._validation and (step % self.loop.eval_every == 0
                              or step == self.config.total_steps):

@@ -56,12 +56,21 @@ def save_figure(fig, path: str, dpi: int) -> str:
   return files.write_bytes(path, buffer.getvalue())
 
 
+def display_rgb(images: np.ndarray) -> np.ndarray:
+  """Model inputs (values in [-1, 1], any channel count) as uint8 RGB to look at: [-1, 1] to
+  [0, 255] (the image's value range, whatever its bit depth), a grey band repeated, the first
+  three bands of more."""
+  rgb = np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  return rgb[..., [0, 0, 0] if rgb.shape[-1] < 3 else [0, 1, 2]]
+
+
 def side_by_side(images, labels, predictions, palette: np.ndarray):
-  """TensorBoard images [N, H, 3W, 3] uint8: the images (RGB values in [0, 255], rounded and
-  clipped here), their ground truth and the predictions, colourised with a `label_palette`."""
+  """TensorBoard images [N, H, 3W, 3] uint8: the model's inputs shown as `display_rgb` does,
+  their ground truth and the predictions, colourised with a `label_palette`."""
   import tensorflow as tf
   palette = tf.constant(palette, tf.uint8)
-  image = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+  image = tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0, 255), tf.uint8)
+  image = tf.gather(image, [0, 0, 0] if image.shape[-1] < 3 else [0, 1, 2], axis=-1)
   colour = lambda x: tf.gather(palette, tf.clip_by_value(tf.cast(x, tf.int32), 0, 255))
   return tf.concat([image, colour(labels), colour(predictions)], axis=2)
 

@@ -8,7 +8,6 @@ label table. Errors name the file.
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 
 import numpy as np
@@ -16,6 +15,7 @@ from PIL import Image
 
 from official.autodeeplab.data import datasets
 from official.autodeeplab.data import example
+from official.autodeeplab.data import images
 from official.autodeeplab.errors import UserInputError
 
 
@@ -77,43 +77,44 @@ def read_raw_label(record: Record) -> np.ndarray:
     raise UserInputError(f'{path}: corrupt or truncated label image ({e})') from None
 
 
-def load_image(path: str) -> tuple[bytes, Image.Image]:
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-    image = Image.open(io.BytesIO(data))
-    image.load()  # decodes fully: truncated files fail here
-  except FileNotFoundError:
-    raise UserInputError(f'{path}: no such image') from None
-  except (OSError, SyntaxError) as e:
-    raise UserInputError(f'{path}: corrupt or truncated image ({e})') from None
-  if image.format not in ('JPEG', 'PNG'):
-    raise UserInputError(f'{path}: expected a JPEG or PNG image, got {image.format}')
-  return data, image
-
-
 def to_example(record: Record, spec: datasets.DatasetSpec, half_resolution: bool = False,
                read_label=None) -> tuple[bytes, np.ndarray]:
   """(serialized tf.train.Example, per-class pixel counts [num_classes + 1], last = ignored).
-  `read_label(record)` -> uint8 train ids, when the dataset's masks are not raw values mapped by
-  the spec's label table (a folder dataset's colour masks)."""
-  data, image = load_image(record.image_path)
+  The image is read as it is (`data/images.py`, fully decoded: a truncated file fails here) and
+  made what the spec's images are (`images.conform`); an 8-bit RGB JPEG or PNG is stored as
+  the file itself, anything else re-encoded (`example.encode_image`). `read_label(record)` ->
+  uint8 train ids, when the dataset's masks are not raw values mapped by the spec's label table
+  (a folder dataset's colour masks)."""
+  info = images.probe(record.image_path)
+  array = images.conform(images.read(record.image_path, info), spec.image, record.image_path)
   label = (read_label(record) if read_label is not None else
            datasets.map_labels(read_raw_label(record), spec, record.label_path))
-  if label.shape != (image.height, image.width):
+  if label.shape != array.shape[:2]:
     raise UserInputError(
         f'{record.label_path}: label is {label.shape[1]}x{label.shape[0]} but image '
-        f'{record.image_path} is {image.width}x{image.height}')
-  image_format = image.format.lower()
+        f'{record.image_path} is {info.width}x{info.height}')
   if half_resolution:
-    size = (max(1, image.width // 2), max(1, image.height // 2))
-    image = image.convert('RGB').resize(size, Image.BILINEAR)
+    size = (max(1, info.width // 2), max(1, info.height // 2))
+    array = _resize(array, size)
     label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
-    data, image_format = example.png_bytes(np.asarray(image)), 'png'
-  elif image.mode != 'RGB':
-    data, image_format = example.png_bytes(np.asarray(image.convert('RGB'))), 'png'
-  return example.encode(data, image_format, record.name, label.shape[0], label.shape[1],
-                        label), pixel_counts(label, spec)
+  if not half_resolution and info.plain_rgb and spec.image == datasets.RGB8:
+    with open(record.image_path, 'rb') as f:
+      data, image_format = f.read(), info.format.lower()
+  else:
+    data, image_format = example.encode_image(array)
+  return example.encode(data, image_format, record.name, label.shape[0], label.shape[1], label,
+                        channels=array.shape[-1]), pixel_counts(label, spec)
+
+
+def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """Bilinear resize of [H, W, C] uint8 / uint16 to (width, height): 8-bit RGB as Pillow does
+  it, other images band by band in floating point."""
+  if array.dtype == np.uint8 and array.shape[-1] == 3:
+    return np.asarray(Image.fromarray(array).resize(size, Image.BILINEAR))
+  bands = [np.asarray(Image.fromarray(array[..., c].astype(np.float32), 'F').resize(
+      size, Image.BILINEAR)) for c in range(array.shape[-1])]
+  top = np.iinfo(array.dtype).max
+  return np.clip(np.round(np.stack(bands, -1)), 0, top).astype(array.dtype)
 
 
 def pixel_counts(label: np.ndarray, spec: datasets.DatasetSpec) -> np.ndarray:
