@@ -196,7 +196,8 @@ def test_model_json_of_a_built_in_dataset_names_it():
   assert description['class_names'] == list(built_in.class_names)
   assert 'label_map' not in description
   assert spec_file.spec_of(description, 'model.json').class_names == built_in.class_names
-  own, _, _ = spec_file.parse({'name': 'streets', 'class_names': data_trees.FOLDER_CLASSES}, 'x')
+  own = spec_file.parse({'name': 'streets', 'class_names': data_trees.FOLDER_CLASSES},
+                        'x').spec
   description = run_description.model_description(PAPER_GENOTYPE, 4, 4, 'streets', own)
   resolved = spec_file.spec_of(description, 'model.json')
   assert resolved.class_names == own.class_names and resolved.name == 'streets'
@@ -271,8 +272,8 @@ def test_a_workdir_of_another_class_list_is_refused_on_resume(tmp_path):
   from official.autodeeplab.data import spec_file
   from official.autodeeplab.search.genotype import PAPER_GENOTYPE
   from official.autodeeplab.training import run_description
-  streets, _, _ = spec_file.parse({'name': 'streets', 'class_names': ['a', 'b', 'c']}, 'x')
-  other, _, _ = spec_file.parse({'name': 'streets', 'class_names': ['a', 'b', 'd']}, 'y')
+  streets = spec_file.parse({'name': 'streets', 'class_names': ['a', 'b', 'c']}, 'x').spec
+  other = spec_file.parse({'name': 'streets', 'class_names': ['a', 'b', 'd']}, 'y').spec
   run_description.check_or_write_model(str(tmp_path), run_description.model_description(
       PAPER_GENOTYPE, 4, 3, 'streets', streets))
   run_description.check_or_write_model(str(tmp_path), run_description.model_description(

@@ -79,19 +79,23 @@ def test_mixed_depths_and_channels_are_refused_naming_two_files(tmp_path):
   with pytest.raises(UserInputError, match=r'img_002\.png: 16 where \S+img_000\.png has 8 \(bit '
                                            r'depths differ\)'):
     folder.load(root)
-  root = _folder(tmp_path / 'channels', 'grey8', count=4)
+  root = _folder(tmp_path / 'channels', 'grey16', count=4)
   os.remove(os.path.join(root, 'images', 'img_001.png'))
-  data_trees.save_image(os.path.join(root, 'images', 'img_001.png'), PICTURE)
-  with pytest.raises(UserInputError, match=r'img_001\.png: 3 where \S+img_000\.png has 1 '
+  data_trees.save_image(os.path.join(root, 'images', 'img_001.tif'),
+                        data_trees.folder_image(PICTURE, 'bands4', RNG)[0])
+  with pytest.raises(UserInputError, match=r'img_001\.tif: 4 where \S+img_000\.png has 1 '
                                            r'\(channels differ\)'):
     folder.load(root)
-  # Said in dataset.json, the grey images become RGB alike.
+  os.remove(os.path.join(root, 'images', 'img_001.tif'))
+  data_trees.save_image(os.path.join(root, 'images', 'img_001.png'),
+                        PICTURE.astype(np.uint16) * 257)
+  # Said in dataset.json, the grey images become RGB alike (8-bit grey among RGB always does).
   with open(os.path.join(root, 'dataset.json')) as f:
     document = json.load(f)
   document['image'] = {'channels': 3}
   with open(os.path.join(root, 'dataset.json'), 'w') as f:
     json.dump(document, f)
-  assert folder.load(root).spec.image == datasets.RGB8
+  assert folder.load(root).spec.image.channels == 3
 
 
 @pytest.mark.parametrize('image,message', [

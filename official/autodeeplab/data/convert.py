@@ -103,7 +103,8 @@ def _tfds_spec(source: tfds_source.TfdsSource, dataset_spec: str | None) -> data
   """The spec of a TFDS source: its --dataset_spec file ("ids" masks), else the label feature's
   ClassLabel names (mask values are the class ids)."""
   if dataset_spec:
-    spec, label_format, _ = spec_file.read(dataset_spec)
+    parsed = spec_file.read(dataset_spec)
+    spec, label_format = parsed.spec, parsed.label_format
     if label_format != 'ids':
       raise UserInputError(f'{dataset_spec}: TFDS masks are class values: "label_format" must be '
                            '"ids"')

@@ -191,10 +191,14 @@ def load(data_dir: str, val_fraction: float = 0.1) -> Folder:
 def image_spec(request: spec_file.ImageRequest, splits: dict[str, list[base.Record]],
                infos: dict[str, images.Info], data_dir: str) -> datasets.ImageSpec:
   """What the folder's images are: dataset.json's "image" where it says, else the files' own
-  channels and bit depth (all alike, or an error naming two that differ); the value range as
-  given, [0, 255] for 8-bit data, else ("auto") the train split's percentiles."""
+  channels and bit depth (all alike, or an error naming two that differ; 8-bit grey among RGB
+  is made RGB, as every JPEG collection needs); the value range as given, [0, 255] for 8-bit
+  data, else ("auto") the train split's percentiles."""
   ordered = [infos[r.image_path] for records in splits.values() for r in records]
   paths = [r.image_path for records in splits.values() for r in records]
+  if (request.channels is None and {i.bit_depth for i in ordered} == {8}
+      and {i.stored_channels for i in ordered} == {1, 3}):
+    request = request._replace(channels=3)
 
   def agreed(field: str, given):
     if given is not None:
