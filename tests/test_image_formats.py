@@ -196,16 +196,20 @@ def test_the_normalisation_is_one_in_every_stage(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('kind', ['grey8', 'grey16', 'tiff16', 'rgba', 'bands4'])
+@pytest.mark.parametrize('kind', ['grey16', 'bands4'])
 def test_each_kind_through_the_binaries(tmp_path, kind):
   """convert -> train -> evaluate -> export (SavedModel, LiteRT) -> predict, from a clone's
-  root with relative paths; predict's masks (a TIFF read by the tool itself) agree."""
+  root with relative paths; predict's masks (a TIFF read by the tool itself) agree. Two kinds
+  cover the paths: a 16-bit PNG (decoded in the SavedModel's graph) and a 16-bit 4-band TIFF (raw
+  records, a 4-channel model, `predict_tensor`); grey, RGBA and 8-bit kinds are read, stored
+  and normalised in the fast tests above."""
   from tests.conftest import user_dir
   root = user_dir(tmp_path)
   _folder(tmp_path / 'mine', kind, count=12)
   for split in ('train', 'val'):
-    assert run_tool('convert_dataset', '--dataset=folder', '--data_dir=mine', f'--split={split}',
-                    '--output_dir=records', cwd=root).returncode == 0
+    result = run_tool('convert_dataset', '--dataset=folder', '--data_dir=mine',
+                      f'--split={split}', '--output_dir=records', '--val_fraction=0.3', cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
   steps = ['--num_steps=3', '--crop_size=33', '--batch_size=2', '--filter_multiplier=2',
            '--gin_file=experiments/retrain/synthetic.gin']
   for command in (

@@ -85,8 +85,10 @@ class LocalModel:
       from official.autodeeplab.training import checkpoints
       model, self.description, self.path = checkpoints.load_trained_model(workdir)
       self.image = run_description.image_spec(self.description)
-      server = export.SegmentationServer(model, image=self.image)
-      self._fn, self._tensor_fn = server.serve_image_bytes, server.predict_tensor
+      # Held: a tf.function method keeps only a weak reference to its module.
+      self._server = export.SegmentationServer(model, image=self.image)
+      self._fn = self._server.serve_image_bytes
+      self._tensor_fn = self._server.predict_tensor
     self._errors = (tf.errors.InvalidArgumentError,)
     self._error_text = export.error_text
 
