@@ -43,7 +43,16 @@ def test_every_artefact_exists_and_is_valid(quickstart):
   out = served.signatures['serving_default'](image_bytes=tf.constant([example.png_bytes(image)]))
   assert out['semantic'].shape == (1, 40, 50)
   assert (work / 'predicted' / 'new_image_overlay.png').exists()
-  assert '[done]' in result.stdout and 'tensorboard --logdir' in result.stdout
+  assert 'tensorboard --logdir' in result.stdout
+  from tools import pipeline  # defines its flags: imported where used, as test_image_formats
+  # --fast trains 6 steps: whether that learned anything varies; the headline must say which
+  failure = pipeline.learned_nothing(report, str(work / 'data'),
+                                     pipeline._majority_class_miou(str(work / 'data')))
+  if failure:
+    assert '[done, but the model learned (almost) nothing: see the end]' in result.stdout
+    assert f'WARNING: the model learned (almost) nothing: {failure}' in result.stdout
+  else:
+    assert '[done] in' in result.stdout and 'WARNING: the model learned' not in result.stdout
 
 
 def test_describe_decodes_the_search_workdir(quickstart, tmp_path):

@@ -148,7 +148,7 @@ def test_export_and_predict_tools(tiny, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'calibrated on 4 image(s)' in result.stdout
   model_dir = tmp_path / 'out' / 'tiny'
-  assert sorted(os.listdir(model_dir)) == ['labels.json', 'tiny_65x65_int8.tflite']
+  assert sorted(os.listdir(model_dir)) == ['labels.json', 'model.json', 'tiny_65x65_int8.tflite']
   with open(model_dir / 'labels.json') as f:
     assert json.load(f)['class_names'][0] == 'background'
   inputs = tmp_path / 'inputs'
