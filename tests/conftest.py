@@ -63,3 +63,11 @@ def copy_checkpoint(source_dir: str, number: int, target_dir: str) -> None:
     shutil.copy(path, target_dir)
   with open(os.path.join(target_dir, 'checkpoint'), 'w') as f:
     f.write(f'model_checkpoint_path: "ckpt-{number}"\nall_model_checkpoint_paths: "ckpt-{number}"\n')
+
+
+@pytest.fixture(scope='session')
+def tiny(tmp_path_factory):
+  """The export tests' tiny segmenter, checkpoint, records and SavedModel predictions
+  (tests/export_fixture.py)."""
+  from tests import export_fixture
+  return export_fixture.build(tmp_path_factory.mktemp('tflite'))

@@ -188,7 +188,7 @@ def test_the_normalisation_is_one_in_every_stage(tmp_path):
   assert described['image'] == spec.to_dict() and 'raw 16-bit values' in (
       described['input']['predict_tensor'])
   lite = tflite.LiteRTModel(tflite.write_model(
-      tflite.convert(model, 33, 33, with_logits=True, image=spec), str(tmp_path / 'm.tflite')),
+      tflite.convert(model, 33, 33, image=spec), str(tmp_path / 'm.tflite')),
       image=spec)
   semantic, logits = lite.predict(raw, with_logits=True)
   np.testing.assert_allclose(logits, expected[0], atol=1e-3)

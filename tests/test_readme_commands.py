@@ -133,6 +133,9 @@ def test_every_readme_command_runs_as_written(tmp_path):
   assert len(os.listdir(os.path.join(root, 'runs/cs_val_png'))) == 3 * 3
   assert len([f for f in os.listdir(os.path.join(root, 'runs/submission'))
               if f.endswith('.png')]) == 2  # one mask per test image
+  for exported in ('tflite/autodeeplab/autodeeplab_65x65_int8.tflite',
+                   'onnx/autodeeplab/autodeeplab.onnx', 'keras/autodeeplab/autodeeplab.keras'):
+    assert os.path.exists(os.path.join(root, 'runs', exported)), exported
   masks = os.listdir(os.path.join(root, 'masks'))
   assert any(f.startswith('shop') for f in masks) and any(f.startswith('street') for f in masks)
   # The pipeline on a user's folder: the export's labels.json has the folder's class names and

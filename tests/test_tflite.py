@@ -7,49 +7,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from official.autodeeplab.data import convert
-from official.autodeeplab.data import example
 from official.autodeeplab.errors import UserInputError
-from official.autodeeplab.modeling import segmenter
-from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
-from official.autodeeplab.serving import export
 from official.autodeeplab.serving import tflite
 from official.autodeeplab.training import evaluation
 from official.autodeeplab.utils import visualize
-from tests.conftest import assert_bad_input, randomize_batch_norm, run_tool
+from tests.conftest import assert_bad_input, run_tool
+from tests.export_fixture import GENOTYPE, NUM_CLASSES, SIZE
 
 # One worker runs this module's tests (xdist_group), not always in a row: its fixtures are
 # session-scoped, so they are built once all the same.
 pytestmark = pytest.mark.xdist_group('tflite')
-
-GENOTYPE = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(0, 1, 1))
-SIZE = 65
-NUM_CLASSES = 5
-
-
-@pytest.fixture(scope='session')
-def tiny(tmp_path_factory):
-  """A tiny segmenter with BN statistics away from their initial values (decisive predictions),
-  its checkpoint, synthetic val records, and its SavedModel's class ids on those images."""
-  root = tmp_path_factory.mktemp('tflite')
-  tf.keras.utils.set_random_seed(3)
-  model = segmenter.build_segmenter(GENOTYPE, NUM_CLASSES, filter_multiplier=2,
-                                    drop_path_keep_prob=0.7)  # drop-path variables to freeze
-  randomize_batch_norm(model)
-  checkpoint = tf.train.Checkpoint(model=model).save(str(root / 'weights' / 'ckpt'))
-  GENOTYPE.to_json(root / 'genotype.json')
-  records = str(root / 'records')
-  convert.convert('synthetic', records, 'val', 1, num_examples=6, image_size=SIZE,
-                  num_classes=NUM_CLASSES, progress=False)
-  files = [os.path.join(records, n) for n in os.listdir(records) if n.endswith('.tfrecord')]
-  parsed = [example.parse(s) for s in tf.data.TFRecordDataset(files)]
-  images = np.stack([p['image'].numpy() for p in parsed])
-  labels = np.stack([p['label'].numpy() for p in parsed])
-  saved = tf.saved_model.load(export.export(model, str(root / 'serving')))
-  reference = saved.signatures[export.PREDICT_TENSOR](
-      images=tf.constant(images, tf.float32))['semantic'].numpy()
-  return {'root': root, 'model': model, 'checkpoint': checkpoint, 'records': records,
-          'images': images, 'labels': labels, 'reference': reference}
 
 
 def miou(labels, predictions):
@@ -96,7 +63,7 @@ def test_int8_model_keeps_the_miou_and_is_small(tiny, converted):
 def test_logits_output_and_letterboxed_sizes(tiny):
   """A larger image is scaled down to fit and its mask comes back at its own size; a smaller one
   is padded and cropped back."""
-  data = tflite.convert(tiny['model'], SIZE, SIZE, 'none', with_logits=True)
+  data = tflite.convert(tiny['model'], SIZE, SIZE, 'none')
   model = tflite.LiteRTModel(tflite.write_model(data, str(tiny['root'] / 'logits.tflite')))
   rng = np.random.default_rng(0)
   for shape in ([40, 50, 3], [130, 97, 3], [65, 200, 3]):
@@ -170,9 +137,12 @@ EXPORT_BAD = [
                                                 'at least 32'),
     (['--format=tflite', '--input_size=64,5000'], 'must be at most 4096'),
     (['--format=tflite', '--input_size=64,64', '--quantize=int8'], 'needs calibration data'),
-    (['--input_size=64,64'], '--input_size: only with --format=tflite'),
+    (['--input_size=64,64'], '--input_size: not with --format=saved_model (only with '
+                             '--format=onnx or tflite)'),
     (['--format=tflite', '--input_size=64,64', '--precision=bfloat16'],
-     '--precision=bfloat16: a LiteRT model is float32 or quantized'),
+     '--precision=bfloat16: a tflite export is float32 or quantized'),
+    (['--format=keras', '--input_size=64,64'], '--input_size: not with --format=keras'),
+    (['--format=onnx', '--quantize=int8'], '--quantize: not with --format=onnx'),
     (['--precision=float8'], '--precision=float8: expected one of float32, bfloat16, float16'),
 ]
 
@@ -206,3 +176,62 @@ def test_predict_tool_refuses_a_file_that_is_no_litert_model(tmp_path):
                     f'--output_dir={tmp_path / "out"}')
   assert_bad_input(result, 'not a LiteRT model')
   assert len([l for l in result.stderr.splitlines() if l.startswith('error:')]) == 1
+
+
+def _segment_with_mediapipe(path: str, images: np.ndarray):
+  """MediaPipe Tasks' ImageSegmenter on `images` (uint8 RGB of the model's input size): its
+  category masks, confidence masks and the labels it read from the metadata."""
+  import mediapipe as mp
+  from mediapipe.tasks.python import vision
+  from mediapipe.tasks.python.core import base_options
+  options = vision.ImageSegmenterOptions(
+      base_options=base_options.BaseOptions(model_asset_path=path),
+      output_category_mask=True, output_confidence_masks=True)
+  masks, confidences = [], []
+  with vision.ImageSegmenter.create_from_options(options) as segmenter:
+    labels = list(segmenter.labels)
+    for image in images:
+      result = segmenter.segment(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                          data=np.ascontiguousarray(image)))
+      masks.append(result.category_mask.numpy_view().reshape(image.shape[:2]).copy())
+      confidences.append(np.stack([c.numpy_view() for c in result.confidence_masks], -1))
+  return np.stack(masks), np.stack(confidences), labels
+
+
+@pytest.mark.parametrize('quantize', ['none', pytest.param('float16', marks=pytest.mark.slow),
+                                      pytest.param('int8', marks=pytest.mark.slow)])
+def test_mediapipe_image_segmenter_reads_the_export_as_it_is(tiny, tmp_path, quantize):
+  """The export with MediaPipe's metadata: ImageSegmenter finds the labels and the softmax in
+  it, and its category mask is predict's (images of the model's input size)."""
+  from official.autodeeplab.data import datasets
+  from official.autodeeplab.serving import formats
+  spec = datasets.synthetic_spec(NUM_CLASSES)
+  path = formats.write_tflite(
+      tiny['model'], str(tmp_path), 'tiny', (SIZE, SIZE), quantize, list(tiny['images']),
+      datasets.RGB8, spec, {'num_classes': NUM_CLASSES, 'dataset': 'synthetic'}, None, '3')
+  masks, confidences, labels = _segment_with_mediapipe(path, tiny['images'])
+  with open(tmp_path / 'labels.json') as f:
+    assert labels == json.load(f)['class_names'] == list(spec.class_names)
+  ours = np.stack([tflite.LiteRTModel(path).predict(image) for image in tiny['images']])
+  assert (masks == ours).mean() >= 0.999, (masks == ours).mean()
+  np.testing.assert_allclose(confidences.sum(-1), 1.0, atol=1e-3)  # softmax, not raw logits
+  if quantize == 'none':
+    assert (ours == tiny['reference']).mean() >= 0.999  # and the SavedModel's
+
+
+def test_models_mediapipe_cannot_describe_are_written_without_metadata(tiny, tmp_path):
+  from official.autodeeplab.data import datasets
+  from official.autodeeplab.modeling import segmenter as segmenter_lib
+  from official.autodeeplab.serving import formats
+  grey = segmenter_lib.build_segmenter(GENOTYPE, NUM_CLASSES, filter_multiplier=2,
+                                       input_channels=1)
+  said = []
+  path = formats.write_tflite(grey, str(tmp_path), 'grey', (SIZE, SIZE), 'none', None,
+                              datasets.ImageSpec(1, 16, (0.0, 4095.0)), None, {}, None, '1',
+                              log=said.append)
+  assert said == ['[export] written without MediaPipe metadata: MediaPipe\'s image segmenter '
+                  'takes 8-bit RGB images; this model takes 16-bit 1-channel ones']
+  with open(tmp_path / 'model.json') as f:
+    assert json.load(f)['mediapipe_metadata'] is False
+  assert tflite.LiteRTModel(path).predict(np.zeros([SIZE, SIZE, 1], np.uint16)).shape == (
+      SIZE, SIZE)

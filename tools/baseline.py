@@ -24,7 +24,7 @@ import os
 from absl import flags
 
 from official.autodeeplab import launch
-from tools import common
+from . import common
 
 FLAGS = flags.FLAGS
 common.define_flags('workdir', 'tfrecord_dir', 'seed')
@@ -166,5 +166,10 @@ def main(argv):
   print(f'[baseline] {BASELINE_FILE} and {PLOT_FILE} written to {FLAGS.workdir}')
 
 
-if __name__ == '__main__':
+def entry() -> None:
+  """The console command (`autodeeplab-...` of an installed package)."""
   common.run(main)
+
+
+if __name__ == '__main__':
+  entry()

@@ -210,8 +210,8 @@ def _program(argv: list[str]) -> str:
   """How the user ran this binary: 'python -m tools.train' for tools/train.py."""
   path = argv[0] if argv else ''
   stem = os.path.splitext(os.path.basename(path))[0]
-  if os.path.basename(os.path.dirname(os.path.abspath(path))) == 'tools':
-    return f'python -m tools.{stem}'
+  if os.path.basename(os.path.dirname(os.path.abspath(path))) == __package__:
+    return f'python -m {__package__}.{stem}'
   return os.path.basename(path) or 'the binary'
 
 
@@ -250,17 +250,18 @@ def run_stage(tool: str, *args: str, caller: str = 'pipeline') -> None:
   """Runs one binary exactly as a user would (tools.pipeline, tools.baseline); a failing stage
   stops the caller. On Ctrl-C (which the stage receives too, and answers by checkpointing) it
   waits for the stage, then exits 130."""
-  print(f'[{caller}] python -m tools.{tool} {shlex.join(args)}', flush=True)
-  child = subprocess.Popen([sys.executable, '-m', f'tools.{tool}', *args])
+  module = f'{__package__}.{tool}'  # tools.X in a checkout, autodeeplab_tools.X installed
+  print(f'[{caller}] python -m {module} {shlex.join(args)}', flush=True)
+  child = subprocess.Popen([sys.executable, '-m', module, *args])
   try:
     returncode = child.wait()
   except KeyboardInterrupt:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the stage
     child.wait()
-    print(f'[{caller}] interrupted during tools.{tool}; rerun to resume', flush=True)
+    print(f'[{caller}] interrupted during {module}; rerun to resume', flush=True)
     sys.exit(128 + signal.SIGINT)
   if returncode:
-    raise UserInputError(f'stage tools.{tool} failed with exit code {returncode}')
+    raise UserInputError(f'stage {module} failed with exit code {returncode}')
 
 
 def serving_command(model_dir: str, model_name: str) -> str:

@@ -27,7 +27,7 @@ import sys
 
 from absl import flags
 
-from tools import common
+from . import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('dataset', None, ['cityscapes', 'voc', 'ade20k', 'synthetic', 'folder', 'tfds'],
@@ -76,5 +76,10 @@ def main(argv):
     print(f'warning: {summary["warning"]}', file=sys.stderr)
 
 
-if __name__ == '__main__':
+def entry() -> None:
+  """The console command (`autodeeplab-...` of an installed package)."""
   common.run(main)
+
+
+if __name__ == '__main__':
+  entry()

@@ -22,7 +22,7 @@ from official.autodeeplab import launch
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab.search import space
-from tools import common
+from . import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool('space', False, 'Print the size of the search space.')
@@ -146,5 +146,10 @@ def main(argv):
   print(json.dumps(report) if FLAGS.json else '\n'.join(text))
 
 
-if __name__ == '__main__':
+def entry() -> None:
+  """The console command (`autodeeplab-...` of an installed package)."""
   common.run(main)
+
+
+if __name__ == '__main__':
+  entry()

@@ -24,7 +24,7 @@ import re
 from absl import flags
 
 from official.autodeeplab import launch
-from tools import common
+from . import common
 
 FLAGS = flags.FLAGS
 common.define_gin_flags()
@@ -154,5 +154,10 @@ def main(argv):
         + (f'; predictions in {FLAGS.save_predictions}' if FLAGS.save_predictions else ''))
 
 
-if __name__ == '__main__':
+def entry() -> None:
+  """The console command (`autodeeplab-...` of an installed package)."""
   common.run(main)
+
+
+if __name__ == '__main__':
+  entry()

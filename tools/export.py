@@ -1,4 +1,5 @@
-r"""Exports a trained segmenter as a SavedModel in TF Serving's layout, or as a LiteRT model.
+r"""Exports a trained segmenter: a SavedModel in TF Serving's layout, or a LiteRT, ONNX or Keras
+file, each for its standard client.
 
   python -m tools.export --workdir=runs/cityscapes_s --export_dir=runs/serving \
       [--model_name=autodeeplab] [--version=N] [--checkpoint=PREFIX] [--scales=... --flip]
@@ -6,7 +7,10 @@ r"""Exports a trained segmenter as a SavedModel in TF Serving's layout, or as a 
       --export_dir=runs/serving [--checkpoint=PREFIX]      # no workdir: given (or fresh) weights
   python -m tools.export --workdir=runs/cityscapes_s --export_dir=runs/tflite --format=tflite \
       --input_size=513,513 [--quantize=none|float16|int8 --tfrecord_dir=... \
-      --calibration_split=val --calibration_images=100] [--with_logits]
+      --calibration_split=val --calibration_images=100]
+  python -m tools.export --workdir=runs/cityscapes_s --export_dir=runs/onnx --format=onnx \
+      [--input_size=513,513]                          # without: dynamic height and width
+  python -m tools.export --workdir=runs/cityscapes_s --export_dir=runs/keras --format=keras
 
 Writes `{export_dir}/{model_name}/{version}/` (version: the next integer unless given) with the
 `serving_default` (encoded image bytes) and `predict_tensor` signatures, `assets.extra/labels.json`,
@@ -14,7 +18,10 @@ Writes `{export_dir}/{model_name}/{version}/` (version: the next integer unless 
 request may cost (`--max_side`, `--max_pixels`, `--max_request_pixels`) is checked in the graph from
 each image's header before it is decoded (serving/image_limits.py).
 `--format=tflite` writes `{export_dir}/{model_name}/{model_name}_{H}x{W}[_{quantize}].tflite`
-beside a `labels.json` (serving/tflite.py): uint8 [1, H, W, 3] in, class ids [1, H, W] out.
+(uint8 [1, H, W, 3] in, per-class scores [1, H, W, classes] out, MediaPipe's image segmenter
+metadata inside), `--format=onnx` `{model_name}[_{H}x{W}].onnx` (float32 raw values in, logits
+and class ids out), `--format=keras` `{model_name}.keras` (raw values in, logits out), each beside
+a `labels.json` and a `model.json`; see official/autodeeplab/serving/formats.py.
 """
 from __future__ import annotations
 
@@ -26,16 +33,18 @@ from absl import flags
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab import launch
-from tools import common
+from . import common
 
 FLAGS = flags.FLAGS
 # Without --workdir, the model comes from --genotype, --model_size / --filter_multiplier and
 # --num_classes.
 common.define_flags('workdir', 'checkpoint', 'model_size', 'filter_multiplier', 'dataset',
                     'model_name', 'precision', genotype=None, num_classes=None, scales=['1'], flip=False)
-flags.DEFINE_enum('format', 'saved_model', ['saved_model', 'tflite'], 'saved_model (TF Serving) '
-                  'or tflite (LiteRT, a fixed --input_size).')
-flags.DEFINE_string('input_size', None, '--format=tflite: the model\'s fixed input, HEIGHT,WIDTH.')
+flags.DEFINE_enum('format', 'saved_model', ['saved_model', 'tflite', 'onnx', 'keras'],
+                  'saved_model (TF Serving), tflite (LiteRT and MediaPipe, a fixed --input_size), '
+                  'onnx (onnxruntime, TensorRT) or keras (a .keras archive).')
+flags.DEFINE_string('input_size', None, '--format=tflite (required) or onnx (else dynamic): the '
+                    'model\'s fixed input, HEIGHT,WIDTH.')
 flags.DEFINE_enum('quantize', 'none', ['none', 'float16', 'int8'], '--format=tflite: float32, '
                   'float16 weights, or full-integer int8 (calibrated on --tfrecord_dir).')
 common.define_flags('tfrecord_dir')
@@ -43,7 +52,6 @@ flags.DEFINE_string('calibration_split', 'val', '--quantize=int8: split of --tfr
                     'calibrate on.')
 flags.DEFINE_integer('calibration_images', 100, '--quantize=int8: images to calibrate on (fewer '
                      'when the split is smaller).')
-flags.DEFINE_bool('with_logits', False, '--format=tflite: also output the logits.')
 flags.DEFINE_string('export_dir', None, 'Model server base path.')
 flags.DEFINE_integer('version', None, 'Version to write (default: the next integer).')
 flags.DEFINE_integer('max_side', sizes.MAX_IMAGE_SIDE, 'The served model refuses an image with a '
@@ -77,58 +85,75 @@ def _model_from_flags():
                                                   FLAGS.dataset)
 
 
-def _tflite_input_size() -> tuple[int, int]:
-  """--input_size and the flags only --format=tflite takes, checked before any work."""
-  if FLAGS.format == 'tflite' and FLAGS.precision not in (None, 'float32'):
-    raise common.UserInputError(f'--precision={FLAGS.precision}: a LiteRT model is float32 or '
-                                'quantized (--quantize=float16|int8); leave --precision out')
-  if FLAGS.format != 'tflite':
-    given = [f'--{name}' for name in ('input_size', 'calibration_split', 'with_logits')
-             if FLAGS[name].present] + (['--quantize'] if FLAGS.quantize != 'none' else [])
-    if given:
-      raise common.UserInputError(f'{", ".join(given)}: only with --format=tflite')
-    return None
+# Flags that only some formats take (the others refuse them in one line).
+FORMAT_FLAGS = {
+    'saved_model': ('scales', 'flip', 'max_side', 'max_pixels', 'max_request_pixels'),
+    'tflite': ('input_size', 'quantize', 'calibration_split', 'calibration_images'),
+    'onnx': ('input_size',),
+    'keras': (),
+}
+
+
+def _check_format_flags() -> tuple[int, int] | None:
+  """The flags only other formats take refused, each format's own checked; returns the input
+  size (--input_size) when the format has one, before any work."""
+  own = set(FORMAT_FLAGS[FLAGS.format])
+  given = [f'--{name}' for flags_ in FORMAT_FLAGS.values() for name in flags_
+           if name not in own and FLAGS[name].present]
+  if given:
+    takers = sorted(f for f, names in FORMAT_FLAGS.items()
+                    if any(g[2:] in names for g in given))
+    raise common.UserInputError(f'{", ".join(sorted(set(given)))}: not with '
+                                f'--format={FLAGS.format} (only with --format='
+                                f'{" or ".join(takers)})')
+  if FLAGS.format in ('tflite', 'onnx', 'keras') and FLAGS.precision not in (None, 'float32'):
+    raise common.UserInputError(f'--precision={FLAGS.precision}: a {FLAGS.format} export is '
+                                'float32' + (' or quantized (--quantize=float16|int8)'
+                                             if FLAGS.format == 'tflite' else '')
+                                + '; leave --precision out')
+  if FLAGS.format == 'tflite':
+    if FLAGS.input_size is None:
+      raise common.UserInputError('--format=tflite needs --input_size=HEIGHT,WIDTH (a LiteRT '
+                                  'model has one fixed input size)')
+    if FLAGS.quantize == 'int8' and not FLAGS.tfrecord_dir:
+      raise common.UserInputError('--quantize=int8 needs calibration data: --tfrecord_dir (and '
+                                  '--calibration_split, default val)')
+    if FLAGS.calibration_images < 1:
+      raise common.UserInputError(f'--calibration_images={FLAGS.calibration_images}: must be '
+                                  'positive')
   if FLAGS.input_size is None:
-    raise common.UserInputError('--format=tflite needs --input_size=HEIGHT,WIDTH (a LiteRT model '
-                                'has one fixed input size)')
-  if FLAGS.scales != ['1'] or FLAGS.flip:
-    raise common.UserInputError('--scales/--flip: not with --format=tflite (single scale only)')
-  if FLAGS.quantize == 'int8' and not FLAGS.tfrecord_dir:
-    raise common.UserInputError('--quantize=int8 needs calibration data: --tfrecord_dir (and '
-                                '--calibration_split, default val)')
-  if FLAGS.calibration_images < 1:
-    raise common.UserInputError(f'--calibration_images={FLAGS.calibration_images}: must be '
-                                'positive')
+    return None
   return sizes.parse_image_size(FLAGS.input_size, 'input_size', sizes.MAX_IMAGE_SIDE)
 
 
-def _export_tflite(model, size: tuple[int, int], spec, description: dict) -> str:
-  """`{export_dir}/{model_name}/{model_name}_{H}x{W}[_{quantize}].tflite` + labels.json and
-  model.json (what the model is and takes)."""
-  from official.autodeeplab import files
-  from official.autodeeplab.serving import export
+def _calibration(size: tuple[int, int], image):
+  """--quantize=int8's representative images (else None)."""
+  if FLAGS.quantize != 'int8':
+    return None
+  from official.autodeeplab.data import input_pipeline
   from official.autodeeplab.serving import tflite
+  shards = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.calibration_split)
+  images = tflite.calibration_images(shards, *size, FLAGS.calibration_images, image)
+  print(f'[export] int8 calibrated on {len(images)} image(s) of {FLAGS.tfrecord_dir} '
+        f'{FLAGS.calibration_split}')
+  return images
+
+
+def _export_file(model, size, spec, description: dict) -> str:
+  """--format=tflite|onnx|keras: the file (and its labels.json, model.json)."""
+  from official.autodeeplab.serving import formats
   from official.autodeeplab.training import run_description
   image = run_description.image_spec(description)
-  calibration = None
-  if FLAGS.quantize == 'int8':
-    from official.autodeeplab.data import input_pipeline
-    shards = input_pipeline.split_files(FLAGS.tfrecord_dir, FLAGS.calibration_split)
-    calibration = tflite.calibration_images(shards, *size, FLAGS.calibration_images, image)
-  data = tflite.convert(model, *size, FLAGS.quantize, calibration, FLAGS.with_logits, image)
   directory = os.path.join(FLAGS.export_dir, FLAGS.model_name)
-  path = tflite.write_model(data, os.path.join(directory, tflite.model_file_name(
-      FLAGS.model_name, *size, FLAGS.quantize)))
-  files.write_json(os.path.join(directory, 'labels.json'), export.labels_document(
-      model.num_classes, spec.class_names if spec else None, spec.palette if spec else None,
-      _dataset_ids(spec)))
-  files.write_json(os.path.join(directory, 'model.json'), {
-      **description, 'image': image.to_dict(), 'input_size': list(size),
-      'quantize': FLAGS.quantize})
-  if calibration is not None:
-    print(f'[export] int8 calibrated on {len(calibration)} image(s) of '
-          f'{FLAGS.tfrecord_dir} {FLAGS.calibration_split}')
-  return path
+  if FLAGS.format == 'tflite':
+    return formats.write_tflite(model, directory, FLAGS.model_name, size, FLAGS.quantize,
+                                _calibration(size, image), image, spec, description,
+                                _dataset_ids(spec), str(FLAGS.version or 1))
+  if FLAGS.format == 'onnx':
+    return formats.write_onnx(model, directory, FLAGS.model_name, size, image, spec,
+                              description, _dataset_ids(spec))
+  return formats.write_keras(model, directory, FLAGS.model_name, image, spec, description,
+                             _dataset_ids(spec))
 
 
 def _dataset_ids(spec):
@@ -145,7 +170,7 @@ def _dataset_ids(spec):
 def main(argv):
   del argv
   scales = common.parse_scales(FLAGS.scales)
-  tflite_size = _tflite_input_size()
+  size = _check_format_flags()
   if FLAGS.version is not None and FLAGS.version < 1:
     raise common.UserInputError(f'--version={FLAGS.version}: must be a positive integer')
   # The SavedModel computes in the precision; its outputs stay float32.
@@ -178,11 +203,15 @@ def main(argv):
     if spec.num_classes != model.num_classes:
       raise common.UserInputError(f'--dataset={dataset} has {spec.num_classes} classes, the '
                                   f'model predicts {model.num_classes}')
-  if tflite_size is not None:
-    path = _export_tflite(model, tflite_size, spec, description)
-    print(f'[export] {checkpoint or "freshly initialised weights"} -> {path} ({FLAGS.quantize})\n'
-          f'  predict: python -m tools.predict --tflite={shlex.quote(path)} --input=IMAGES '
-          '--output_dir=predictions')
+  if FLAGS.format != 'saved_model':
+    path = _export_file(model, size, spec, {**description, 'dataset': dataset,
+                                            'checkpoint': checkpoint})
+    client = {'tflite': '--tflite', 'onnx': '--onnx'}.get(FLAGS.format)
+    print(f'[export] {checkpoint or "freshly initialised weights"} -> {path}'
+          + (f' ({FLAGS.quantize})' if FLAGS.format == 'tflite' else '')
+          + (f'\n  predict: python -m tools.predict {client}={shlex.quote(path)} --input=IMAGES '
+             '--output_dir=predictions' if client else
+             f'\n  load:    keras.saving.load_model({path!r})'))
     return
   description = {**description, 'dataset': dataset, 'checkpoint': checkpoint,
                  'precision': runtime.precision}
@@ -197,5 +226,10 @@ def main(argv):
         '--output_dir=predictions')
 
 
-if __name__ == '__main__':
+def entry() -> None:
+  """The console command (`autodeeplab-...` of an installed package)."""
   common.run(main)
+
+
+if __name__ == '__main__':
+  entry()

@@ -25,7 +25,7 @@ from absl import flags
 
 from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab.search import space
-from tools import common
+from . import common
 
 _stage = common.run_stage
 
@@ -186,5 +186,10 @@ def _majority_class_miou(data_dir: str) -> float:
   return max(pixels) / sum(pixels) / sum(1 for p in pixels if p)
 
 
-if __name__ == '__main__':
+def entry() -> None:
+  """The console command (`autodeeplab-...` of an installed package)."""
   common.run(main)
+
+
+if __name__ == '__main__':
+  entry()

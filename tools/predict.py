@@ -1,5 +1,5 @@
-r"""Segments image files with an exported SavedModel, a training workdir, a running TF Serving, or
-a LiteRT model.
+r"""Segments image files with an exported SavedModel, a training workdir, a running TF Serving, a
+LiteRT model or an ONNX model.
 
   python -m tools.predict --saved_model=runs/serving/autodeeplab --input=photos/ \
       --output_dir=predictions                       # latest version; or .../autodeeplab/3
@@ -8,6 +8,8 @@ a LiteRT model.
       --output_dir=out [--protocol=rest|grpc] [--dataset=cityscapes]
   python -m tools.predict --tflite=runs/tflite/autodeeplab/autodeeplab_513x513_int8.tflite \
       --input=photos/ --output_dir=out [--num_threads=2]
+  python -m tools.predict --onnx=runs/onnx/autodeeplab/autodeeplab.onnx --input=photos/ \
+      --output_dir=out                                 # onnxruntime
 
 The first three send the files' own bytes to the `serving_default` signature (decoding and
 preprocessing happen in the model), so they give the same masks; a TIFF, or any image of a model
@@ -30,7 +32,7 @@ import sys
 from absl import flags
 
 from official.autodeeplab import launch
-from tools import common
+from . import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('input', None, 'Image files and/or directories of images.')
@@ -42,7 +44,10 @@ common.define_flags('workdir', 'model_name', 'dataset', 'prediction_ids')  # --w
 flags.DEFINE_float('timeout', 60.0, 'Seconds to wait for --server per image.')
 flags.DEFINE_string('tflite', None, 'A LiteRT model (tools.export --format=tflite): images of '
                     'any size are letterboxed to its input size.')
-flags.DEFINE_integer('num_threads', None, 'CPU threads of the LiteRT interpreter (--tflite).')
+flags.DEFINE_string('onnx', None, 'An ONNX model (tools.export --format=onnx), run by '
+                    'onnxruntime: images of any size (letterboxed to a fixed-size model\'s).')
+flags.DEFINE_integer('num_threads', None, 'CPU threads of the LiteRT interpreter (--tflite) or of '
+                    'onnxruntime (--onnx).')
 flags.mark_flags_as_required(['input', 'output_dir'])
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff')
@@ -138,21 +143,42 @@ class LiteRTClient:
   the size is read from the header before decoding."""
 
   def __init__(self, path: str, num_threads: int | None):
-    from official.autodeeplab.data import datasets
     from official.autodeeplab.serving import tflite
-    from official.autodeeplab.training import run_description
     self.path = path
-    described = os.path.join(os.path.dirname(path), 'model.json')
-    self.image = datasets.RGB8
-    if os.path.isfile(described):
-      with open(described) as f:
-        self.image = run_description.image_spec(json.load(f))
+    self.image = _described_image(path)
     self.model = tflite.LiteRTModel(path, num_threads, self.image)
 
   def __call__(self, data: bytes, path: str = ''):
     del data
     image = read_image(path, self.image)
     return self.model.predict(image), image.shape[:2]
+
+
+class OnnxClient:
+  """An ONNX model file (tools.export --format=onnx) run by onnxruntime: each image read here as
+  the model's images are (its `model.json` beside it says; 8-bit RGB without one)."""
+
+  def __init__(self, path: str, num_threads: int | None):
+    from official.autodeeplab.serving import onnx_export
+    self.path = path
+    self.image = _described_image(path)
+    self.model = onnx_export.OnnxModel(path, num_threads, self.image)
+
+  def __call__(self, data: bytes, path: str = ''):
+    del data
+    image = read_image(path, self.image)
+    return self.model.predict(image), image.shape[:2]
+
+
+def _described_image(path: str):
+  """The image spec in the `model.json` beside an exported file (8-bit RGB without one)."""
+  from official.autodeeplab.data import datasets
+  from official.autodeeplab.training import run_description
+  described = os.path.join(os.path.dirname(path), 'model.json')
+  if not os.path.isfile(described):
+    return datasets.RGB8
+  with open(described) as f:
+    return run_description.image_spec(json.load(f))
 
 
 class RestClient:
@@ -240,6 +266,21 @@ def _dataset_ids(labels: str | None, spec):
                               'dataset_ids (export it with --dataset, or pass --dataset here)')
 
 
+def _check_labels(labels: str, num_classes: int | None) -> None:
+  """The labels.json beside a model file names as many classes as the model predicts (a file
+  copied from another export would colour and name every mask wrong)."""
+  if num_classes is None or not os.path.isfile(labels):
+    return
+  try:
+    with open(labels) as f:
+      names = json.load(f)['class_names']
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise common.UserInputError(f'{labels}: not a labels.json of tools.export ({e})') from None
+  if len(names) != num_classes:
+    raise common.UserInputError(f'{labels}: names {len(names)} classes, the model beside it '
+                                f'predicts {num_classes} (a labels.json of another export?)')
+
+
 def _palette(labels: str | None, spec):
   """The dataset's colours: the spec's, else the export's labels.json, else a fixed one."""
   from official.autodeeplab.utils import visualize
@@ -255,10 +296,10 @@ def _palette(labels: str | None, spec):
 
 def main(argv):
   del argv
-  sources = [FLAGS.saved_model, FLAGS.workdir, FLAGS.server, FLAGS.tflite]
+  sources = [FLAGS.saved_model, FLAGS.workdir, FLAGS.server, FLAGS.tflite, FLAGS.onnx]
   if sum(s is not None for s in sources) != 1:
     raise common.UserInputError('pass exactly one of --saved_model, --workdir, --server, '
-                                '--tflite')
+                                '--tflite, --onnx')
   if FLAGS.num_threads is not None and FLAGS.num_threads < 1:
     raise common.UserInputError(f'--num_threads={FLAGS.num_threads}: must be positive')
   files = list_images(FLAGS.input)
@@ -270,9 +311,11 @@ def main(argv):
   if FLAGS.server:
     client = (RestClient if FLAGS.protocol == 'rest' else GrpcClient)(
         FLAGS.server, FLAGS.model_name, FLAGS.timeout)
-  elif FLAGS.tflite:
-    client = LiteRTClient(FLAGS.tflite, FLAGS.num_threads)
-    labels = os.path.join(os.path.dirname(FLAGS.tflite), 'labels.json')
+  elif FLAGS.tflite or FLAGS.onnx:
+    client = (LiteRTClient(FLAGS.tflite, FLAGS.num_threads) if FLAGS.tflite else
+              OnnxClient(FLAGS.onnx, FLAGS.num_threads))
+    labels = os.path.join(os.path.dirname(FLAGS.tflite or FLAGS.onnx), 'labels.json')
+    _check_labels(labels, client.model.num_classes)
   else:  # TensorFlow runs the model in this process (a server or LiteRT runs it elsewhere)
     launch.start('inference', strategy=None)
     client = LocalModel(FLAGS.saved_model, FLAGS.workdir)
@@ -317,5 +360,10 @@ def main(argv):
                                 'segmented (each named above); the others were written')
 
 
-if __name__ == '__main__':
+def entry() -> None:
+  """The console command (`autodeeplab-...` of an installed package)."""
   common.run(main)
+
+
+if __name__ == '__main__':
+  entry()

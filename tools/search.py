@@ -23,7 +23,7 @@ import os
 from absl import flags
 
 from official.autodeeplab import launch
-from tools import common
+from . import common
 
 FLAGS = flags.FLAGS
 common.define_gin_flags()
@@ -107,5 +107,10 @@ def main(argv):
             'decoded from the initial alpha and beta, NOT a searched architecture.', flush=True)
 
 
-if __name__ == '__main__':
+def entry() -> None:
+  """The console command (`autodeeplab-...` of an installed package)."""
   common.run(main)
+
+
+if __name__ == '__main__':
+  entry()

@@ -24,7 +24,7 @@ from absl import flags
 from official.autodeeplab import launch
 from official.autodeeplab.modeling import sizes
 from official.autodeeplab.search import genotype as genotype_lib
-from tools import common
+from . import common
 
 FLAGS = flags.FLAGS
 common.define_gin_flags()
@@ -139,5 +139,10 @@ def _already_trained(description: dict, total_steps: int) -> bool:
   return True
 
 
-if __name__ == '__main__':
+def entry() -> None:
+  """The console command (`autodeeplab-...` of an installed package)."""
   common.run(main)
+
+
+if __name__ == '__main__':
+  entry()

@@ -1,9 +1,11 @@
 """On-device export: the segmenter as a LiteRT (TFLite) model, and running one with LiteRT.
 
 The SavedModel serves any image size; a LiteRT model has one fixed input, uint8 [1, H, W, 3] RGB,
-with the normalisation inside, and outputs the class ids `semantic` int32 [1, H, W] (and, when
-asked, the `logits`). A model of other images (`datasets.ImageSpec`) takes [1, H, W, channels]:
-uint8 for 8-bit data, float32 raw values (0-65535) for 16-bit data. Three forms:
+with the normalisation inside, and one output: the per-class scores (logits) float32
+[1, H, W, classes], as MediaPipe's ImageSegmenter reads them (its category mask is their argmax,
+its confidence masks their softmax; `tflite_metadata.py` writes what it needs to know). A model of
+other images (`datasets.ImageSpec`) takes [1, H, W, channels]: uint8 for 8-bit data, float32 raw
+values (0-65535) for 16-bit data. Three forms:
 
 * `none`: float32 weights and arithmetic;
 * `float16`: weights stored in float16 (half the file), computed in float32;
@@ -50,8 +52,7 @@ def pad_value(image) -> float:
   return round(sum(image.value_range) / 2)
 
 
-def frozen_function(model, height: int, width: int, quantize: str = 'none',
-                    with_logits: bool = False, image=None):
+def frozen_function(model, height: int, width: int, quantize: str = 'none', image=None):
   """The inference graph with every variable a constant, for the converter.
 
   Float forms take uint8 (8-bit data) and cast it in the graph; the int8 form takes the same
@@ -68,18 +69,14 @@ def frozen_function(model, height: int, width: int, quantize: str = 'none',
   @tf.function(input_signature=[tf.TensorSpec([1, height, width, image.channels], dtype,
                                               name='image')])
   def segment(pixels):
-    logits = model(datasets.normalize(tf.cast(pixels, tf.float32), image), training=False)
-    outputs = {'semantic': tf.argmax(logits, -1, output_type=tf.int32)}
-    if with_logits:
-      outputs['logits'] = logits
-    return outputs
+    return {'scores': model(datasets.normalize(tf.cast(pixels, tf.float32), image),
+                            training=False)}
 
   return convert_to_constants.convert_variables_to_constants_v2(segment.get_concrete_function())
 
 
 def convert(model, height: int, width: int, quantize: str = 'none',
-            calibration: Iterable[np.ndarray] | None = None, with_logits: bool = False,
-            image=None) -> bytes:
+            calibration: Iterable[np.ndarray] | None = None, image=None) -> bytes:
   """The LiteRT flatbuffer of `model` at input size (height, width).
 
   Args:
@@ -87,7 +84,6 @@ def convert(model, height: int, width: int, quantize: str = 'none',
     height, width: the fixed input size.
     quantize: 'none', 'float16' or 'int8'.
     calibration: for int8, [height, width, channels] images (a few dozen to a hundred).
-    with_logits: also output the logits.
     image: what the model's images are (`datasets.ImageSpec`; default 8-bit RGB).
   """
   import tensorflow as tf
@@ -99,7 +95,7 @@ def convert(model, height: int, width: int, quantize: str = 'none',
     if not images:
       raise UserInputError('quantize=int8: needs calibration images (--tfrecord_dir with '
                            '--calibration_split)')
-  function = frozen_function(model, height, width, quantize, with_logits, image)
+  function = frozen_function(model, height, width, quantize, image)
   converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
   if quantize == 'float16':
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -210,13 +206,16 @@ class LiteRTModel:
     self.height, self.width = (int(x) for x in detail['shape'][1:3])
     self.channels = int(detail['shape'][3])
     self._pad = PAD_VALUE if image is None else pad_value(image)
-    # The converter names outputs output_N: the class ids are the int32 one, the logits float.
+    # The scores (float [1, H, W, classes]); exports of before also had int32 class ids.
     outputs = self._runner.get_output_details()
     self._semantic = next((n for n, d in outputs.items() if d['dtype'] == np.int32), None)
-    self._logits = next((n for n, d in outputs.items() if d['dtype'] != np.int32), None)
-    if self._semantic is None:
-      raise UserInputError(f'tflite={path}: no int32 class-id output (expected a model written '
-                           'by tools.export --format=tflite)')
+    self._logits = next((n for n, d in outputs.items() if d['dtype'] != np.int32
+                         and len(d['shape']) == 4), None)
+    if self._semantic is None and self._logits is None:
+      raise UserInputError(f'tflite={path}: no [1, H, W, classes] scores output (expected a model '
+                           'written by tools.export --format=tflite)')
+    self.num_classes = (int(outputs[self._logits]['shape'][-1]) if self._logits is not None
+                        else None)
 
   def predict(self, image: np.ndarray, with_logits: bool = False):
     """[h, w, channels] (uint8, or uint16 for a 16-bit model) of any size -> int32 class ids
@@ -228,8 +227,10 @@ class LiteRTModel:
       raise ValueError(f'{image.shape[-1]} channel(s); the model takes {self.channels}')
     boxed, content = letterbox(image, self.height, self.width, self._pad)
     outputs = self._runner(**{self._input_name: boxed[np.newaxis].astype(self._input_dtype)})
-    semantic = unletterbox(outputs[self._semantic][0], content, image.shape[:2])
+    logits = None if self._logits is None else np.asarray(outputs[self._logits][0], np.float32)
+    ids = (np.argmax(logits, -1).astype(np.int32) if self._semantic is None
+           else outputs[self._semantic][0])
+    semantic = unletterbox(ids, content, image.shape[:2])
     if not with_logits:
       return semantic
-    logits = outputs.get(self._logits)
-    return semantic, None if logits is None else np.asarray(logits[0], np.float32)
+    return semantic, logits
