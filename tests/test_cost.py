@@ -40,6 +40,7 @@ def test_closed_form_equals_the_counted_graph_and_the_one_hot_expectation(path):
   assert float(expected) == pytest.approx(exact, rel=1e-6)
 
 
+@pytest.mark.slow  # the full 12-layer supernet built and run: the slow tier
 def test_the_paper_network_at_full_size():
   """Auto-DeepLab-S's cells at 1024x2048, against the built network's count."""
   exact = cost.cells_multiply_adds(PAPER_GENOTYPE, 20, 1024, 2048)

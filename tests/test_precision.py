@@ -213,8 +213,8 @@ def test_kernel_check_names_the_missing_kernel(monkeypatch):
     precision.check_kernels('bfloat16')
 
 
-@pytest.mark.parametrize('policy', [pytest.param('mixed_bfloat16', marks=pytest.mark.slow),
-                                    'mixed_float16'])
+@pytest.mark.slow  # two SavedModel exports in reduced precision: the slow tier
+@pytest.mark.parametrize('policy', ['mixed_bfloat16', 'mixed_float16'])
 def test_saved_model_outputs_are_float32(tmp_path, policy):
   """A reduced-precision model's SavedModel answers in float32, close to the same weights'
   float32 model."""

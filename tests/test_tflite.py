@@ -219,6 +219,7 @@ def test_mediapipe_image_segmenter_reads_the_export_as_it_is(tiny, tmp_path, qua
     assert (ours == tiny['reference']).mean() >= 0.999  # and the SavedModel's
 
 
+@pytest.mark.slow  # a second conversion
 def test_models_mediapipe_cannot_describe_are_written_without_metadata(tiny, tmp_path):
   from official.autodeeplab.data import datasets
   from official.autodeeplab.modeling import segmenter as segmenter_lib
