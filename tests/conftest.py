@@ -13,11 +13,12 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 
-def run_tool(module: str, *args: str, timeout: float = 600,
-             cwd: str | os.PathLike = ROOT) -> subprocess.CompletedProcess:
+def run_tool(module: str, *args: str, timeout: float = 600, cwd: str | os.PathLike = ROOT,
+             env: dict | None = None) -> subprocess.CompletedProcess:
   """Runs `python -m tools.<module> args...` as a user would: from the repository root, or from
-  `cwd` (a `user_dir`: the repository's layout, so relative paths are the README's)."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
+  `cwd` (a `user_dir`: the repository's layout, so relative paths are the README's), with `env`
+  added to the environment."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT, **(env or {}))
   return subprocess.run([sys.executable, '-m', f'tools.{module}', *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=timeout)
 

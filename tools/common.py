@@ -28,6 +28,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from official.autodeeplab.data.converters import synthetic  # noqa: E402
+from official.autodeeplab.errors import PeerLost  # noqa: E402
 from official.autodeeplab.errors import Preempted  # noqa: E402
 from official.autodeeplab.errors import UserInputError  # noqa: E402
 
@@ -50,6 +51,10 @@ SHARED_FLAGS = {
     'strategy': (flags.DEFINE_string, 'default', 'tf.distribute strategy: default, one_device, '
                  'mirrored, multi_worker, tpu.'),
     'tpu': (flags.DEFINE_string, '', 'TPU address for --strategy=tpu.'),
+    'peer_timeout_s': (flags.DEFINE_float, 60.0, '--strategy=multi_worker: seconds a silent peer '
+                       'is waited for (TensorFlow\'s heartbeat timeout); then every remaining '
+                       'worker stops, naming it, with exit code 75 (restart the whole job to '
+                       'resume).'),
     'seed': (flags.DEFINE_integer, 0, 'Initialisation and data seed.'),
     'checkpoint': (flags.DEFINE_string, None, 'Checkpoint prefix, or "best" (the best validated '
                    'weights, workdir/best/); default: the workdir\'s latest.'),
@@ -150,6 +155,14 @@ def filter_native_stderr() -> None:
     thread.join(timeout=5)
 
   atexit.register(restore)
+  global _restore_stderr
+  _restore_stderr = restore
+
+
+def _restore_stderr() -> None:
+  """Everything written to stderr so far forwarded (the filter's `restore` once installed): for
+  an exit that skips atexit."""
+  sys.stderr.flush()
 
 
 def as_flag_error(message: str) -> str:
@@ -231,6 +244,12 @@ def run(main: Callable[[list[str]], None]) -> None:
     except Preempted as e:
       print(e, flush=True)
       sys.exit(e.exit_code)
+    except PeerLost as e:
+      # At once: TensorFlow's own shutdown would wait for the lost peer (its shutdown barrier).
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.stdout.flush()
+      _restore_stderr()
+      os._exit(e.exit_code)  # pylint: disable=protected-access
     except UserInputError as e:
       # The first line: gin appends the configurable it was calling on lines of its own.
       print(f'error: {as_flag_error(str(e).strip().splitlines()[0])}', file=sys.stderr)

@@ -31,9 +31,9 @@ common.define_gin_flags()
 # --image_size, --num_classes); --crop_size, --batch_size override search_data.*; --num_steps sets
 # search_config.total_steps (the cosine schedule's length too, as in tools.train; the warm-up,
 # search_config.arch_start_step, stays as the gin file says).
-common.define_flags('workdir', 'tfrecord_dir', 'split', 'strategy', 'tpu', 'seed', 'num_classes',
-                    'num_examples', 'image_size', 'crop_size', 'batch_size', 'num_steps',
-                    'precision')
+common.define_flags('workdir', 'tfrecord_dir', 'split', 'strategy', 'tpu', 'peer_timeout_s',
+                    'seed', 'num_classes', 'num_examples', 'image_size', 'crop_size',
+                    'batch_size', 'num_steps', 'precision')
 flags.DEFINE_integer('log_every', None, 'Steps between log lines (loop_settings.log_every).')
 flags.DEFINE_integer('checkpoint_every', None, 'Steps between checkpoints.')
 flags.DEFINE_integer('export_every', None, 'Steps between genotype/plot/TensorBoard exports.')
@@ -53,7 +53,8 @@ def main(argv):
       raise common.UserInputError(f'--{name}={getattr(FLAGS, name)}: must be at least 2')
   process = launch.start(
       'search', workdir=FLAGS.workdir, lock=True, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
-      seed=FLAGS.seed, gin_files=FLAGS.gin_file, precision=FLAGS.precision,
+      peer_timeout_s=FLAGS.peer_timeout_s, seed=FLAGS.seed, gin_files=FLAGS.gin_file,
+      precision=FLAGS.precision,
       gin_bindings=[*FLAGS.gin_bindings, *common.positive_flag_bindings(FLAGS, FLAG_BINDINGS)])
   from official.autodeeplab.data import input_pipeline
   from official.autodeeplab.data.converters import synthetic

@@ -31,7 +31,8 @@ common.define_gin_flags()
 # --num_steps, --batch_size, --crop_size override train_config.total_steps / batch_size /
 # crop_size.
 common.define_flags('workdir', 'tfrecord_dir', 'split', 'genotype', 'model_size',
-                    'filter_multiplier', 'strategy', 'tpu', 'seed', 'num_steps', 'batch_size',
+                    'filter_multiplier', 'strategy', 'tpu', 'peer_timeout_s', 'seed', 'num_steps',
+                    'batch_size',
                     'crop_size', 'precision')
 flags.DEFINE_string('eval_split', 'val', 'Split of --tfrecord_dir scored every '
                     'train_config.eval_every steps (the best weights kept in workdir/best/); when '
@@ -57,7 +58,8 @@ def main(argv):
   geno = genotype_lib.load(FLAGS.genotype)
   process = launch.start(
       'train', workdir=FLAGS.workdir, lock=True, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
-      seed=FLAGS.seed, gin_files=FLAGS.gin_file, precision=FLAGS.precision,
+      peer_timeout_s=FLAGS.peer_timeout_s, seed=FLAGS.seed, gin_files=FLAGS.gin_file,
+      precision=FLAGS.precision,
       gin_bindings=[*FLAGS.gin_bindings, *_flag_bindings()])
   from official.autodeeplab.data import input_pipeline
   from official.autodeeplab.training import configs

@@ -29,3 +29,13 @@ class Preempted(Exception):
 class DivergedError(UserInputError):
   """A run whose loss or logits stopped being finite; the message names the step, the checkpoint
   kept and the setting to change."""
+
+
+class PeerLost(Exception):
+  """A multi-worker run that lost a peer (dead, stalled or disconnected); the message names it,
+  the step and the last checkpoint. The binaries print it and end the process at once with
+  `exit_code` (75, EX_TEMPFAIL): restarting every worker resumes (`training/workers.py`)."""
+
+  def __init__(self, message: str, exit_code: int = 75):
+    super().__init__(message)
+    self.exit_code = exit_code

@@ -1,6 +1,7 @@
 """A binary's process set-up, every step in one order, once (Model Garden's `train.py`, small).
 
 `start(job, ...)` is what each binary calls after parsing its flags and before its task:
+  0. under `multi_worker`, TF_CONFIG and the worker count checked (`training/workers.py`);
   1. the workdir's lock (one writer per workdir, `utils/workdir_lock.py`), before any work;
   2. gin parsed once: the files, then the bindings (the binary's flags among them, so
      `operative_config.gin` records them), one line for a file or binding at fault;
@@ -10,7 +11,8 @@
      some of TensorFlow's choices are fixed at import;
   5. TensorFlow's graph optimizer, the Keras precision policy and the device's kernels for it;
   6. the seed of every layer's initialisation;
-  7. the tf.distribute strategy (models and optimizers are built in its scope by the task).
+  7. the tf.distribute strategy (models and optimizers are built in its scope by the task); under
+     `multi_worker` after TensorFlow's coordination service is given the peer timeout.
 Objects that need a runtime choice receive the returned `Process.runtime`; nothing else applies
 one. Nothing here parses flags: the binaries pass values (and say which flag gave the precision).
 """
@@ -35,10 +37,12 @@ class Process:
     strategy: the tf.distribute strategy (None when `start` was asked for none).
     experiment: the search's or retrain's `training.experiment.Experiment` from gin (None for
       inference).
+    cluster: TF_CONFIG's `training.workers.Cluster` under `multi_worker` (None otherwise).
   """
   runtime: Any
   strategy: Any = None
   experiment: Any = None
+  cluster: Any = None
 
   def operative_config(self) -> str:
     """gin's operative configuration (what ran), for the workdir."""
@@ -49,14 +53,25 @@ class Process:
 def start(job: str, *, workdir: str | None = None, lock: bool = False,
           strategy: str | None = 'default', tpu: str = '', seed: int | None = None,
           gin_files: Sequence[str] = (), gin_bindings: Sequence[str] = (),
-          precision: str | None = None, precision_flag: str = '--precision') -> Process:
+          precision: str | None = None, precision_flag: str = '--precision',
+          peer_timeout_s: float | None = None) -> Process:
   """Sets the process up for `job` ('search', 'train' or 'inference'), as the module docstring
   says. `precision` is the flag's value when given (it becomes a gin binding of
-  `runtime_options.precision`; errors then name `precision_flag`); `strategy=None` builds none."""
+  `runtime_options.precision`; errors then name `precision_flag`); `strategy=None` builds none.
+  `peer_timeout_s`: under `multi_worker`, how long a silent peer is waited for (default
+  `workers.DEFAULT_PEER_TIMEOUT_S`)."""
   if job not in JOBS:
     raise ValueError(f'job {job!r}: expected one of {JOBS}')
+  from official.autodeeplab.training import workers
   from official.autodeeplab.utils import runtime as runtime_lib
   from official.autodeeplab.utils import workdir_lock
+  cluster = None
+  if peer_timeout_s is not None:
+    workers.check_peer_timeout(peer_timeout_s)
+  if strategy == 'multi_worker':
+    cluster = workers.read_cluster()
+  if lock:
+    workers.check_worker_count(workdir, job, cluster.num_workers if cluster else 1)
   if workdir and lock:
     workdir_lock.lock(workdir, strategy or 'default')
   bindings = list(gin_bindings)
@@ -79,8 +94,10 @@ def start(job: str, *, workdir: str | None = None, lock: bool = False,
   built = None
   if strategy is not None:
     from official.autodeeplab.training import distribute
+    if cluster is not None:
+      workers.configure_coordination(cluster, peer_timeout_s or workers.DEFAULT_PEER_TIMEOUT_S)
     built = distribute.get_strategy(strategy, tpu)
-  return Process(runtime, built, experiment)
+  return Process(runtime, built, experiment, cluster)
 
 
 def _configure_tensorflow(runtime) -> None:

@@ -15,7 +15,10 @@ compiled step; the loop owns everything around the step, once:
   saved; so does a float16 loss scale that collapsed (`loss_scale.COLLAPSE_STEPS` updates in a
   row skipped for non-finite gradients);
 * SIGTERM or SIGINT (Ctrl-C): finish the step, checkpoint, raise `Preempted` (the binaries exit
-  with 143 or 130).
+  with 143 or 130);
+* with several workers (`workers.py`): every worker resumes from the chief's checkpoints and
+  they check they start at one step; a signal to any worker stops all at the same step; a lost
+  peer raises `PeerLost` naming it (exit 75).
 
 The task protocol is `base_task.Task`.
 """
@@ -30,6 +33,7 @@ from official.autodeeplab import errors
 from official.autodeeplab import files
 from official.autodeeplab.data import input_pipeline
 from official.autodeeplab.errors import DivergedError
+from official.autodeeplab.errors import PeerLost
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.training import base_task
 from official.autodeeplab.training import checkpoints
@@ -38,6 +42,7 @@ from official.autodeeplab.training import loss_scale
 from official.autodeeplab.training import progress
 from official.autodeeplab.training import run_description
 from official.autodeeplab.training import signals
+from official.autodeeplab.training import workers
 
 
 def run(task: base_task.Task, workdir: str, num_steps: int, log: Callable[[str], None] = print,
@@ -51,17 +56,47 @@ def run(task: base_task.Task, workdir: str, num_steps: int, log: Callable[[str],
       setattr(checkpoint, name, iterator)
   workdir_here = distribute.worker_workdir(task.strategy, workdir)
   chief = workdir_here == workdir
+  cluster = workers.from_strategy(task.strategy)
   directory = os.path.join(workdir_here, checkpoints.CHECKPOINT_DIR)
+  # Every worker resumes from the chief's checkpoints (the others' own copies may lag a save).
   # Before the manager reads the state file: unreadable checkpoints are set aside first.
-  latest = checkpoints.latest_readable(directory, lambda line: log(f'[{task.name}] {line}'))
+  latest = checkpoints.latest_readable(os.path.join(workdir, checkpoints.CHECKPOINT_DIR),
+                                       lambda line: log(f'[{task.name}] {line}'))
   manager = tf.train.CheckpointManager(checkpoint, directory, task.cadence.max_checkpoints)
+  try:
+    return _run(task, workdir, num_steps, log, operative_config, checkpoint, latest, manager,
+                workdir_here, chief, cluster, iterators)
+  except tf.errors.OpError as e:
+    peer = workers.lost_peer(e, cluster) if cluster is not None else None
+    if peer is None:
+      raise
+    step = int(task.step.numpy()) + 1
+    raise PeerLost(f'[{task.name}] {peer} stopped responding at step {step}; last checkpoint '
+                   f'{checkpoints.kept(manager)}; restart every worker with the same command to '
+                   'resume from it') from None
+
+
+def _run(task, workdir, num_steps, log, operative_config, checkpoint, latest, manager,
+         workdir_here, chief, cluster, iterators) -> dict:
+  """`run` from the restore on (a lost peer's error, from any collective, is `run`'s to name)."""
   # Objects a checkpoint written before they existed lacks (the loss scales) are optional.
   if checkpoints.restore(checkpoint, latest, workdir,
                          optional=task.optional_checkpoint_objects):
     log(f'[{task.name}] resumed from {latest} at step {int(task.step.numpy())}')
+  agreement = workers.Agreement(task.strategy) if cluster is not None else None
+  if agreement is not None:
+    starts = agreement.values(int(task.step.numpy()))
+    if len(set(starts)) > 1:
+      steps = ', '.join(f'{start:.0f}' for start in starts)
+      raise UserInputError(
+          f'{workdir}: the workers would resume at different steps ({steps}): every worker must '
+          f'read the chief\'s {checkpoints.CHECKPOINT_DIR}/ (one workdir on a filesystem they '
+          'share)')
   description = task.run_description()
   if chief and description is not None:
     name, data, check = description
+    data = {**data, 'num_workers': cluster.num_workers if cluster is not None else 1}
+    check = {**check, 'optional': (*check.get('optional', ()), 'num_workers')}
     run_description.check_or_write_json(workdir, name, data, **check)
   if chief and operative_config is not None:
     files.write_text(os.path.join(workdir, 'operative_config.gin'), operative_config)
@@ -94,27 +129,39 @@ def run(task: base_task.Task, workdir: str, num_steps: int, log: Callable[[str],
         for tag, value in scalars.items():
           tf.summary.scalar(tag, value, step=step)
         log(f'[{task.name}] step {step}/{num_steps}{text}{speed}')
-      final = step == num_steps or stop.requested
+      stop_signal = _stop_signal(stop, agreement)
+      final = step == num_steps or stop_signal is not None
       saved = step % cadence.checkpoint_every == 0 or final
       if saved:
         _save(manager, step)
       for line in task.after_step(workdir_here, step, result, final, chief) or ():
         log(line)
       reason = None if final else task.stop_reason(workdir)
+      if stop_signal is None and stop.requested and agreement is None:
+        stop_signal = stop.signum  # came during after_step (one process: nothing to agree)
       # A signal that came during after_step (validation, image summaries) still stops here,
       # with this step saved: what the stop message names is what a rerun resumes from.
-      if (reason is not None or stop.requested) and not saved:
+      if (reason is not None or stop_signal is not None) and not saved:
         _save(manager, step)
       if reason is not None:
         log(f'[{task.name}] stopped at step {step} of {num_steps}: {reason}')
-      if stop.requested:
+      if stop_signal is not None:
         writer.flush()
-        raise signals.preempted(task.name, step, manager.latest_checkpoint, stop.signum)
+        raise signals.preempted(task.name, step, manager.latest_checkpoint, stop_signal)
     if initial_reason is not None and step < num_steps:
       log(f'[{task.name}] nothing to do at step {step}: {initial_reason}')
     result = task.finish(workdir, step, chief)
   writer.flush()
   return result
+
+
+def _stop_signal(stop: signals.StopOnSigterm, agreement) -> int | None:
+  """The signal this step stops on (None: go on). With several workers, one that was signalled
+  stops them all at this step (the largest signal number any of them got)."""
+  if agreement is None:
+    return stop.signum if stop.requested else None
+  signums = agreement.values(stop.signum if stop.requested else 0)
+  return int(max(signums)) or None
 
 
 def _save(manager: tf.train.CheckpointManager, step: int) -> None:
