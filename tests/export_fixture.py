@@ -11,6 +11,7 @@ from official.autodeeplab.data import example
 from official.autodeeplab.modeling import segmenter
 from official.autodeeplab.search.genotype import Genotype, PAPER_GENOTYPE
 from official.autodeeplab.serving import export
+from official.autodeeplab.utils import visualize
 from tests.conftest import randomize_batch_norm
 
 GENOTYPE = Genotype(cell=PAPER_GENOTYPE.cell[:2], path=(0, 1, 1))
@@ -41,3 +42,12 @@ def build(root) -> dict:
   return {'root': root, 'model': model, 'checkpoint': checkpoint, 'records': records,
           'images': images, 'labels': labels, 'reference': reference,
           'saved_model': saved_model}
+
+
+def write_inputs(tiny: dict, directory) -> None:
+  """The predict tools' inputs: a.png, the first val image (the model's input size), and b.png,
+  a random 90x130 image (letterboxed)."""
+  directory.mkdir()
+  visualize.save_png(tiny['images'][0], str(directory / 'a.png'))
+  visualize.save_png(np.random.default_rng(2).integers(0, 256, [90, 130, 3], dtype=np.uint8),
+                     str(directory / 'b.png'))

@@ -17,6 +17,7 @@ from official.autodeeplab.serving import formats
 from official.autodeeplab.serving import onnx_export
 from official.autodeeplab.utils import visualize
 from tests.conftest import ROOT, assert_bad_input, run_tool
+from tests import export_fixture
 from tests.export_fixture import NUM_CLASSES, SIZE
 
 pytestmark = pytest.mark.xdist_group('tflite')  # the `tiny` fixture's worker
@@ -138,10 +139,7 @@ def test_export_tool_writes_onnx_and_keras_and_predict_runs_onnx(tiny, tmp_path)
   assert f'predict: python -m tools.predict --onnx={model_dir / f"tiny_{SIZE}x{SIZE}.onnx"}' in (
       result.stdout)
   inputs = tmp_path / 'inputs'
-  inputs.mkdir()
-  visualize.save_png(tiny['images'][0], str(inputs / 'a.png'))
-  visualize.save_png(np.random.default_rng(2).integers(0, 256, [90, 130, 3], dtype=np.uint8),
-                     str(inputs / 'b.png'))
+  export_fixture.write_inputs(tiny, inputs)
   result = run_tool('predict', f'--onnx={model_dir / f"tiny_{SIZE}x{SIZE}.onnx"}',
                     f'--input={inputs}', f'--output_dir={tmp_path / "masks"}', '--num_threads=1')
   assert result.returncode == 0, result.stderr[-3000:]

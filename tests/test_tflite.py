@@ -12,6 +12,7 @@ from official.autodeeplab.serving import tflite
 from official.autodeeplab.training import evaluation
 from official.autodeeplab.utils import visualize
 from tests.conftest import assert_bad_input, run_tool
+from tests import export_fixture
 from tests.export_fixture import GENOTYPE, NUM_CLASSES, SIZE
 
 # One worker runs this module's tests (xdist_group), not always in a row: its fixtures are
@@ -119,10 +120,7 @@ def test_export_and_predict_tools(tiny, tmp_path):
   with open(model_dir / 'labels.json') as f:
     assert json.load(f)['class_names'][0] == 'background'
   inputs = tmp_path / 'inputs'
-  inputs.mkdir()
-  visualize.save_png(tiny['images'][0], str(inputs / 'a.png'))
-  visualize.save_png(np.random.default_rng(2).integers(0, 256, [90, 130, 3], dtype=np.uint8),
-                     str(inputs / 'b.png'))
+  export_fixture.write_inputs(tiny, inputs)
   result = run_tool('predict', f'--tflite={model_dir / "tiny_65x65_int8.tflite"}',
                     f'--input={inputs}', f'--output_dir={tmp_path / "masks"}', '--num_threads=1')
   assert result.returncode == 0, result.stderr[-3000:]

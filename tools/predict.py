@@ -136,33 +136,22 @@ def _without_index(text: str) -> str:
   return text.split(': ', 1)[1] if text.startswith('image_bytes[0]: ') else text
 
 
-class LiteRTClient:
-  """A LiteRT model file (tools.export --format=tflite): each image read here as the model's
-  images are (its `model.json` beside it says; 8-bit RGB without one), fitted to the model's
-  input by `tflite.letterbox`, run by LiteRT's interpreter. The export's limits hold here too:
-  the size is read from the header before decoding."""
+class ModelFileClient:
+  """A model file of tools.export run in this process by its own runtime (`--tflite`: LiteRT's
+  interpreter, fitted to the model's input by `tflite.letterbox`; `--onnx`: onnxruntime): each
+  image read here as the model's images are (its `model.json` beside it says; 8-bit RGB without
+  one). The export's limits hold here too: the size is read from the header before decoding.
 
-  def __init__(self, path: str, num_threads: int | None):
-    from official.autodeeplab.serving import tflite
+  Args:
+    path: the model file.
+    num_threads: the runtime's CPU threads.
+    runner: `tflite.LiteRTModel` or `onnx_export.OnnxModel` (path, threads, image spec).
+  """
+
+  def __init__(self, path: str, num_threads: int | None, runner):
     self.path = path
     self.image = _described_image(path)
-    self.model = tflite.LiteRTModel(path, num_threads, self.image)
-
-  def __call__(self, data: bytes, path: str = ''):
-    del data
-    image = read_image(path, self.image)
-    return self.model.predict(image), image.shape[:2]
-
-
-class OnnxClient:
-  """An ONNX model file (tools.export --format=onnx) run by onnxruntime: each image read here as
-  the model's images are (its `model.json` beside it says; 8-bit RGB without one)."""
-
-  def __init__(self, path: str, num_threads: int | None):
-    from official.autodeeplab.serving import onnx_export
-    self.path = path
-    self.image = _described_image(path)
-    self.model = onnx_export.OnnxModel(path, num_threads, self.image)
+    self.model = runner(path, num_threads, self.image)
 
   def __call__(self, data: bytes, path: str = ''):
     del data
@@ -312,8 +301,11 @@ def main(argv):
     client = (RestClient if FLAGS.protocol == 'rest' else GrpcClient)(
         FLAGS.server, FLAGS.model_name, FLAGS.timeout)
   elif FLAGS.tflite or FLAGS.onnx:
-    client = (LiteRTClient(FLAGS.tflite, FLAGS.num_threads) if FLAGS.tflite else
-              OnnxClient(FLAGS.onnx, FLAGS.num_threads))
+    if FLAGS.tflite:
+      from official.autodeeplab.serving.tflite import LiteRTModel as runner
+    else:
+      from official.autodeeplab.serving.onnx_export import OnnxModel as runner
+    client = ModelFileClient(FLAGS.tflite or FLAGS.onnx, FLAGS.num_threads, runner)
     labels = os.path.join(os.path.dirname(FLAGS.tflite or FLAGS.onnx), 'labels.json')
     _check_labels(labels, client.model.num_classes)
   else:  # TensorFlow runs the model in this process (a server or LiteRT runs it elsewhere)

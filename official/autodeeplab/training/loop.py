@@ -24,6 +24,7 @@ The task protocol is `base_task.Task`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable
 
@@ -63,9 +64,77 @@ def run(task: base_task.Task, workdir: str, num_steps: int, log: Callable[[str],
   latest = checkpoints.latest_readable(os.path.join(workdir, checkpoints.CHECKPOINT_DIR),
                                        lambda line: log(f'[{task.name}] {line}'))
   manager = tf.train.CheckpointManager(checkpoint, directory, task.cadence.max_checkpoints)
+  with _lost_peer_named(task, cluster, manager):
+    agreement = _resume(task, checkpoint, latest, workdir, cluster, log)
+    description = task.run_description()
+    if chief and description is not None:
+      name, data, check = description
+      data = {**data, 'num_workers': cluster.num_workers if cluster is not None else 1}
+      check = {**check, 'optional': (*check.get('optional', ()), 'num_workers')}
+      run_description.check_or_write_json(workdir, name, data, **check)
+    if chief and operative_config is not None:
+      files.write_text(os.path.join(workdir, 'operative_config.gin'), operative_config)
+    writer = tf.summary.create_file_writer(os.path.join(workdir_here, 'tensorboard'))
+    meter = progress.ProgressMeter(num_steps, task.images_per_step)
+    cadence = task.cadence
+    step = int(task.step.numpy())
+    reason = initial_reason = task.stop_reason(workdir)
+    with signals.StopOnSigterm() as stop, writer.as_default():
+      while step < num_steps and reason is None:
+        result = task.train_step(_CheckedIterators(iterators, task.shard_files))
+        step = int(task.step.numpy())
+        if not result.finite():
+          values = ', '.join(f'{k} {v}' for k, v in result.losses.items())
+          raise DivergedError(
+              f'step {step}: {result.what} is not finite ({values}, {result.nonfinite} NaN/inf '
+              f'logits); {task.name} stopped, nothing of this step saved, last checkpoint kept: '
+              f'{checkpoints.kept(manager)}. {task.divergence_hint}')
+        if result.skipped_in_a_row >= loss_scale.COLLAPSE_STEPS:
+          raise DivergedError(
+              f'step {step}: the float16 loss scale collapsed ({result.skipped_in_a_row} '
+              f'updates in a row skipped for non-finite gradients); {task.name} stopped, last '
+              f'checkpoint kept: {checkpoints.kept(manager)}. Train in bfloat16 or float32, or '
+              f'{task.divergence_hint[0].lower()}{task.divergence_hint[1:]}')
+        if step % cadence.log_every == 0 or step == num_steps or step == 1:
+          speed = meter.report(step)
+          scalars, text = task.log_scalars(step)
+          if meter.images_per_s():
+            scalars['images_per_s'] = meter.images_per_s()
+          for tag, value in scalars.items():
+            tf.summary.scalar(tag, value, step=step)
+          log(f'[{task.name}] step {step}/{num_steps}{text}{speed}')
+        stop_signal = _stop_signal(stop, agreement)
+        final = step == num_steps or stop_signal is not None
+        saved = step % cadence.checkpoint_every == 0 or final
+        if saved:
+          _save(manager, step)
+        for line in task.after_step(workdir_here, step, result, final, chief) or ():
+          log(line)
+        reason = None if final else task.stop_reason(workdir)
+        if stop_signal is None and stop.requested and agreement is None:
+          stop_signal = stop.signum  # came during after_step (one process: nothing to agree)
+        # A signal that came during after_step (validation, image summaries) still stops here,
+        # with this step saved: what the stop message names is what a rerun resumes from.
+        if (reason is not None or stop_signal is not None) and not saved:
+          _save(manager, step)
+        if reason is not None:
+          log(f'[{task.name}] stopped at step {step} of {num_steps}: {reason}')
+        if stop_signal is not None:
+          writer.flush()
+          raise signals.preempted(task.name, step, manager.latest_checkpoint, stop_signal)
+      if initial_reason is not None and step < num_steps:
+        log(f'[{task.name}] nothing to do at step {step}: {initial_reason}')
+      result = task.finish(workdir, step, chief)
+    writer.flush()
+    return result
+
+
+@contextlib.contextmanager
+def _lost_peer_named(task, cluster, manager):
+  """A lost peer's TensorFlow error (from any collective of the run) as `PeerLost`, naming the
+  peer, the step and the last checkpoint; other errors pass."""
   try:
-    return _run(task, workdir, num_steps, log, operative_config, checkpoint, latest, manager,
-                workdir_here, chief, cluster, iterators)
+    yield
   except tf.errors.OpError as e:
     peer = workers.lost_peer(e, cluster) if cluster is not None else None
     if peer is None:
@@ -76,9 +145,9 @@ def run(task: base_task.Task, workdir: str, num_steps: int, log: Callable[[str],
                    'resume from it') from None
 
 
-def _run(task, workdir, num_steps, log, operative_config, checkpoint, latest, manager,
-         workdir_here, chief, cluster, iterators) -> dict:
-  """`run` from the restore on (a lost peer's error, from any collective, is `run`'s to name)."""
+def _resume(task, checkpoint, latest, workdir, cluster, log):
+  """Restores `latest`; with several workers, checks they all start at one step and returns
+  their `workers.Agreement` (None for one process)."""
   # Objects a checkpoint written before they existed lacks (the loss scales) are optional.
   if checkpoints.restore(checkpoint, latest, workdir,
                          optional=task.optional_checkpoint_objects):
@@ -92,67 +161,7 @@ def _run(task, workdir, num_steps, log, operative_config, checkpoint, latest, ma
           f'{workdir}: the workers would resume at different steps ({steps}): every worker must '
           f'read the chief\'s {checkpoints.CHECKPOINT_DIR}/ (one workdir on a filesystem they '
           'share)')
-  description = task.run_description()
-  if chief and description is not None:
-    name, data, check = description
-    data = {**data, 'num_workers': cluster.num_workers if cluster is not None else 1}
-    check = {**check, 'optional': (*check.get('optional', ()), 'num_workers')}
-    run_description.check_or_write_json(workdir, name, data, **check)
-  if chief and operative_config is not None:
-    files.write_text(os.path.join(workdir, 'operative_config.gin'), operative_config)
-  writer = tf.summary.create_file_writer(os.path.join(workdir_here, 'tensorboard'))
-  meter = progress.ProgressMeter(num_steps, task.images_per_step)
-  cadence = task.cadence
-  step = int(task.step.numpy())
-  reason = initial_reason = task.stop_reason(workdir)
-  with signals.StopOnSigterm() as stop, writer.as_default():
-    while step < num_steps and reason is None:
-      result = task.train_step(_CheckedIterators(iterators, task.shard_files))
-      step = int(task.step.numpy())
-      if not result.finite():
-        values = ', '.join(f'{k} {v}' for k, v in result.losses.items())
-        raise DivergedError(
-            f'step {step}: {result.what} is not finite ({values}, {result.nonfinite} NaN/inf '
-            f'logits); {task.name} stopped, nothing of this step saved, last checkpoint kept: '
-            f'{checkpoints.kept(manager)}. {task.divergence_hint}')
-      if result.skipped_in_a_row >= loss_scale.COLLAPSE_STEPS:
-        raise DivergedError(
-            f'step {step}: the float16 loss scale collapsed ({result.skipped_in_a_row} updates in '
-            f'a row skipped for non-finite gradients); {task.name} stopped, last checkpoint kept: '
-            f'{checkpoints.kept(manager)}. Train in bfloat16 or float32, or '
-            f'{task.divergence_hint[0].lower()}{task.divergence_hint[1:]}')
-      if step % cadence.log_every == 0 or step == num_steps or step == 1:
-        speed = meter.report(step)
-        scalars, text = task.log_scalars(step)
-        if meter.images_per_s():
-          scalars['images_per_s'] = meter.images_per_s()
-        for tag, value in scalars.items():
-          tf.summary.scalar(tag, value, step=step)
-        log(f'[{task.name}] step {step}/{num_steps}{text}{speed}')
-      stop_signal = _stop_signal(stop, agreement)
-      final = step == num_steps or stop_signal is not None
-      saved = step % cadence.checkpoint_every == 0 or final
-      if saved:
-        _save(manager, step)
-      for line in task.after_step(workdir_here, step, result, final, chief) or ():
-        log(line)
-      reason = None if final else task.stop_reason(workdir)
-      if stop_signal is None and stop.requested and agreement is None:
-        stop_signal = stop.signum  # came during after_step (one process: nothing to agree)
-      # A signal that came during after_step (validation, image summaries) still stops here,
-      # with this step saved: what the stop message names is what a rerun resumes from.
-      if (reason is not None or stop_signal is not None) and not saved:
-        _save(manager, step)
-      if reason is not None:
-        log(f'[{task.name}] stopped at step {step} of {num_steps}: {reason}')
-      if stop_signal is not None:
-        writer.flush()
-        raise signals.preempted(task.name, step, manager.latest_checkpoint, stop_signal)
-    if initial_reason is not None and step < num_steps:
-      log(f'[{task.name}] nothing to do at step {step}: {initial_reason}')
-    result = task.finish(workdir, step, chief)
-  writer.flush()
-  return result
+  return agreement
 
 
 def _stop_signal(stop: signals.StopOnSigterm, agreement) -> int | None:
