@@ -124,7 +124,7 @@ def test_periodic_exports_summaries_and_progress_line(task, tmp_path):
   saved = Genotype.from_json(tmp_path / 'genotype.json')
   assert saved == result['genotype']
   # Decoding the workdir's latest checkpoint without training gives the same architecture.
-  decoded, transitions, step, expected = search_outputs.decode_checkpoint(str(tmp_path))
+  decoded, transitions, step, expected, _ = search_outputs.decode_checkpoint(str(tmp_path))
   assert decoded == saved and step == start + 4 and transitions.shape == (3, 4, 3)
   assert expected > 0
 
@@ -204,6 +204,8 @@ def test_the_cost_term_pulls_the_expected_multiply_adds_down(task, tmp_path):
   task.config = dataclasses.replace(task.config, arch_start_step=0, cost_weight=5.0,
                                     cost_target=1e6, cost_image_size=(65, 65),
                                     cost_filter_multiplier=4)
+  saved_model = task.cost_model
+  task.cost_model = search_outputs.cost_model(task.config, task.model)
   task._cost = tf.function(task._cost_term)
   try:
     before = float(task._cost()[0])
@@ -215,7 +217,58 @@ def test_the_cost_term_pulls_the_expected_multiply_adds_down(task, tmp_path):
         after, rel=1e-4)
     assert 'cost/expected_multiply_adds' in events(tmp_path / 'tensorboard')
   finally:
-    task.config, task._cost = saved, None
+    task.config, task._cost, task.cost_model = saved, None, saved_model
+
+
+def test_the_latency_term_lowers_the_expected_latency(task, tmp_path):
+  """The same short search with and without the latency term, from the same start: with it, the
+  expected latency ends lower; the history, TensorBoard and the workdir's copy record it; a
+  table for another class count is refused."""
+  import dataclasses
+  from official.autodeeplab.search import latency_table
+  from official.autodeeplab.training import arch_history
+  from tests.test_latency import fake_table, write
+  model = task.model
+  table = fake_table(5, filter_multiplier=model.filter_multiplier, num_classes=model.num_classes)
+  # A cost with a clear direction: deeper levels and the separable ops cost more.
+  for key in table['entries_ms']:
+    if key.startswith('op:separable') or key.startswith('aspp:L0'):
+      table['entries_ms'][key] *= 20
+  path = write(tmp_path / 'table.json', table)
+  saved = snapshot = [v.numpy().copy() for v in model.arch_variables]
+  saved_config, saved_model, start = task.config, task.cost_model, int(task.step.numpy())
+  a, b = datasets()
+  results = {}
+  try:
+    for weight in (0.0, 5.0):
+      for variable, value in zip(model.arch_variables, snapshot):
+        variable.assign(value)
+      task.config = experiment.with_latency_table(dataclasses.replace(
+          saved_config, arch_start_step=0, cost_weight=weight, cost_target=1.0,
+          latency_table=path))
+      task.cost_model = search_outputs.cost_model(task.config, model)
+      task._cost = tf.function(task._cost_term) if weight else None
+      workdir = tmp_path / f'weight{weight}'
+      settings = experiment.LoopSettings(log_every=1, checkpoint_every=100, export_every=4)
+      task.step.assign(start)
+      run(task, a, b, start + 4, str(workdir), settings, log=lambda _: None)
+      record = arch_history.read(str(workdir))[-1]
+      results[weight] = record['expected_latency_ms']
+      assert record['expected_latency_ms'] == pytest.approx(
+          float(task.cost_model.expected(model.alpha, model.transition_probabilities())),
+          rel=1e-4)
+      assert latency_table.read(str(workdir / latency_table.TABLE_FILE)) == table
+    assert results[5.0] < results[0.0]
+    assert 'cost/expected_latency_ms' in events(tmp_path / 'weight5.0' / 'tensorboard')
+    other = write(tmp_path / 'other.json', fake_table(num_classes=model.num_classes + 1,
+                                                      filter_multiplier=model.filter_multiplier))
+    with pytest.raises(UserInputError, match='this search needs num_classes'):
+      search_outputs.cost_model(dataclasses.replace(task.config, latency_table=other), model)
+  finally:
+    for variable, value in zip(model.arch_variables, saved):
+      variable.assign(value)
+    task.config, task.cost_model, task._cost = saved_config, saved_model, None
+    task.step.assign(start)
 
 
 def test_history_file_and_stable_counting(tmp_path):

@@ -3,7 +3,8 @@ under the same training budget?
 
   python -m tools.baseline --workdir=runs/baseline --genotype=runs/search/genotype.json \
       [--genotype=...] --num_random=8 --gin_file=experiments/retrain/synthetic.gin \
-      --tfrecord_dir=runs/quickstart/data [--gin_bindings=...] [--match_cost=0.1] [--seed=0]
+      --tfrecord_dir=runs/quickstart/data [--gin_bindings=...] [--match_cost=0.1] [--seed=0] \
+      [--latency_table=latency_table.json]
 
 Samples `--num_random` genotypes uniformly from the space the given ones come from (their L and B,
 paths starting at the levels theirs start at; search/sampling.py), optionally only those whose
@@ -11,7 +12,9 @@ cells' multiply-adds are within `--match_cost` (a fraction) of the given genotyp
 every architecture, given and random, with the same gin, seed and steps (`tools.train`), evaluates
 it on `--eval_split` (`tools.evaluate`), and writes `baseline.json` (one entry per architecture:
 source, genotype, mIoU, params, multiply-adds; and each given genotype's rank and percentile among
-the random ones) and `baseline.png` (mIoU against multiply-adds, the given ones marked). Each
+the random ones) and `baseline.png` (mIoU against multiply-adds, the given ones marked). With
+`--latency_table` (tools.latency) every entry also has `predicted_latency_ms` (at the table's
+setting) and `--match_cost` matches the predicted latency instead of multiply-adds. Each
 architecture is a sub-workdir (`given-0/`, `random-3/`), so a rerun resumes where it stopped; a
 workdir of another gin, seed or sample is refused.
 """
@@ -35,32 +38,39 @@ flags.DEFINE_float('match_cost', None, 'Keep random genotypes whose cells\' mult
                    'within this fraction of the given genotypes\' mean (default: any).')
 flags.DEFINE_string('eval_split', 'val', 'Split the architectures are scored on.')
 flags.DEFINE_string('image_size', '1024,2048', 'HEIGHT,WIDTH the multiply-adds are counted at.')
+flags.DEFINE_string('latency_table', None, 'A latency table (tools.latency): record each '
+                    'architecture\'s predicted latency, and --match_cost matches it.')
 flags.mark_flags_as_required(['workdir', 'genotype', 'tfrecord_dir'])
 
 BASELINE_FILE, PLOT_FILE, CONFIG_FILE = 'baseline.json', 'baseline.png', 'baseline_config.json'
 MAX_DRAWS = 100_000  # draws to find each cost-matched genotype before giving up
 
 
-def _sample(given, multiplier: int, size: tuple[int, int]):
-  """The random genotypes (seeded by --seed), cost-matched when asked."""
+def _sample(given, multiplier: int, size: tuple[int, int], latency=None):
+  """The random genotypes (seeded by --seed), cost-matched when asked: on the cells'
+  multiply-adds, or on the predicted latency with a table (`latency`, a `cost.Latency`)."""
   import numpy as np
   from official.autodeeplab.search import cost
   from official.autodeeplab.search import sampling
   first = tuple(sorted({g.path[0] for g in given}))
   layers, blocks = given[0].num_layers, given[0].num_blocks
   rng = np.random.default_rng(FLAGS.seed)
-  target = np.mean([cost.cells_multiply_adds(g, multiplier, *size) for g in given])
+  if latency is None:
+    measure = lambda g: cost.cells_multiply_adds(g, multiplier, *size)
+    show = lambda value: f'{value / 1e9:.2f}B multiply-adds'
+  else:
+    measure, show = latency.exact, lambda value: f'{value:.2f} ms predicted latency'
+  target = np.mean([measure(g) for g in given])
   found = []
   while len(found) < FLAGS.num_random:
     for _ in range(MAX_DRAWS):
       candidate = sampling.random_genotype(rng, layers, blocks, first)
-      madds = cost.cells_multiply_adds(candidate, multiplier, *size)
-      if FLAGS.match_cost is None or abs(madds - target) <= FLAGS.match_cost * target:
+      if FLAGS.match_cost is None or abs(measure(candidate) - target) <= FLAGS.match_cost * target:
         break
     else:
       raise common.UserInputError(f'--match_cost={FLAGS.match_cost}: no random genotype within '
-                                  f'{FLAGS.match_cost:.0%} of {target / 1e9:.2f}B multiply-adds '
-                                  f'in {MAX_DRAWS} draws; widen it')
+                                  f'{FLAGS.match_cost:.0%} of {show(target)} in {MAX_DRAWS} '
+                                  'draws; widen it')
     found.append(candidate)
   return found
 
@@ -72,7 +82,9 @@ def _configuration(given) -> dict:
           'gin_bindings': list(FLAGS.gin_bindings), 'seed': FLAGS.seed,
           'num_random': FLAGS.num_random, 'match_cost': FLAGS.match_cost,
           'given': [g.to_dict() for g in given], 'tfrecord_dir': os.path.abspath(FLAGS.tfrecord_dir),
-          'eval_split': FLAGS.eval_split}
+          'eval_split': FLAGS.eval_split,
+          **({'latency_table_sha1': hashlib.sha1(open(FLAGS.latency_table, 'rb').read()).hexdigest()}
+             if FLAGS.latency_table and FLAGS.match_cost is not None else {})}
 
 
 def _retrain_and_evaluate(name: str, genotype) -> dict:
@@ -124,6 +136,13 @@ def main(argv):
   if len(shapes) > 1:
     raise common.UserInputError(f'--genotype: the given genotypes come from different spaces '
                                 f'(L, B: {sorted(shapes)})')
+  latency = None
+  if FLAGS.latency_table:
+    from official.autodeeplab.search import cost
+    from official.autodeeplab.search import latency_table
+    latency = cost.Latency.from_file(FLAGS.latency_table)
+    latency_table.check_matches(latency.table, FLAGS.latency_table, '--genotype',
+                                num_blocks=given[0].num_blocks)
   # Each architecture is retrained by tools.train in a process of its own; this one only reads
   # the retrain protocol (its F) and counts multiply-adds.
   launch.start('inference', workdir=FLAGS.workdir, lock=True, strategy=None,
@@ -136,7 +155,7 @@ def main(argv):
                                       what='baseline (gin, seed, sample)')
   architectures = ([('given', f'given-{i}', g) for i, g in enumerate(given)] +
                    [('random', f'random-{i}', g)
-                    for i, g in enumerate(_sample(given, multiplier, size))])
+                    for i, g in enumerate(_sample(given, multiplier, size, latency))])
   import numpy as np
   from official.autodeeplab.modeling import segmenter
   from official.autodeeplab.utils import complexity
@@ -148,6 +167,8 @@ def main(argv):
     entries.append({'source': source, 'name': name, 'genotype': genotype.to_dict(),
                     'miou': report['miou'], 'params': complexity.count_parameters(model),
                     'multiply_adds': complexity.multiply_adds(model, *size)['total']})
+    if latency is not None:
+      entries[-1]['predicted_latency_ms'] = latency.exact(genotype)
   random_mious = [e['miou'] for e in entries if e['source'] == 'random']
   for entry in entries:
     if entry['source'] == 'given':
@@ -155,6 +176,8 @@ def main(argv):
   summary = {'image_size': list(size), 'filter_multiplier': multiplier,
              'random_miou_median': float(np.median(random_mious)),
              'random_miou_std': float(np.std(random_mious)), 'architectures': entries}
+  if latency is not None:
+    summary['latency_measured_for'] = latency.setting
   files.write_json(os.path.join(FLAGS.workdir, BASELINE_FILE), summary)
   from official.autodeeplab.training import plots
   plots.plot_baseline(entries, os.path.join(FLAGS.workdir, PLOT_FILE), size)

@@ -4,6 +4,7 @@ r"""Prints the search space's size, a genotype's cell and path, and a retrain mo
   python -m tools.describe --genotype=paper|PATH.json [--plot=architecture.png] [--json]
   python -m tools.describe --genotype=paper --model_size=S|M|L [--filter_multiplier=N] \
       --num_classes=19 --image_size=1024,2048 [--json]
+  python -m tools.describe --genotype=paper|PATH.json --latency_table=latency_table.json [--json]
   python -m tools.describe --workdir=runs/search [--plot=PNG] [--history=PNG] [--json]
 
 With --workdir, the architecture a search workdir's latest checkpoint holds is decoded (cell and
@@ -11,6 +12,10 @@ Viterbi path) without training, written to `--plot` if given; `--history` draws 
 path and cell changed over the search's exports (arch_history.jsonl). With a model size, `params` (trainable parameters) and `multiply_adds` (convolutions, exact
 logical shapes; see utils/complexity.py) are printed with a per-component breakdown, and
 `multiply_adds_tf_profiler` (TensorFlow's own profiler, the convention of the paper's era).
+With --latency_table (measured by tools.latency), `predicted_latency_ms` is the genotype's
+latency on the table's engine, at the table's input size, F and classes (no other flag needed),
+with its parts under `breakdown.latency_ms`; a search workdir with a table reports
+`expected_latency_ms` (under the relaxation).
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ common.define_flags('genotype', 'model_size', 'filter_multiplier', 'workdir', ge
 flags.DEFINE_string('image_size', '1024,2048', 'HEIGHT,WIDTH for multiply-adds.')
 flags.DEFINE_string('plot', None, 'With --genotype or --workdir: write the architecture plot '
                     '(PNG) here.')
+flags.DEFINE_string('latency_table', None, 'With --genotype: predict its latency from this table '
+                    '(tools.latency), at the table\'s input size, F and classes.')
 flags.DEFINE_string('history', None, 'With --workdir: draw how the decoded architecture changed '
                     'over the exports (PNG) here.')
 
@@ -70,6 +77,29 @@ def _model_report(geno) -> tuple[dict, list[str]]:
   return report, text
 
 
+def _latency_report(geno) -> tuple[dict, list[str]]:
+  """--latency_table: the genotype's predicted latency and its parts."""
+  from official.autodeeplab.search import cost
+  from official.autodeeplab.search import latency_table
+  latency = cost.Latency.from_file(FLAGS.latency_table)
+  setting = latency.setting
+  expected = {'num_blocks': geno.num_blocks}
+  if FLAGS.model_size is not None or FLAGS.filter_multiplier is not None:
+    expected['filter_multiplier'] = sizes.resolve_filter_multiplier(FLAGS.model_size,
+                                                                   FLAGS.filter_multiplier)
+  if FLAGS['num_classes'].present:
+    expected['num_classes'] = FLAGS.num_classes
+  latency_table.check_matches(latency.table, FLAGS.latency_table, 'this genotype', **expected)
+  breakdown = latency.breakdown(geno)
+  total = sum(breakdown.values())
+  report = {'predicted_latency_ms': total, 'latency_table': FLAGS.latency_table,
+            'latency_measured_for': setting, 'breakdown': {'latency_ms': breakdown}}
+  text = [f'predicted latency: {total:.2f} ms on {latency_table.describe_setting(setting)} '
+          f'({setting.get("device")})',
+          '  ' + ', '.join(f'{name} {value:.2f}' for name, value in breakdown.items())]
+  return report, text
+
+
 def _history(report: dict, text: list[str]) -> None:
   """--history: the workdir's exports, drawn, and counted in the report."""
   from official.autodeeplab.training import arch_history
@@ -93,6 +123,9 @@ def main(argv):
                                 '--workdir=SEARCH_WORKDIR')
   if FLAGS.genotype and FLAGS.workdir:
     raise common.UserInputError('pass --genotype or --workdir, not both')
+  if FLAGS.latency_table and not FLAGS.genotype:
+    raise common.UserInputError('--latency_table needs --genotype=paper|PATH (a search workdir '
+                                'with a table reports its expected latency by itself)')
   if FLAGS.history and not FLAGS.workdir:
     raise common.UserInputError('--history needs --workdir=SEARCH_WORKDIR')
   if FLAGS.num_layers < 1 or FLAGS.num_blocks < 1:
@@ -121,11 +154,16 @@ def main(argv):
     transitions = None
     if FLAGS.workdir:
       from official.autodeeplab.training import search_outputs
-      geno, transitions, step, expected = search_outputs.decode_checkpoint(FLAGS.workdir)
+      geno, transitions, step, expected, expected_ms = search_outputs.decode_checkpoint(
+          FLAGS.workdir)
       source = f'{FLAGS.workdir} at search step {step}'
       report.update(step=step, expected_multiply_adds=expected)
       text.append(f'expected multiply-adds of the retrained cells (F=20, 1024x2048, under the '
                   f'relaxation): {expected / 1e9:.2f}B')
+      if expected_ms is not None:
+        report['expected_latency_ms'] = expected_ms
+        text.append(f'expected latency (its latency_table.json, under the relaxation): '
+                    f'{expected_ms:.2f} ms')
     else:
       geno, source = genotype_lib.load(FLAGS.genotype), FLAGS.genotype
     report['genotype'] = geno.to_dict()
@@ -141,6 +179,12 @@ def main(argv):
       model_report, model_text = _model_report(geno)
       report.update(model_report)
       text += model_text
+    if FLAGS.latency_table:
+      latency_report, latency_text = _latency_report(geno)
+      breakdown = latency_report.pop('breakdown')
+      report.setdefault('breakdown', {}).update(breakdown)
+      report.update(latency_report)
+      text += latency_text
   elif FLAGS.model_size is not None or FLAGS.filter_multiplier is not None:
     raise common.UserInputError('--model_size/--filter_multiplier need --genotype=paper|PATH')
   print(json.dumps(report) if FLAGS.json else '\n'.join(text))

@@ -18,6 +18,7 @@ supernet is refused.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from absl import flags
@@ -74,6 +75,9 @@ def main(argv):
                                  for i in range(len(images))])
     num_examples = FLAGS.num_examples
   experiment = process.experiment.for_dataset(num_examples, FLAGS.num_steps)
+  from official.autodeeplab.training import search_outputs
+  experiment = dataclasses.replace(experiment, task=search_outputs.workdir_latency_table(
+      experiment.task, FLAGS.workdir))
   config, data = experiment.task, experiment.data
   channels = 3 if image is None else image.channels
   task = search_task.SearchTask(
@@ -88,6 +92,11 @@ def main(argv):
         f'{task.half_sizes[0]}/{task.half_sizes[1]} images, on '
         f'{process.strategy.num_replicas_in_sync} replica(s), {process.runtime.describe()}; '
         f'workdir {FLAGS.workdir}', flush=True)
+  if config.latency_table:
+    from official.autodeeplab.search import latency_table
+    print(f'[search] cost term: expected latency from {config.latency_table} '
+          f'({latency_table.describe_setting(task.cost_model.setting)}), target '
+          f'{config.cost_target:g} ms, weight {config.cost_weight:g}', flush=True)
   if task.arch_steps_until(config.total_steps) == 0:
     print(f'[search] WARNING: this run ends at step {config.total_steps}, before its '
           f'architecture steps start (after step {config.arch_start_step}, '

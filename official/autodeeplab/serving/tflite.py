@@ -96,16 +96,29 @@ def convert(model, height: int, width: int, quantize: str = 'none',
       raise UserInputError('quantize=int8: needs calibration images (--tfrecord_dir with '
                            '--calibration_split)')
   function = frozen_function(model, height, width, quantize, image)
-  converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+  # 16-bit values stay float32; 8-bit pixels enter an int8 model as uint8.
+  input_type = tf.uint8 if quantize == 'int8' and (image is None or image.bit_depth == 8) else None
+  return convert_function(function, model, quantize, lambda: ([x] for x in images), input_type)
+
+
+def convert_function(function, trackable, quantize: str = 'none', representative=None,
+                     input_type=None, output_type=None) -> bytes:
+  """The flatbuffer of a frozen concrete function with `quantize`'s converter options (the export
+  and the latency table's parts are converted alike). `representative`: for int8, a callable
+  yielding lists of input arrays; `input_type` / `output_type`: an int8 model's edge types."""
+  import tensorflow as tf
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([function], trackable)
   if quantize == 'float16':
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
   elif quantize == 'int8':
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([image] for image in images)
+    converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if image is None or image.bit_depth == 8:  # 16-bit values stay float32
-      converter.inference_input_type = tf.uint8
+    if input_type is not None:
+      converter.inference_input_type = input_type
+    if output_type is not None:
+      converter.inference_output_type = output_type
   try:
     return converter.convert()
   except Exception as e:  # noqa: BLE001 (the converter raises ConverterError and others)

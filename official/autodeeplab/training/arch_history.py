@@ -10,7 +10,9 @@ A record: {"step", "epoch", "genotype" (as genotype.json), "alpha_entropy" (mean
 entropy of softmax(alpha), nats), "transition_entropy" (mean over the trellis nodes of the entropy
 of their transition probabilities), "miou_trainB" (of the architecture steps since the previous
 export; null before they start), "expected_multiply_adds" (of the retrained network's cells
-under the relaxation, at search_config.cost_image_size and cost_filter_multiplier: search/cost.py)}.
+under the relaxation, at search_config.cost_image_size and cost_filter_multiplier: search/cost.py)},
+and with a latency table (search_config.latency_table) "expected_latency_ms" (of the whole network
+on the table's engine, under the relaxation).
 """
 from __future__ import annotations
 
@@ -46,13 +48,17 @@ def entropies(alpha: np.ndarray, transitions: np.ndarray) -> tuple[float, float]
 
 def make_record(step: int, epoch: float | None, found: genotype_lib.Genotype, alpha: np.ndarray,
                 transitions: np.ndarray, miou: float | None,
-                expected_multiply_adds: float | None = None) -> dict:
+                expected_multiply_adds: float | None = None,
+                expected_latency_ms: float | None = None) -> dict:
   alpha_entropy, transition_entropy = entropies(alpha, transitions)
-  return {'step': int(step), 'epoch': None if epoch is None else round(float(epoch), 4),
-          'genotype': found.to_dict(), 'alpha_entropy': alpha_entropy,
-          'transition_entropy': transition_entropy,
-          'miou_trainB': None if miou is None else float(miou),
-          'expected_multiply_adds': expected_multiply_adds}
+  record = {'step': int(step), 'epoch': None if epoch is None else round(float(epoch), 4),
+            'genotype': found.to_dict(), 'alpha_entropy': alpha_entropy,
+            'transition_entropy': transition_entropy,
+            'miou_trainB': None if miou is None else float(miou),
+            'expected_multiply_adds': expected_multiply_adds}
+  if expected_latency_ms is not None:
+    record['expected_latency_ms'] = expected_latency_ms
+  return record
 
 
 def read(workdir: str) -> list[dict]:

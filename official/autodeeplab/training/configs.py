@@ -22,6 +22,7 @@ from official.autodeeplab.training.experiment import InputConfig
 from official.autodeeplab.training.experiment import LoopSettings
 from official.autodeeplab.training.experiment import SearchConfig
 from official.autodeeplab.training.experiment import TrainConfig
+from official.autodeeplab.training.experiment import with_latency_table
 
 
 def _replace(name: str, default, overrides: dict):
@@ -155,6 +156,7 @@ def experiment(job: str) -> Experiment:
   if job == 'search':
     config = search_config()
     config.validate()
+    config = with_latency_table(config)
     return Experiment.search(config, search_data(), loop_settings(), precision)
   if job != 'train':
     raise ValueError(f'job {job!r}: expected search or train')

@@ -46,9 +46,15 @@ class SearchConfig:
       or positive: cost_weight * max(0, log(E[cells' multiply-adds] / cost_target)), a hinge on
       the log of the expected count relative to the target (`search/cost.expected_cells`): no pull
       below the target, and a pull that does not depend on the count's scale.
-    cost_target: multiply-adds of the retrained network's cells to aim at (needed with a weight).
+    cost_target: multiply-adds of the retrained network's cells to aim at (needed with a weight);
+      with `latency_table`, the whole network's milliseconds on the table's engine.
     cost_image_size: (height, width) the multiply-adds are counted at (Cityscapes' full size).
     cost_filter_multiplier: F of the retrained network they are counted for (20: S).
+    latency_table: a table measured by tools.latency (JSON); when set, the cost term is the
+      expected latency of the whole network on that engine instead of multiply-adds
+      (`search/cost.Latency`), and cost_image_size and cost_filter_multiplier are taken from the
+      table (bound to other values than their defaults and the table's, they are refused). The
+      search copies it into its workdir (latency_table.json), which a resume then reads.
   """
   total_steps: int = 1000
   arch_start_step: int = 500
@@ -59,6 +65,7 @@ class SearchConfig:
   cost_target: float = 0.0
   cost_image_size: tuple[int, int] = (1024, 2048)
   cost_filter_multiplier: int = 20
+  latency_table: str = ''
 
   def validate(self) -> None:
     if self.stop_when_stable < 0:
@@ -68,6 +75,11 @@ class SearchConfig:
       raise UserInputError(f'search_config.cost_weight={self.cost_weight}: must be 0 (off) or '
                            'positive')
     if self.cost_weight and self.cost_target <= 0:
+      if self.latency_table:
+        raise UserInputError(f'search_config.cost_target={self.cost_target}: with '
+                             f'search_config.latency_table and cost_weight={self.cost_weight}, '
+                             'expected the latency to aim at in milliseconds (> 0), e.g. from '
+                             'tools.describe --genotype=paper --latency_table=...')
       raise UserInputError(f'search_config.cost_weight={self.cost_weight} needs '
                            'search_config.cost_target (the cells\' multiply-adds to aim at, '
                            'e.g. from tools.describe --genotype=paper --model_size=S)')
@@ -84,6 +96,29 @@ class SearchConfig:
   arch_beta_1: float = 0.9
   arch_beta_2: float = 0.999
   arch_only_gradients: bool = False
+
+
+def with_latency_table(config: SearchConfig) -> SearchConfig:
+  """`config` with cost_image_size and cost_filter_multiplier taken from its latency table (read
+  and checked whole); a value bound to neither its default nor the table's is refused. Unchanged
+  without a table."""
+  if not config.latency_table:
+    return config
+  from official.autodeeplab.search import latency_table
+  table = latency_table.read(config.latency_table)
+  setting, defaults = table['measured_for'], SearchConfig()
+  changes = {}
+  for name, key in (('cost_image_size', 'input_size'),
+                    ('cost_filter_multiplier', 'filter_multiplier')):
+    value, default, measured = getattr(config, name), getattr(defaults, name), setting[key]
+    as_list = lambda x: list(x) if isinstance(x, (tuple, list)) else x
+    if as_list(value) not in (as_list(default), as_list(measured)):
+      raise UserInputError(
+          f'search_config.{name}={value} disagrees with search_config.latency_table='
+          f'{config.latency_table}, measured for {key} {measured}: unbind it (it is then taken '
+          'from the table) or measure a table for it')
+    changes[name] = tuple(measured) if isinstance(measured, list) else measured
+  return dataclasses.replace(config, **changes)
 
 
 def with_epochs(config, num_examples: int, batch_size: int):

@@ -5,6 +5,7 @@ without training (`tools.describe --workdir`).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import typing
@@ -16,8 +17,11 @@ from official.autodeeplab.modeling import supernet
 from official.autodeeplab.search import cost
 from official.autodeeplab.search import decode
 from official.autodeeplab.search import genotype as genotype_lib
+from official.autodeeplab.search import latency_table
 from official.autodeeplab.search import space
+from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.training import arch_history
+from official.autodeeplab.training import experiment
 from official.autodeeplab.training import plots
 from official.autodeeplab.training import checkpoints
 from official.autodeeplab.training import run_description
@@ -27,22 +31,64 @@ from official.autodeeplab.utils import visualize
 SUPERNET_FILE = 'supernet.json'  # what the supernet of a search workdir is (to rebuild it)
 
 
+def cost_model(config, model: supernet.Supernet) -> cost.CostModel:
+  """The search's cost model (`config` a `SearchConfig`): the latency table's when it has one,
+  checked against the supernet (B, levels) and its data (classes, channels); else the cells'
+  multiply-adds at cost_filter_multiplier and cost_image_size."""
+  if config.latency_table:
+    latency = cost.Latency.from_file(config.latency_table)
+    latency_table.check_matches(
+        latency.table, config.latency_table, 'this search', num_blocks=model.num_blocks,
+        num_levels=model.num_levels, num_classes=model.num_classes,
+        input_channels=model.input_channels, primitives=list(space.PRIMITIVES))
+    return latency
+  return cost.MultiplyAdds(config.cost_filter_multiplier, *config.cost_image_size,
+                           model.num_blocks, model.num_levels)
+
+
+def workdir_latency_table(config, workdir: str):
+  """`config` (a `SearchConfig`) with the latency table a search workdir was started with: the
+  workdir's copy when the config names none (a resume needs no binding); a config naming another
+  table than the copy is refused."""
+  copy = os.path.join(workdir, latency_table.TABLE_FILE)
+  if not os.path.exists(copy):
+    return config
+  kept = latency_table.read(copy)
+  if not config.latency_table:
+    return experiment.with_latency_table(dataclasses.replace(config, latency_table=copy))
+  if latency_table.read(config.latency_table) != kept:
+    raise UserInputError(
+        f'search_config.latency_table={config.latency_table} is not the table this search '
+        f'started with ({copy}): use another --workdir to search for another table')
+  return config
+
+
 def export_and_record(model: supernet.Supernet, config, workdir: str, step: int,
-                      epoch: float | None, miou: float | None) -> genotype_lib.Genotype:
+                      epoch: float | None, miou: float | None,
+                      latency: cost.Latency | None = None) -> genotype_lib.Genotype:
   """A search's export at `step`: the files (`export_architecture`), the TensorBoard summaries
   and the history record (`arch_history`, its entropies to TensorBoard too); `config` is the
   `SearchConfig` (what the expected multiply-adds are counted for), `miou` trainB's since the
-  previous export. Returns the genotype."""
+  previous export; with `latency` (a search with a latency table) the expected latency too, and
+  the table copied into the workdir. Returns the genotype."""
   found = export_architecture(model, workdir, step)
   architecture_summaries(model, found, step)
   transitions = model.transition_probabilities()
-  expected = cost.expected_cells(model.alpha, transitions, model.num_blocks,
-                                 config.cost_filter_multiplier, *config.cost_image_size)
+  expected = cost.MultiplyAdds(config.cost_filter_multiplier, *config.cost_image_size,
+                               model.num_blocks, model.num_levels).expected(model.alpha,
+                                                                            transitions)
+  expected_ms = None
+  if latency is not None:
+    expected_ms = float(latency.expected(model.alpha, transitions))
+    copy = os.path.join(workdir, latency_table.TABLE_FILE)
+    if not os.path.exists(copy):
+      files.write_json(copy, latency.table)
   record = arch_history.make_record(step, epoch, found, model.alpha.numpy(), transitions.numpy(),
-                                    miou, float(expected))
+                                    miou, float(expected), expected_ms)
   if arch_history.append(workdir, record):
-    for name in ('alpha_entropy', 'transition_entropy'):
-      tf.summary.scalar(f'architecture/{name}', record[name], step=step)
+    for name in ('alpha_entropy', 'transition_entropy', 'expected_latency_ms'):
+      if record.get(name) is not None:
+        tf.summary.scalar(f'architecture/{name}', record[name], step=step)
   tf.summary.flush()
   return found
 
@@ -85,19 +131,26 @@ class Decoded(typing.NamedTuple):
   transitions: np.ndarray  # transition probabilities [L, levels, 3]
   step: int
   expected_multiply_adds: float  # of the retrained cells under the relaxation (search/cost.py)
+  expected_latency_ms: float | None = None  # with the workdir's latency table
 
 
 def decode_checkpoint(workdir: str, cost_filter_multiplier: int = 20,
                       cost_image_size: tuple[int, int] = (1024, 2048)) -> Decoded:
   """What a search workdir's latest checkpoint holds, without training: the supernet is rebuilt
   from `supernet.json` and only restored; the expected multiply-adds are counted for F =
-  `cost_filter_multiplier` at `cost_image_size`."""
+  `cost_filter_multiplier` at `cost_image_size`, and the expected latency with the workdir's
+  latency table when it has one."""
   model, step = restore_supernet(workdir)
   alpha, beta = (v.numpy() for v in model.arch_variables)
-  expected = cost.expected_cells(model.alpha, model.transition_probabilities(), model.num_blocks,
-                                 cost_filter_multiplier, *cost_image_size)
+  transitions = model.transition_probabilities()
+  expected = cost.MultiplyAdds(cost_filter_multiplier, *cost_image_size, model.num_blocks,
+                               model.num_levels).expected(model.alpha, transitions)
+  expected_ms = None
+  copy = os.path.join(workdir, latency_table.TABLE_FILE)
+  if os.path.exists(copy):
+    expected_ms = float(cost.Latency.from_file(copy).expected(model.alpha, transitions))
   return Decoded(decode.decode(alpha, beta, model.num_blocks),
-                 decode.transition_probabilities(beta), step, float(expected))
+                 decode.transition_probabilities(beta), step, float(expected), expected_ms)
 
 
 def restore_supernet(workdir: str):

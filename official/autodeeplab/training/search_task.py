@@ -107,6 +107,7 @@ class SearchTask(base_task.Task):
                                           0.0, self.loss_scales['weight'])
     self._apply_arch = self._update_fn(self.arch_optimizer, self.model.arch_variables,
                                        config.arch_weight_decay, self.loss_scales['arch'])
+    self.cost_model = search_outputs.cost_model(config, self.model)
     self._cost = tf.function(self._cost_term) if config.cost_weight else None
     self._update_metrics = tf.function(
         lambda labels, predictions: self.strategy.run(self.metrics.update,
@@ -231,8 +232,9 @@ class SearchTask(base_task.Task):
     """The export files, the history record and the stop check; `miou`: trainB's since the
     previous export."""
     epoch = step / self.steps_per_epoch if self.steps_per_epoch else None
+    latency = self.cost_model if isinstance(self.cost_model, cost.Latency) else None
     self._found = search_outputs.export_and_record(self.model, self.config, workdir, step, epoch,
-                                                   miou)
+                                                   miou, latency)
     self._stop = arch_history.stop_reason(arch_history.read(workdir), self.config.arch_start_step,
                                           self.config.stop_when_stable)
 
@@ -294,12 +296,11 @@ class SearchTask(base_task.Task):
     return update
 
   def _cost_term(self):
-    """(expected cells' multiply-adds, the gradients of the cost term for alpha and beta)."""
+    """(the expected cost: cells' multiply-adds or latency, the gradients of the cost term for
+    alpha and beta)."""
     config, model = self.config, self.model
     with tf.GradientTape() as tape:
-      expected = cost.expected_cells(model.alpha, model.transition_probabilities(),
-                                     model.num_blocks, config.cost_filter_multiplier,
-                                     *config.cost_image_size)
+      expected = self.cost_model.expected(model.alpha, model.transition_probabilities())
       penalty = config.cost_weight * tf.maximum(0.0, tf.math.log(expected / config.cost_target))
     return expected, tape.gradient(penalty, model.arch_variables)
 
@@ -328,7 +329,7 @@ class SearchTask(base_task.Task):
       self._apply_arch(grads)
     else:
       expected, cost_grads = self._cost()
-      self._losses['cost/expected_multiply_adds'] = float(expected)
+      self._losses[f'cost/expected_{self.cost_model.key}'] = float(expected)
       self._apply_arch(grads, cost_grads)
     return self._output(loss, nonfinite, predictions)
 
