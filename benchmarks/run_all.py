@@ -47,6 +47,7 @@ def runs(quick: bool, peer: bool) -> dict[str, list[str]]:
   }
   if not quick:
     jobs['tflite'] = ours('tflite')  # agreement and mIoU too when the quickstart has run
+    jobs['latency_model'] = ours('latency_model', '--s_point')
     jobs['search_L12_F8_321_recompute'] = ours(
         'search_step', '--num_layers=12', '--filter_multiplier=8', '--crop_size=321',
         '--batch_size=2', '--steps=2', '--recompute', '--arch_only_gradients')

@@ -64,17 +64,23 @@ def retrained_miou(workdir: str, data: str, genotype: str, seed: int) -> float:
     return json.load(f)['miou']
 
 
+def proxy_data(work: str) -> str:
+  """The proxy's records (the quickstart's synthetic data) under `work`, written once."""
+  data = os.path.join(work, 'data')
+  for split, count in (('train', 48), ('val', 16)):
+    if not os.path.exists(os.path.join(data, f'{split}-summary.json')):
+      tool('convert_dataset', '--dataset=synthetic', f'--output_dir={data}', f'--split={split}',
+           f'--num_examples={count}', '--image_size=96', '--num_shards=2')
+  return data
+
+
 def main(argv):
   del argv
   import numpy as np
   from official.autodeeplab.search import cost
   from official.autodeeplab.search.genotype import Genotype
   work = FLAGS.workdir
-  data = os.path.join(work, 'data')
-  for split, count in (('train', 48), ('val', 16)):  # the quickstart's data
-    if not os.path.exists(os.path.join(data, f'{split}-summary.json')):
-      tool('convert_dataset', '--dataset=synthetic', f'--output_dir={data}', f'--split={split}',
-           f'--num_examples={count}', '--image_size=96', '--num_shards=2')
+  data = proxy_data(work)
   start = time.time()
   genotypes = [searched(os.path.join(work, f'search-{s}'), data, int(s))
                for s in FLAGS.search_seeds]

@@ -2,7 +2,6 @@
 (search/cost.Latency: exact = the sum of the genotype's entries, expectation = exact when one-hot),
 parts measured for real through LiteRT (serving/latency.py), the search's latency term, and the
 bad inputs of tools.latency, search_config.latency_table, tools.describe and tools.baseline."""
-import dataclasses
 import json
 import os
 
@@ -239,3 +238,56 @@ def test_describe_predicts_a_genotype_from_a_table(tmp_path):
   (tmp_path / 'broken.json').write_text('{"format": ')
   bad = run_tool('describe', '--genotype=paper', f'--latency_table={tmp_path}/broken.json')
   assert bad.returncode == 2 and 'broken.json: not JSON' in bad.stderr
+
+
+@pytest.mark.slow  # a whole table measured through LiteRT, then a search: the slow tier
+def test_a_table_measured_resumed_and_searched_with(tmp_path):
+  """As a user runs it from a clone's root: tools.latency measures a tiny table for real; a
+  rerun after an interruption measures only what is missing; a search bound to it reports its
+  expected latency, keeps a copy that a resume without the binding and describe read."""
+  from tests.conftest import user_dir
+  root = user_dir(tmp_path)
+  args = ['--input_size=33,33', '--filter_multiplier=2', '--num_classes=3', '--repeats=2',
+          '--rounds=1', '--warmup=1', '--num_threads=1', '--output=runs/table.json']
+  first = run_tool('latency', *args, cwd=root)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 'the paper\'s genotype is predicted at' in first.stdout
+  path = os.path.join(root, 'runs', 'table.json')
+  table = latency_table.read(path)
+  setting = table['measured_for']
+  assert setting['input_size'] == [33, 33] and setting['filter_multiplier'] == 2
+  assert setting['num_threads'] == 1 and setting['engine_version'].startswith('ai-edge-litert')
+  assert all(value >= 0 for value in table['entries_ms'].values())
+  # What an interrupted run leaves (entries are written as they are measured): resumed.
+  kept = dict(list(table['entries_ms'].items())[:40])
+  write(path, {**table, 'complete': False, 'entries_ms': kept})
+  second = run_tool('latency', *args, cwd=root)
+  assert second.returncode == 0, second.stderr[-3000:]
+  resumed = latency_table.read(path)
+  assert set(resumed['entries_ms']) == set(table['entries_ms'])
+  assert all(resumed['entries_ms'][k] == v for k, v in kept.items())
+  search = ['--workdir=runs/search', '--gin_file=experiments/search/synthetic_quickstart.gin',
+            '--gin_bindings=build_supernet.num_layers = 2',
+            '--gin_bindings=build_supernet.filter_multiplier = 2',
+            '--gin_bindings=search_config.arch_start_step = 1', '--crop_size=33',
+            '--num_classes=3', '--num_examples=8', '--image_size=40', '--checkpoint_every=1',
+            '--export_every=1']
+  bound = ['--gin_bindings=search_config.latency_table = "runs/table.json"',
+           '--gin_bindings=search_config.cost_weight = 1.0',
+           '--gin_bindings=search_config.cost_target = 0.001']
+  searched = run_tool('search', *search, *bound, '--num_steps=3', cwd=root)
+  assert searched.returncode == 0, searched.stderr[-3000:]
+  assert 'cost term: expected latency from runs/table.json' in searched.stdout
+  from official.autodeeplab.training import arch_history
+  workdir = os.path.join(root, 'runs', 'search')
+  assert arch_history.read(workdir)[-1]['expected_latency_ms'] > 0
+  assert latency_table.read(os.path.join(workdir, 'latency_table.json')) == resumed
+  again = run_tool('search', *search, '--num_steps=4', cwd=root)  # no binding: the copy
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'cost term: expected latency from runs/search/latency_table.json' in again.stdout
+  described = run_tool('describe', '--workdir=runs/search', '--json', cwd=root)
+  assert described.returncode == 0, described.stderr[-3000:]
+  assert json.loads(described.stdout)['expected_latency_ms'] > 0
+  other = run_tool('search', *search, '--num_steps=5', '--num_classes=4',
+                   '--gin_bindings=search_config.latency_table = "runs/table.json"', cwd=root)
+  assert other.returncode == 2 and 'needs num_classes = 4' in other.stderr

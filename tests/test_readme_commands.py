@@ -56,6 +56,7 @@ SMALL = {
                '--gin_bindings=search_config.arch_only_gradients = False'],
     'train': ['--num_steps=2', '--crop_size=33', '--batch_size=2', '--filter_multiplier=2',
               '--gin_bindings=train_config.eval_every = 2'],
+    'latency': ['--filter_multiplier=2', '--warmup=1', '--repeats=2', '--rounds=1'],
 }
 LITERAL = {'513,513': '65,65', '513x513': '65x65', '--genotype=paper': '--genotype=small.json'}
 

@@ -239,7 +239,6 @@ class Latency(CostModel):
   def breakdown(self, genotype: Genotype) -> dict[str, float]:
     """{'invoke', 'stem', 'cells', 'aspp', 'decoder'} in milliseconds; they sum to `exact`."""
     parts = self.parts(genotype)
-    low = 'cell' if genotype.path[0] == 0 else 'stem'
     aspp = self.entries[f'aspp:L{genotype.path[-1]}']
     return {'invoke': self.entries['invoke'], 'stem': self.entries['stem'],
             'cells': parts['cells'], 'aspp': aspp, 'decoder': parts['head'] - aspp}

@@ -267,7 +267,7 @@ class Timer:
       input_type = tf.uint8 if kind == 'stem' else tf.int8
       output_type = None if kind == 'decoder' else tf.int8
     data = tflite.convert_function(
-        function, traced, quantize,
+        function, quantize,
         representative=lambda: (self._inputs(specs) for _ in range(8)),
         input_type=input_type, output_type=output_type)
     return self.litert_model(data)

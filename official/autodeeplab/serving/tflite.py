@@ -98,16 +98,21 @@ def convert(model, height: int, width: int, quantize: str = 'none',
   function = frozen_function(model, height, width, quantize, image)
   # 16-bit values stay float32; 8-bit pixels enter an int8 model as uint8.
   input_type = tf.uint8 if quantize == 'int8' and (image is None or image.bit_depth == 8) else None
-  return convert_function(function, model, quantize, lambda: ([x] for x in images), input_type)
+  return convert_function(function, quantize, lambda: ([x] for x in images), input_type)
 
 
-def convert_function(function, trackable, quantize: str = 'none', representative=None,
+def convert_function(function, quantize: str = 'none', representative=None,
                      input_type=None, output_type=None) -> bytes:
   """The flatbuffer of a frozen concrete function with `quantize`'s converter options (the export
   and the latency table's parts are converted alike). `representative`: for int8, a callable
-  yielding lists of input arrays; `input_type` / `output_type`: an int8 model's edge types."""
+  yielding lists of input arrays; `input_type` / `output_type`: an int8 model's edge types.
+
+  The converter's trackable object is an empty `tf.Module`: given the Keras model, it first
+  saves the whole model as a SavedModel, which made a conversion about ten times slower
+  (docs/performance.md), and a frozen function has no variables to save; given none, it takes
+  TensorFlow's deprecated conversion path, which ran for minutes on some networks."""
   import tensorflow as tf
-  converter = tf.lite.TFLiteConverter.from_concrete_functions([function], trackable)
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([function], tf.Module())
   if quantize == 'float16':
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
