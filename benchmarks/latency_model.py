@@ -1,8 +1,12 @@
 r"""Does a latency table predict whole networks? Predicted against measured latency on random
 architectures; one JSON line.
 
-  python benchmarks/latency_model.py [--filter_multiplier=8 --input_size=129,129] \
-      [--num_random=24] [--num_threads=2] [--workdir=runs/latency_model] [--s_point]
+  python benchmarks/latency_model.py [--filter_multiplier=20 --input_size=129,129] \
+      [--num_random=24] [--num_threads=2] [--rounds=5] [--workdir=runs/latency_model] [--s_point]
+
+The defaults (Auto-DeepLab-S's width at 129x129, 5 timing rounds) run in about 8 minutes on 2
+cores; at F=8 the stem and decoder, which no architecture changes, are most of every network and
+the differences between architectures shrink to the timing noise (docs/performance.md).
 
 Measures (or resumes) a latency table with tools.latency's code at the setting, draws
 `--num_random` genotypes uniformly from the space (search/sampling.py, paths from level 0 or 1)
@@ -24,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-flags.DEFINE_integer('filter_multiplier', 8, 'F of the random networks.')
+flags.DEFINE_integer('filter_multiplier', 20, 'F of the random networks (20: S).')
 flags.DEFINE_string('input_size', '129,129', 'HEIGHT,WIDTH of their input.')
 flags.DEFINE_integer('num_classes', 19, 'Classes.')
 flags.DEFINE_integer('num_random', 24, 'Random genotypes (the paper\'s is added).')
@@ -32,7 +36,7 @@ flags.DEFINE_integer('num_threads', 2, 'LiteRT threads.')
 flags.DEFINE_string('quantize', 'none', 'none, float16 or int8.')
 flags.DEFINE_integer('seed', 0, 'Seed of the draws.')
 flags.DEFINE_string('workdir', 'runs/latency_model', 'Where the tables are kept (resumable).')
-flags.DEFINE_integer('rounds', 3, 'Timing rounds (tools.latency --rounds), table and networks.')
+flags.DEFINE_integer('rounds', 5, 'Timing rounds (tools.latency --rounds), table and networks.')
 flags.DEFINE_integer('repeats', 15, 'Timed calls per round.')
 flags.DEFINE_bool('s_point', False, 'Also Auto-DeepLab-S at 513x513 (table and paper network).')
 FLAGS = flags.FLAGS
