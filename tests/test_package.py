@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.xdist_group('package')
 
 COMMANDS = ('convert', 'search', 'describe', 'train', 'evaluate', 'export', 'predict',
-            'pipeline', 'baseline')
+            'pipeline', 'baseline', 'latency')
 
 
 def _pip(*args, cwd):
