@@ -77,7 +77,12 @@ def _baseline(tool, workdir, records, *extra):
 
 @pytest.mark.slow
 def test_the_tool_retrains_given_and_random_genotypes_and_resumes(tool, tmp_path, records):
-  result = _baseline(tool, tmp_path / 'run', records, '--num_random=2')
+  """Random genotypes matched to the given one's predicted latency (a latency table), all
+  retrained, ranked; a rerun resumes; another seed is refused."""
+  from tests.test_latency import fake_table, write
+  table = write(tmp_path / 'table.json', fake_table())
+  matched = ['--num_random=2', f'--latency_table={table}', '--match_cost=0.3']
+  result = _baseline(tool, tmp_path / 'run', records, *matched)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   report = json.loads((tmp_path / 'run' / 'baseline.json').read_text())
   sources = [e['source'] for e in report['architectures']]
@@ -85,12 +90,15 @@ def test_the_tool_retrains_given_and_random_genotypes_and_resumes(tool, tmp_path
   given = report['architectures'][0]
   assert 1 <= given['rank'] <= 3 and 0 <= given['percentile'] <= 100
   assert all(e['params'] > 0 and e['multiply_adds'] > 0 for e in report['architectures'])
+  latencies = [e['predicted_latency_ms'] for e in report['architectures']]
+  assert all(abs(ms - latencies[0]) <= 0.3 * latencies[0] for ms in latencies[1:])
+  assert report['latency_measured_for']['input_size'] == [65, 65]
   assert (tmp_path / 'run' / 'baseline.png').stat().st_size > 0
   assert sorted(os.listdir(tmp_path / 'run' / 'random-1' / 'checkpoints'))
-  result = _baseline(tool, tmp_path / 'run', records, '--num_random=2')  # resumes: nothing to do
+  result = _baseline(tool, tmp_path / 'run', records, *matched)  # resumes: nothing to do
   assert result.returncode == 0 and 'already' in result.stdout, result.stdout[-2000:]
   assert '[evaluate]' not in result.stdout
-  result = _baseline(tool, tmp_path / 'run', records, '--num_random=2', '--seed=1')
+  result = _baseline(tool, tmp_path / 'run', records, *matched, '--seed=1')
   assert_bad_input(result, 'holds a run of another baseline')
 
 
@@ -100,6 +108,14 @@ def test_the_tool_retrains_given_and_random_genotypes_and_resumes(tool, tmp_path
 ])
 def test_bad_input(tool, tmp_path, records, flags, message):
   assert_bad_input(_baseline(tool, tmp_path / 'run', records, *flags), message)
+
+
+def test_a_latency_table_of_another_space_is_refused(tool, tmp_path, records):
+  from tests.test_latency import fake_table, write
+  table = write(tmp_path / 'table.json', fake_table(num_blocks=4))
+  result = _baseline(tool, tmp_path / 'run', records, f'--latency_table={table}')
+  assert_bad_input(result, 'needs num_blocks = 5')
+  assert not (tmp_path / 'run' / 'given-0').exists()
 
 
 def test_a_genotype_that_fails_validation(tool, tmp_path, records):
