@@ -44,13 +44,18 @@ from official.autodeeplab.search import space
 from official.autodeeplab.search.genotype import Genotype
 
 
-def level_pixels(height: int, width: int, num_levels: int = space.NUM_LEVELS) -> list[int]:
-  """Output pixels of each level for a height x width image (the stem's 'SAME' strides, then each
-  level halving, rounding up)."""
+def level_shapes(height: int, width: int,
+                 num_levels: int = space.NUM_LEVELS) -> list[tuple[int, int]]:
+  """(height, width) of each level for a height x width image (the stem's 'SAME' strides, then
+  each level halving, rounding up)."""
   for stride in STEM_STRIDES:
     height, width = math.ceil(height / stride), math.ceil(width / stride)
-  return [h * w for h, w in zip(space.level_sizes(height, num_levels),
-                                space.level_sizes(width, num_levels))]
+  return list(zip(space.level_sizes(height, num_levels), space.level_sizes(width, num_levels)))
+
+
+def level_pixels(height: int, width: int, num_levels: int = space.NUM_LEVELS) -> list[int]:
+  """Output pixels of each level for a height x width image (`level_shapes`)."""
+  return [h * w for h, w in level_shapes(height, width, num_levels)]
 
 
 def op_multiply_adds(op: str, filters: int, stride: int, pixels: int) -> int:
@@ -63,14 +68,6 @@ def op_multiply_adds(op: str, filters: int, stride: int, pixels: int) -> int:
   if spec.kind == 'skip' and stride == 2:
     return filters * filters * pixels
   return 0
-
-
-def _channels(levels: list[int], layer: int, back: int, num_blocks: int, multiplier: int) -> int:
-  """Channels of H^{layer - back}: a cell's concat of blocks, or the stem's outputs."""
-  source = layer - back
-  if source >= 0:
-    return num_blocks * multiplier * 2**levels[source]
-  return STEM_FILTERS[-1] if source == -1 else STEM_FILTERS[-2]
 
 
 def cells_multiply_adds(genotype: Genotype, filter_multiplier: int, height: int,
@@ -127,10 +124,8 @@ class CostModel(abc.ABC):
 
   Attributes:
     key: the name of the exact value in reports ('multiply_adds', 'latency_ms').
-    unit: how values print.
   """
   key = ''
-  unit = ''
 
   @abc.abstractmethod
   def network_costs(self) -> NetworkCosts:
@@ -156,7 +151,7 @@ class CostModel(abc.ABC):
 class MultiplyAdds(CostModel):
   """The retrain cells' multiply-adds in closed form (module docstring): no fixed part, no head
   (the cost term has always counted the cells only)."""
-  key, unit = 'multiply_adds', 'multiply-adds'
+  key = 'multiply_adds'
 
   def __init__(self, filter_multiplier: int, height: int, width: int,
                num_blocks: int = space.NUM_BLOCKS, num_levels: int = space.NUM_LEVELS):
@@ -185,17 +180,17 @@ class Latency(CostModel):
   """Milliseconds of the whole network as `tools.export` writes it for one engine and setting,
   from a measured latency table (`search/latency_table.py`): a call's overhead, the stem, the
   cells, ASPP and the decoder."""
-  key, unit = 'latency_ms', 'ms'
+  key = 'latency_ms'
 
-  def __init__(self, table: dict, path: str = 'latency table'):
-    self.table, self.path = table, path
+  def __init__(self, table: dict):
+    self.table = table
     self.setting = table['measured_for']
     self.entries = table['entries_ms']
     self.num_blocks, self.num_levels = self.setting['num_blocks'], self.setting['num_levels']
 
   @classmethod
   def from_file(cls, path: str) -> 'Latency':
-    return cls(latency_table.read(path), path)
+    return cls(latency_table.read(path))
 
   def network_costs(self) -> NetworkCosts:
     """Every measured part placed where the levels it joins say (`latency_table.parts`);

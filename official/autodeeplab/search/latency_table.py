@@ -82,21 +82,16 @@ def parts(num_levels: int = space.NUM_LEVELS,
   for source in range(num_levels):
     for k in _neighbours(source, num_levels):
       result.append(Part(prev_key(source, k), 'prev', k, source=str(source)))
-  # Layer 1 reads the stem's stride-4 output as H^{l-2}; H^{l-1} is at a first level.
-  for first in space.FIRST_LEVELS:
-    for k in _neighbours(first, num_levels):
-      at = min(first, k)
-      key = prevprev_key('s4', at, k)
-      if key not in {p.key for p in result}:
-        result.append(Part(key, 'prevprev', k, source='s4', at=at))
-  seen = set()
-  for pp in range(num_levels):
-    for previous in _neighbours(pp, num_levels):
-      for k in _neighbours(previous, num_levels):
-        at = min(previous, k)
-        if (pp, at, k) not in seen:
-          seen.add((pp, at, k))
-          result.append(Part(prevprev_key(pp, at, k), 'prevprev', k, source=str(pp), at=at))
+  # H^{l-2}, read at H^{l-1}'s level `at`: layer 1 reads the stem's stride-4 output (H^{l-1} at
+  # a first level), later layers a cell's output (H^{l-1} one move from it).
+  sources = [('s4', first) for first in space.FIRST_LEVELS] + [
+      (str(pp), previous) for pp in range(num_levels) for previous in _neighbours(pp, num_levels)]
+  prevprev = {}
+  for source, previous in sources:
+    for k in _neighbours(previous, num_levels):
+      key = prevprev_key(source, min(previous, k), k)
+      prevprev.setdefault(key, Part(key, 'prevprev', k, source=source, at=min(previous, k)))
+  result += prevprev.values()
   result += [Part(f'combine:L{k}', 'combine', k) for k in range(num_levels)]
   result += [Part(f'aspp:L{k}', 'aspp', k) for k in range(num_levels)]
   result += [Part(f'decoder:{low}>L{k}', 'decoder', k, source=low)

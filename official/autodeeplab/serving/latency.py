@@ -15,6 +15,7 @@ from every other entry and counted once for the whole network.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import platform
@@ -28,6 +29,7 @@ from official.autodeeplab.data import datasets
 from official.autodeeplab.errors import UserInputError
 from official.autodeeplab.modeling import heads
 from official.autodeeplab.modeling import ops
+from official.autodeeplab.search import cost
 from official.autodeeplab.search import latency_table
 from official.autodeeplab.search import space
 from official.autodeeplab.search.space import STEM_FILTERS
@@ -49,11 +51,8 @@ class Setting:
   precision: str = 'float32'  # tensorflow
 
   def level_sizes(self) -> list[tuple[int, int]]:
-    """(height, width) of each level (the stem's 'SAME' strides, then halving)."""
-    height, width = self.input_size
-    for stride in STEM_STRIDES:
-      height, width = math.ceil(height / stride), math.ceil(width / stride)
-    return list(zip(space.level_sizes(height), space.level_sizes(width)))
+    """(height, width) of each level (`cost.level_shapes`)."""
+    return cost.level_shapes(*self.input_size)
 
   def stem2_size(self) -> tuple[int, int]:
     return tuple(math.ceil(x / STEM_STRIDES[0]) for x in self.input_size)
@@ -228,10 +227,6 @@ class Timer:
         best[key] = min(best[key], self._median(call))
     return best
 
-  def time(self, function: Callable, specs, kind: str = '') -> float:
-    """Milliseconds of `function` (`prepare`, then `measure`)."""
-    return self.measure({'': self.prepare(function, specs, kind)})['']
-
   def _median(self, call) -> float:
     for _ in range(self.warmup):
       call()
@@ -332,7 +327,6 @@ def _resumable(output: str, measured_for: dict) -> dict:
   if not os.path.exists(output):
     return fresh
   try:
-    import json
     with open(output, encoding='utf-8') as f:
       table = json.load(f)
   except (OSError, ValueError) as e:
@@ -347,9 +341,7 @@ def _resumable(output: str, measured_for: dict) -> dict:
         f' (on {table["measured_for"].get("device")}); this run measures '
         f'{latency_table.describe_setting(measured_for)} on {measured_for["device"]}: remove it or '
         'choose another --output')
-  table['complete'] = False if len(table.get('entries_ms', {})) < len(latency_table.parts()) \
-      else table.get('complete', False)
-  return table
+  return table  # `measure_table` marks it complete once every part has an entry
 
 
 def measure_network(model, setting: Setting, timer: Timer) -> Callable[[], None]:
