@@ -96,14 +96,40 @@ def test_the_tool_retrains_given_and_random_genotypes_and_resumes(tool, tmp_path
   assert (tmp_path / 'run' / 'baseline.png').stat().st_size > 0
   assert sorted(os.listdir(tmp_path / 'run' / 'random-1' / 'checkpoints'))
   result = _baseline(tool, tmp_path / 'run', records, *matched)  # resumes: nothing to do
-  assert result.returncode == 0 and 'already' in result.stdout, result.stdout[-2000:]
-  assert '[evaluate]' not in result.stdout
+  assert result.returncode == 0, result.stdout[-2000:]
+  assert 'tools.train' not in result.stdout and 'tools.evaluate' not in result.stdout
   result = _baseline(tool, tmp_path / 'run', records, *matched, '--seed=1')
   assert_bad_input(result, 'holds a run of another baseline')
+  # A second seed and a supernet extend the finished baseline: only the new retrains run.
+  search = tmp_path / 'search'
+  result = tool('search', f'--workdir={search}', f'--tfrecord_dir={records[0]}',
+                '--gin_file=experiments/search/synthetic_quickstart.gin',
+                '--gin_bindings=build_supernet.num_layers = 3',
+                '--gin_bindings=search_config.total_steps = 2',
+                '--gin_bindings=search_config.arch_start_step = 1',
+                '--gin_bindings=search_data.crop_size = 33', timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  result = _baseline(tool, tmp_path / 'run', records, *matched, '--num_seeds=2',
+                     f'--search_workdir={search}')
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  assert result.stdout.count('python -m tools.train') == 3  # the seed-1 retrains only
+  assert 'ranks them as retraining does: Kendall tau' in result.stdout
+  report = json.loads((tmp_path / 'run' / 'baseline.json').read_text())
+  assert report['seeds'] == [0, 1] and report['seed_std'] >= 0
+  for entry in report['architectures']:
+    assert len(entry['miou_per_seed']) == 2
+    assert entry['miou'] == pytest.approx(np.mean(entry['miou_per_seed']))
+    assert len(entry['supernet_miou']) == 1 and 0 <= entry['supernet_miou'][0] <= 1
+  low, high = report['architectures'][0]['percentile_ci90']
+  assert 0 <= low <= high <= 100
+  assert len(report['kendall_tau']) == len(report['spearman']) == 1
+  assert report['supernet_ranking'][0]['search_workdir'] == str(search)
+  assert report['supernet_ranking'][0]['step'] == 2
 
 
 @pytest.mark.parametrize('flags,message', [
-    (['--num_random=0'], '--num_random=0: must be at least 1'),
+    (['--num_random=1'], '--num_random=1: at least 2 random genotypes'),
+    (['--num_seeds=0'], '--num_seeds=0: must be at least 1'),
     (['--match_cost=-0.1'], '--match_cost=-0.1: must be a positive fraction'),
 ])
 def test_bad_input(tool, tmp_path, records, flags, message):
@@ -115,6 +141,13 @@ def test_a_latency_table_of_another_space_is_refused(tool, tmp_path, records):
   table = write(tmp_path / 'table.json', fake_table(num_blocks=4))
   result = _baseline(tool, tmp_path / 'run', records, f'--latency_table={table}')
   assert_bad_input(result, 'needs num_blocks = 5')
+  assert not (tmp_path / 'run' / 'given-0').exists()
+
+
+def test_a_search_workdir_without_a_supernet_checkpoint_is_refused(tool, tmp_path, records):
+  (tmp_path / 'search').mkdir()
+  result = _baseline(tool, tmp_path / 'run', records, f'--search_workdir={tmp_path / "search"}')
+  assert_bad_input(result, f'--search_workdir={tmp_path / "search"}: no supernet checkpoint')
   assert not (tmp_path / 'run' / 'given-0').exists()
 
 

@@ -271,6 +271,77 @@ def test_the_latency_term_lowers_the_expected_latency(task, tmp_path):
     task.step.assign(start)
 
 
+def test_sharpness_is_recorded_and_its_stop_keeps_the_genotype_a_window_back(task, tmp_path,
+                                                                            monkeypatch):
+  """track_sharpness writes each export's eigenvalue to the history and TensorBoard; with
+  stop_on_sharpness=1 a jump of the eigenvalue stops the search and genotype.json is the one of
+  the export before (the probe is replaced by growing values: the real one is tested in
+  tests/test_search_evidence.py and below, slow)."""
+  import dataclasses
+  from official.autodeeplab.training import arch_history
+  from official.autodeeplab.training import sharpness
+  values = iter([1.0, 1.0, 2.0, 2.0])
+
+  class GrowingProbe:
+    def __init__(self, model, images, labels, iterations):
+      assert images.shape[0] == 2 and iterations == 10
+    def measure(self):
+      return sharpness.Measurement(next(values), 0.5)
+
+  monkeypatch.setattr(sharpness, 'Probe', GrowingProbe)
+  start = int(task.step.numpy())
+  a, b = datasets()
+  saved = task.config
+  task.config = dataclasses.replace(task.config, arch_start_step=start, track_sharpness=True,
+                                    stop_on_sharpness=1)
+  try:
+    task._stop = task._found = task._sharpness = None
+    result = run(task, a, b, start + 10, str(tmp_path),
+                 experiment.LoopSettings(log_every=1, checkpoint_every=100, export_every=1),
+                 log=lambda line: None, half_sizes=(4, 4))
+    records = arch_history.read(str(tmp_path))
+    assert [r['dominant_eigenvalue'] for r in records] == [1.0, 1.0, 2.0]
+    assert all(r['sharpness_seconds'] == 0.5 for r in records)
+    assert result['step'] == start + 3 and 'grew from a mean of 1 to 2' in result['stopped']
+    kept = Genotype.from_json(tmp_path / 'genotype.json')
+    assert kept.to_dict() == records[1]['genotype'] and result['genotype'] == kept
+    assert sorted(events(tmp_path / 'tensorboard')['architecture/dominant_eigenvalue']) == [
+        start + 1, start + 2, start + 3]
+  finally:
+    task.config = saved
+    task._stop = task._found = task._sharpness = None
+
+
+@pytest.mark.slow
+def test_tracking_sharpness_measures_without_changing_the_search(tmp_path):
+  """The real probe on a small supernet: a finite eigenvalue at every export, and alpha / beta
+  after the run exactly as without tracking (the probe puts back what it touches)."""
+  from official.autodeeplab.training import arch_history
+
+  def searched(workdir, track):
+    keras.utils.set_random_seed(0)
+    config = experiment.SearchConfig(total_steps=4, arch_start_step=1, track_sharpness=track,
+                                     sharpness_iterations=3)
+    small = search_task.SearchTask(
+        experiment.Experiment.search(config),
+        lambda: configs.build_supernet(3, num_layers=2, num_blocks=2, filter_multiplier=2))
+    a, b = datasets()
+    run(small, a, b, 4, str(workdir), experiment.LoopSettings(log_every=2, checkpoint_every=4,
+                                                              export_every=2),
+        log=lambda line: None, half_sizes=(4, 4))
+    return [v.numpy() for v in small.model.arch_variables]
+
+  tracked = searched(tmp_path / 'tracked', True)
+  plain = searched(tmp_path / 'plain', False)
+  for x, y in zip(tracked, plain):
+    np.testing.assert_array_equal(x, y)
+  records = arch_history.read(str(tmp_path / 'tracked'))
+  assert [r['step'] for r in records] == [2, 4]
+  assert all(np.isfinite(r['dominant_eigenvalue']) and r['sharpness_seconds'] > 0
+             for r in records)
+  assert 'dominant_eigenvalue' not in arch_history.read(str(tmp_path / 'plain'))[-1]
+
+
 def test_history_file_and_stable_counting(tmp_path):
   from official.autodeeplab.training import arch_history
   one, other = {'cell': 1}, {'cell': 2}

@@ -4,7 +4,7 @@ under the same training budget?
   python -m tools.baseline --workdir=runs/baseline --genotype=runs/search/genotype.json \
       [--genotype=...] --num_random=8 --gin_file=experiments/retrain/synthetic.gin \
       --tfrecord_dir=runs/quickstart/data [--gin_bindings=...] [--match_cost=0.1] [--seed=0] \
-      [--latency_table=latency_table.json]
+      [--latency_table=latency_table.json] [--num_seeds=2] [--search_workdir=runs/search ...]
 
 Samples `--num_random` genotypes uniformly from the space the given ones come from (their L and B,
 paths starting at the levels theirs start at; search/sampling.py), optionally only those whose
@@ -15,8 +15,19 @@ source, genotype, mIoU, params, multiply-adds; and each given genotype's rank an
 the random ones) and `baseline.png` (mIoU against multiply-adds, the given ones marked). With
 `--latency_table` (tools.latency) every entry also has `predicted_latency_ms` (at the table's
 setting) and `--match_cost` matches the predicted latency instead of multiply-adds. Each
-architecture is a sub-workdir (`given-0/`, `random-3/`), so a rerun resumes where it stopped; a
-workdir of another gin, seed or sample is refused.
+architecture is a sub-workdir (`given-0/`, `random-3/`; `given-0-seed1/` for its retrain at
+--seed + 1), so a rerun resumes where it stopped (more seeds or more supernets extend a finished
+baseline); a workdir of another gin, seed or sample is refused.
+
+Retraining is noisy, so the evidence is statistical (search/evidence.py): with `--num_seeds=S`
+every architecture is retrained at seeds --seed .. --seed + S - 1 (`miou_per_seed`; `miou` is
+their mean), and each given genotype gets its percentile among the random ones with a bootstrap
+90% interval over seeds and random draws (`percentile_ci90`); the summary has the random
+genotypes' median and spread and the spread over seeds (`seed_std`). With `--search_workdir=DIR`
+(repeatable: one per search) every architecture is also scored inside that search's trained
+supernet without retraining (`training/supernet_ranking.py`: one-hot op weights and transitions,
+on trainB of --tfrecord_dir): `supernet_miou` per entry (one value per supernet) and, per
+supernet, `kendall_tau` and `spearman` against the retrained mIoU.
 """
 from __future__ import annotations
 
@@ -40,6 +51,10 @@ flags.DEFINE_string('eval_split', 'val', 'Split the architectures are scored on.
 flags.DEFINE_string('image_size', '1024,2048', 'HEIGHT,WIDTH the multiply-adds are counted at.')
 flags.DEFINE_string('latency_table', None, 'A latency table (tools.latency): record each '
                     'architecture\'s predicted latency, and --match_cost matches it.')
+flags.DEFINE_integer('num_seeds', 1, 'Retrain every architecture at this many seeds (--seed, '
+                     '--seed + 1, ...): per-seed mIoU, their mean ranks, a bootstrap interval.')
+flags.DEFINE_multi_string('search_workdir', None, 'A tools.search workdir whose supernet also '
+                          'scores every architecture without retraining (repeatable).')
 flags.mark_flags_as_required(['workdir', 'genotype', 'tfrecord_dir'])
 
 BASELINE_FILE, PLOT_FILE, CONFIG_FILE = 'baseline.json', 'baseline.png', 'baseline_config.json'
@@ -87,18 +102,20 @@ def _configuration(given) -> dict:
              if FLAGS.latency_table and FLAGS.match_cost is not None else {})}
 
 
-def _retrain_and_evaluate(name: str, genotype) -> dict:
-  """One architecture's sub-workdir: trained (resumed) and evaluated unless already done."""
-  workdir = os.path.join(FLAGS.workdir, name)
+def _retrain_and_evaluate(name: str, genotype, seed: int) -> dict:
+  """One architecture's retrain at `seed` in its sub-workdir (`name`, `name-seedN` for seeds
+  after --seed): trained (resumed) and evaluated unless already done."""
+  workdir = os.path.join(FLAGS.workdir, name if seed == FLAGS.seed else f'{name}-seed{seed}')
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'genotype.json')
   if not os.path.exists(path):
     genotype.to_json(path)
   gin = [f'--gin_file={g}' for g in FLAGS.gin_file] + [
       f'--gin_bindings={b}' for b in FLAGS.gin_bindings]
-  common.run_stage('train', f'--workdir={workdir}', f'--tfrecord_dir={FLAGS.tfrecord_dir}',
-                   f'--genotype={path}', f'--seed={FLAGS.seed}', *gin, caller='baseline')
   eval_path = os.path.join(workdir, 'eval.json')
+  if not common.eval_is_current(eval_path, workdir):  # scored after a finished train: done
+    common.run_stage('train', f'--workdir={workdir}', f'--tfrecord_dir={FLAGS.tfrecord_dir}',
+                     f'--genotype={path}', f'--seed={seed}', *gin, caller='baseline')
   if not common.eval_is_current(eval_path, workdir):
     common.run_stage('evaluate', f'--workdir={workdir}', f'--tfrecord_dir={FLAGS.tfrecord_dir}',
                      f'--split={FLAGS.eval_split}', *gin, caller='baseline')
@@ -109,17 +126,47 @@ def _retrain_and_evaluate(name: str, genotype) -> dict:
   return report
 
 
-def _rank(miou: float, random_mious: list[float]) -> dict:
-  """1 = better than every random one; percentile = share of random ones it beats (ties half)."""
-  beaten = sum(m < miou for m in random_mious) + 0.5 * sum(m == miou for m in random_mious)
-  return {'rank': 1 + sum(m > miou for m in random_mious),
-          'percentile': 100.0 * beaten / len(random_mious)}
+def _supernets(given) -> list:
+  """The --search_workdir supernets, restored (`supernet_ranking.Supernet`), checked against the
+  given genotypes' space; a workdir without a supernet checkpoint is refused."""
+  from official.autodeeplab.training import supernet_ranking
+  found = []
+  for workdir in FLAGS.search_workdir or []:
+    found.append(supernet_ranking.load(workdir, '--search_workdir'))
+    supernet_ranking.check_space(found[-1], given[0], f'--search_workdir={workdir}')
+  return found
+
+
+def _supernet_ranking(supernets, entries) -> dict:
+  """Every architecture scored in every supernet on trainB (`supernet_miou`, one per supernet),
+  and per supernet its ranking agreement with the retrained mIoU."""
+  from official.autodeeplab.search import evidence
+  from official.autodeeplab.search import genotype as genotype_lib
+  from official.autodeeplab.training import supernet_ranking
+  genotypes = [genotype_lib.Genotype.from_dict(e['genotype']) for e in entries]
+  rankings = []
+  for supernet in supernets:
+    scores = supernet_ranking.score(supernet, genotypes, FLAGS.tfrecord_dir)
+    for entry, miou in zip(entries, scores):
+      entry.setdefault('supernet_miou', []).append(miou)
+    rankings.append({'search_workdir': supernet.workdir, 'step': supernet.step,
+                     **evidence.ranking_agreement(scores, [e['miou'] for e in entries])})
+  return {'supernet_ranking': rankings,
+          'kendall_tau': [r['kendall_tau'] for r in rankings],
+          'spearman': [r['spearman'] for r in rankings]}
+
+
+def _number(value) -> str:
+  return 'undefined' if value is None else f'{value:.2f}'
 
 
 def main(argv):
   del argv
-  if FLAGS.num_random < 1:
-    raise common.UserInputError(f'--num_random={FLAGS.num_random}: must be at least 1')
+  if FLAGS.num_random < 2:
+    raise common.UserInputError(f'--num_random={FLAGS.num_random}: at least 2 random genotypes '
+                                'are needed to rank against')
+  if FLAGS.num_seeds < 1:
+    raise common.UserInputError(f'--num_seeds={FLAGS.num_seeds}: must be at least 1')
   if FLAGS.match_cost is not None and FLAGS.match_cost <= 0:
     raise common.UserInputError(f'--match_cost={FLAGS.match_cost}: must be a positive fraction')
   if not FLAGS.gin_file:
@@ -158,24 +205,38 @@ def main(argv):
                     for i, g in enumerate(_sample(given, multiplier, size, latency))])
   import numpy as np
   from official.autodeeplab.modeling import segmenter
+  from official.autodeeplab.search import evidence
   from official.autodeeplab.utils import complexity
+  supernets = _supernets(given)  # refused before any retrain when a workdir has none
+  seeds = range(FLAGS.seed, FLAGS.seed + FLAGS.num_seeds)
   entries = []
   for source, name, genotype in architectures:
-    report = _retrain_and_evaluate(name, genotype)
-    model = segmenter.build_segmenter(genotype, report['num_classes'],
+    reports = [_retrain_and_evaluate(name, genotype, seed) for seed in seeds]
+    model = segmenter.build_segmenter(genotype, reports[0]['num_classes'],
                                       filter_multiplier=multiplier)
+    per_seed = [r['miou'] for r in reports]
     entries.append({'source': source, 'name': name, 'genotype': genotype.to_dict(),
-                    'miou': report['miou'], 'params': complexity.count_parameters(model),
+                    'miou': float(np.mean(per_seed)), 'miou_per_seed': per_seed,
+                    'params': complexity.count_parameters(model),
                     'multiply_adds': complexity.multiply_adds(model, *size)['total']})
     if latency is not None:
       entries[-1]['predicted_latency_ms'] = latency.exact(genotype)
-  random_mious = [e['miou'] for e in entries if e['source'] == 'random']
+  random = [e for e in entries if e['source'] == 'random']
+  random_mious = [e['miou'] for e in random]
+  random_per_seed = [e['miou_per_seed'] for e in random]
   for entry in entries:
     if entry['source'] == 'given':
-      entry.update(_rank(entry['miou'], random_mious))
+      entry.update({'rank': evidence.rank(entry['miou'], random_mious),
+                    'percentile': evidence.percentile(entry['miou'], random_mious),
+                    'percentile_ci90': list(evidence.bootstrap_percentile(
+                        entry['miou_per_seed'], random_per_seed, seed=FLAGS.seed))})
   summary = {'image_size': list(size), 'filter_multiplier': multiplier,
-             'random_miou_median': float(np.median(random_mious)),
-             'random_miou_std': float(np.std(random_mious)), 'architectures': entries}
+             'seeds': list(seeds), 'random_miou_median': float(np.median(random_mious)),
+             'random_miou_std': float(np.std(random_mious)),
+             'seed_std': evidence.seed_spread([e['miou_per_seed'] for e in entries]),
+             'architectures': entries}
+  if supernets:
+    summary.update(_supernet_ranking(supernets, entries))
   if latency is not None:
     summary['latency_measured_for'] = latency.setting
   files.write_json(os.path.join(FLAGS.workdir, BASELINE_FILE), summary)
@@ -183,9 +244,15 @@ def main(argv):
   plots.plot_baseline(entries, os.path.join(FLAGS.workdir, PLOT_FILE), size)
   for entry in entries:
     if entry['source'] == 'given':
+      low, high = entry['percentile_ci90']
       print(f'[baseline] {entry["name"]}: mIoU {100 * entry["miou"]:.1f}, rank {entry["rank"]} '
             f'of {len(random_mious) + 1}, beats {entry["percentile"]:.0f}% of the random ones '
-            f'(median {100 * summary["random_miou_median"]:.1f})')
+            f'(90% interval {low:.0f}-{high:.0f}; random median '
+            f'{100 * summary["random_miou_median"]:.1f})')
+  for ranking in summary.get('supernet_ranking', []):
+    print(f'[baseline] supernet of {ranking["search_workdir"]} (step {ranking["step"]}) ranks '
+          f'them as retraining does: Kendall tau {_number(ranking["kendall_tau"])}, Spearman '
+          f'{_number(ranking["spearman"])}')
   print(f'[baseline] {BASELINE_FILE} and {PLOT_FILE} written to {FLAGS.workdir}')
 
 

@@ -114,6 +114,12 @@ def _history(report: dict, text: list[str]) -> None:
   text.append(f'history of {len(records)} exports (steps {records[0]["step"]}-'
               f'{records[-1]["step"]}, the decoded architecture changed {changes} times) '
               f'drawn to {FLAGS.history}')
+  sharp = [(r['step'], r['dominant_eigenvalue']) for r in records
+           if r.get('dominant_eigenvalue') is not None]
+  if sharp:  # search_config.track_sharpness
+    report['dominant_eigenvalue'] = [{'step': step, 'value': value} for step, value in sharp]
+    text.append('dominant eigenvalue of the architecture Hessian (step: value): ' +
+                ', '.join(f'{step}: {value:.4g}' for step, value in sharp))
 
 
 def main(argv):

@@ -18,14 +18,36 @@ norm ran slower than its float32 one (forward and gradient, docs/performance.md)
 input is cast to float32 for the kernel and the output cast back: the layer's `float32_kernel`,
 which the model builders take from the runtime (`Runtime.float32_batch_norm`, through
 `ops.LayerSettings`).
+
+Second derivatives: the fused kernel's gradient ignores what flows back into its batch moments,
+which is exact for one derivative but drops terms of a second one. Inside `twice_differentiable()`
+(while a Hessian-vector product is traced: `training/sharpness.py`) this layer and the search
+cell's batch norm (`fused_cell.batch_norm`) are built from plain ops that differentiate twice.
 """
 from __future__ import annotations
+
+import contextlib
 
 import keras
 import tensorflow as tf
 
 
 _FUSED_TYPES = (tf.float32, tf.bfloat16, tf.float16)  # inputs; statistics are float32
+_TWICE_DIFFERENTIABLE = [False]
+
+
+@contextlib.contextmanager
+def twice_differentiable():
+  """While tracing inside it, batch norm is built from ops that differentiate twice."""
+  before, _TWICE_DIFFERENTIABLE[0] = _TWICE_DIFFERENTIABLE[0], True
+  try:
+    yield
+  finally:
+    _TWICE_DIFFERENTIABLE[0] = before
+
+
+def twice_differentiable_now() -> bool:
+  return _TWICE_DIFFERENTIABLE[0]
 
 
 @keras.saving.register_keras_serializable('autodeeplab')
@@ -52,7 +74,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
   def call(self, inputs, training=None, mask=None):
     inputs = tf.convert_to_tensor(inputs)
-    if not self._fusable(inputs, mask):
+    if not self._fusable(inputs, mask) or twice_differentiable_now():
       return super().call(inputs, training=training, mask=mask)
     if inputs.dtype != tf.float32 and self.float32_kernel:
       return tf.cast(self._fused(tf.cast(inputs, tf.float32), training), inputs.dtype)

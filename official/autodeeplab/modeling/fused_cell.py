@@ -24,6 +24,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from official.autodeeplab.modeling import batch_norm as bn_kernels
 from official.autodeeplab.search import space
 
 # The ops the fused path computes, from the op table: ops with weights run grouped by source
@@ -131,6 +132,10 @@ def batch_norm(x: tf.Tensor, axes: list[int], epsilon: float) -> tf.Tensor:
   the zero tensors it flows to are constants anyway.
   """
   constant_gain = 0.99 / math.sqrt(epsilon)  # inv_std above this: variance below epsilon / 50
+  if bn_kernels.twice_differentiable_now():  # the moments differentiated too (Hessians)
+    centered = x - tf.reduce_mean(x, axes, keepdims=True)
+    return centered * tf.math.rsqrt(tf.reduce_mean(tf.square(centered), axes, keepdims=True)
+                                    + epsilon)
 
   @tf.custom_gradient
   def normalize(x):

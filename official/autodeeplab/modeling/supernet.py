@@ -274,7 +274,14 @@ class Supernet(tracking.CheckpointLists, keras.Model):
       x = tf.nn.relu(self.stem[i + 1](self.stem[i](x), training=training))
     return x
 
-  def call(self, images, training=True):
+  def call(self, images, training=True, architecture=None, unrolled=False):
+    """Logits of `images`; `architecture`: (op weights [edges, ops], transition probabilities
+    [L, levels, 3]) used instead of softmax(alpha) and normalised beta (one architecture set
+    exactly inside the supernet: `training/supernet_ranking.py`). `unrolled`: the layers as a
+    Python loop instead of one loop op, for second derivatives (`training/sharpness.py`), whose
+    graph through a loop op takes minutes to build."""
+    op_weights, transitions = (architecture if architecture is not None else
+                               (self.op_weights(), self.transition_probabilities()))
     stem = self.stem_features(images, training)
     batch = tf.shape(stem)[0]
     level_sizes = space.level_sizes(tf.shape(stem)[1:3], self.num_levels)
@@ -282,10 +289,16 @@ class Supernet(tracking.CheckpointLists, keras.Model):
              for k in range(self.num_levels)]
     prev = (stem,) + tuple(zeros[1:])
     prev_prev = tuple(zeros)
-    mixing = fused_cell.mixing_weights(self.op_weights(), self.num_blocks)
-    params = LayerParams(self.transition_probabilities(),
+    mixing = fused_cell.mixing_weights(op_weights, self.num_blocks)
+    params = LayerParams(transitions,
                          tuple(tf.convert_to_tensor(w) for w in self.level_weights))
-    if self.recompute:
+    if unrolled:
+      last, prev_prev_now = prev, prev_prev
+      for layer in range(self.num_layers):
+        nodes = self._layer(last, prev_prev_now, tf.nest.map_structure(lambda t: t[layer], params),
+                            mixing)
+        last, prev_prev_now = nodes, last
+    elif self.recompute:
       last = layer_loop.run_layers(self._layer, prev, prev_prev, params, mixing)
     else:
       def body(carry, params):
@@ -296,9 +309,9 @@ class Supernet(tracking.CheckpointLists, keras.Model):
         return tuple(nodes), prev
 
       last, _ = tf.foldl(body, params, initializer=(prev, prev_prev))
-    image_size = tf.shape(images)[1:3]
-    # Logits in float32 in every precision (tf.image.resize returns float32).
-    logits = [tf.image.resize(head(node, training=training), image_size, method='bilinear')
+    image_size = ops.spatial_size(images)
+    # Logits in float32 in every precision.
+    logits = [ops.resize_bilinear(tf.cast(head(node, training=training), tf.float32), image_size)
               for head, node in zip(self.heads, last)]
     return tf.add_n(logits)
 

@@ -12,7 +12,13 @@ of their transition probabilities), "miou_trainB" (of the architecture steps sin
 export; null before they start), "expected_multiply_adds" (of the retrained network's cells
 under the relaxation, at search_config.cost_image_size and cost_filter_multiplier: search/cost.py)},
 and with a latency table (search_config.latency_table) "expected_latency_ms" (of the whole network
-on the table's engine, under the relaxation).
+on the table's engine, under the relaxation), and with search_config.track_sharpness
+"dominant_eigenvalue" (of the trainB loss's Hessian in alpha and beta: training/sharpness.py) and
+"sharpness_seconds" (what measuring it took).
+
+Two early stops read the history: `stop_reason` (the decoded genotype unchanged over
+`stop_when_stable` exports) and `sharpness_stop` (Zela et al.'s DARTS-ES: the eigenvalue's mean
+over the last window of exports exceeds the window before it by 1 / SHARPNESS_RATIO).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from official.autodeeplab.search import genotype as genotype_lib
 from official.autodeeplab import files
 
 HISTORY_FILE = 'arch_history.jsonl'
+SHARPNESS_RATIO = 0.75  # Zela et al.: stop when mean(previous window) / mean(last window) < this
 
 
 def _entropy(probabilities: np.ndarray) -> np.ndarray:
@@ -49,7 +56,7 @@ def entropies(alpha: np.ndarray, transitions: np.ndarray) -> tuple[float, float]
 def make_record(step: int, epoch: float | None, found: genotype_lib.Genotype, alpha: np.ndarray,
                 transitions: np.ndarray, miou: float | None,
                 expected_multiply_adds: float | None = None,
-                expected_latency_ms: float | None = None) -> dict:
+                expected_latency_ms: float | None = None, sharpness=None) -> dict:
   alpha_entropy, transition_entropy = entropies(alpha, transitions)
   record = {'step': int(step), 'epoch': None if epoch is None else round(float(epoch), 4),
             'genotype': found.to_dict(), 'alpha_entropy': alpha_entropy,
@@ -58,6 +65,9 @@ def make_record(step: int, epoch: float | None, found: genotype_lib.Genotype, al
             'expected_multiply_adds': expected_multiply_adds}
   if expected_latency_ms is not None:
     record['expected_latency_ms'] = expected_latency_ms
+  if sharpness is not None:
+    record['dominant_eigenvalue'] = float(sharpness.eigenvalue)
+    record['sharpness_seconds'] = round(float(sharpness.seconds), 3)
   return record
 
 
@@ -116,3 +126,24 @@ def stop_reason(records: list[dict], arch_start_step: int, stop_when_stable: int
   return (f'the decoded architecture has not changed over the last {count} exports (steps '
           f'{records[-count]["step"]}-{records[-1]["step"]}; search_config.stop_when_stable = '
           f'{stop_when_stable})')
+
+
+def sharpness_stop(records: list[dict], arch_start_step: int, window: int) -> tuple | None:
+  """Zela et al.'s early stop over the eigenvalues measured after `arch_start_step`: when the
+  mean of the last `window` is more than 1 / SHARPNESS_RATIO times the mean of the `window`
+  before them, (why, the record a window back, whose genotype the search keeps); else None."""
+  if window < 1:
+    return None
+  measured = [r for r in records
+              if r['step'] > arch_start_step and r.get('dominant_eigenvalue') is not None]
+  if len(measured) < 2 * window:
+    return None
+  before = np.mean([r['dominant_eigenvalue'] for r in measured[-2 * window:-window]])
+  last = np.mean([r['dominant_eigenvalue'] for r in measured[-window:]])
+  if last <= 0 or before / last >= SHARPNESS_RATIO:
+    return None
+  kept = measured[-window - 1]
+  return (f'the architecture Hessian\'s dominant eigenvalue grew from a mean of {before:.4g} to '
+          f'{last:.4g} over the last {window} exports (ratio {before / last:.2f} < '
+          f'{SHARPNESS_RATIO}; search_config.stop_on_sharpness = {window}): keeping the genotype '
+          f'of step {kept["step"]}', kept)

@@ -55,6 +55,15 @@ class SearchConfig:
       (`search/cost.Latency`), and cost_image_size and cost_filter_multiplier are taken from the
       table (bound to other values than their defaults and the table's, they are refused). The
       search copies it into its workdir (latency_table.json), which a resume then reads.
+    track_sharpness: at each export, the dominant eigenvalue of the Hessian of the trainB loss
+      with respect to alpha and beta (`training/sharpness.py`; Zela et al., ICLR 2020: it grows
+      before a DARTS-style search collapses onto parameter-free ops), into arch_history.jsonl
+      (`dominant_eigenvalue`) and TensorBoard. Costs `sharpness_iterations` Hessian-vector
+      products per export.
+    sharpness_iterations: power iterations per measurement.
+    stop_on_sharpness: when positive (needs track_sharpness), Zela et al.'s early stop with a
+      window of this many exports: stop when the mean eigenvalue of the last window exceeds the
+      window before it by a factor 1 / 0.75, and keep the genotype of the export a window back.
   """
   total_steps: int = 1000
   arch_start_step: int = 500
@@ -66,8 +75,21 @@ class SearchConfig:
   cost_image_size: tuple[int, int] = (1024, 2048)
   cost_filter_multiplier: int = 20
   latency_table: str = ''
+  track_sharpness: bool = False
+  sharpness_iterations: int = 10
+  stop_on_sharpness: int = 0
 
   def validate(self) -> None:
+    if self.sharpness_iterations < 1:
+      raise UserInputError(f'search_config.sharpness_iterations={self.sharpness_iterations}: '
+                           'must be at least 1')
+    if self.stop_on_sharpness < 0:
+      raise UserInputError(f'search_config.stop_on_sharpness={self.stop_on_sharpness}: expected 0 '
+                           '(off) or a window of exports')
+    if self.stop_on_sharpness and not self.track_sharpness:
+      raise UserInputError(f'search_config.stop_on_sharpness={self.stop_on_sharpness} needs '
+                           'search_config.track_sharpness = True (it stops on the measured '
+                           'eigenvalue)')
     if self.stop_when_stable < 0:
       raise UserInputError(f'search_config.stop_when_stable={self.stop_when_stable}: expected 0 '
                            '(off) or the number of exports in a row with the same genotype')

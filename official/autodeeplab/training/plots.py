@@ -156,6 +156,13 @@ def plot_history(records: list[dict], output_path: str, title: str = '') -> str:
     curve_ax.plot(range(n), [np.nan if m is None else m for m in mious], marker='.',
                   label='trainB mIoU since the previous export')
   curve_ax.legend(fontsize=7, loc='best')
+  eigenvalues = [r.get('dominant_eigenvalue') for r in records]
+  if any(e is not None for e in eigenvalues):  # search_config.track_sharpness: its own scale
+    sharp_ax = curve_ax.twinx()
+    sharp_ax.plot(range(n), [np.nan if e is None else e for e in eigenvalues], marker='x',
+                  color='tab:red', label='dominant eigenvalue of the arch Hessian')
+    sharp_ax.set_ylabel('dominant eigenvalue', color='tab:red', fontsize=8)
+    sharp_ax.legend(fontsize=7, loc='lower right')
   ticks = range(0, n, max(1, n // 20))
   curve_ax.set_xticks(list(ticks), [str(steps[i]) for i in ticks], fontsize=7)
   curve_ax.set_xlabel('search step of the export')
@@ -166,27 +173,43 @@ def plot_history(records: list[dict], output_path: str, title: str = '') -> str:
 
 
 def plot_baseline(entries: list[dict], output_path: str, image_size) -> str:
-  """tools.baseline's figure: mIoU against multiply-adds, random genotypes as dots, the given
-  ones as stars with their names; the random median as a line."""
+  """tools.baseline's figure: mIoU (mean over retrain seeds, the bar their range) against
+  multiply-adds, random genotypes as dots, the given ones as stars labelled with their
+  percentile and its bootstrap 90% interval; the random median as a line."""
   import matplotlib
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt
   fig, ax = plt.subplots(figsize=(7, 4.5))
+
+  def draw(group, **style):
+    x = [e['multiply_adds'] / 1e9 for e in group]
+    y = [100 * e['miou'] for e in group]
+    seeds = [100 * np.asarray(e.get('miou_per_seed', [e['miou']])) for e in group]
+    ax.errorbar(x, y, yerr=[[m - s.min() for m, s in zip(y, seeds)],
+                            [s.max() - m for m, s in zip(y, seeds)]],
+                fmt='none', ecolor=style.get('color'), elinewidth=0.8, alpha=0.6)
+    ax.scatter(x, y, **style)
+
   random = [e for e in entries if e['source'] == 'random']
-  ax.scatter([e['multiply_adds'] / 1e9 for e in random], [100 * e['miou'] for e in random],
-             color='0.5', label=f'random genotypes ({len(random)})')
+  seeds = len(entries[0].get('miou_per_seed', [0])) if entries else 1
+  draw(random, color='0.5', label=f'random genotypes ({len(random)})')
   if random:
     ax.axhline(100 * float(np.median([e['miou'] for e in random])), color='0.5', ls='--', lw=0.8,
                label='random median')
-  for entry in (e for e in entries if e['source'] == 'given'):
-    ax.scatter(entry['multiply_adds'] / 1e9, 100 * entry['miou'], marker='*', s=220,
-               color='tab:red', zorder=3)
-    ax.annotate(entry['name'], (entry['multiply_adds'] / 1e9, 100 * entry['miou']), fontsize=8,
+  given = [e for e in entries if e['source'] == 'given']
+  draw(given, marker='*', s=220, color='tab:red', zorder=3)
+  for entry in given:
+    text = entry['name']
+    if 'percentile' in entry:
+      low, high = entry.get('percentile_ci90', (entry['percentile'],) * 2)
+      text += f': {entry["percentile"]:.0f}th pct [{low:.0f}-{high:.0f}]'
+    ax.annotate(text, (entry['multiply_adds'] / 1e9, 100 * entry['miou']), fontsize=8,
                 xytext=(6, 4), textcoords='offset points')
   ax.scatter([], [], marker='*', s=120, color='tab:red', label='given (searched) genotypes')
   ax.set_xlabel(f'multiply-adds (B) at {image_size[0]}x{image_size[1]}')
-  ax.set_ylabel('mIoU (%)')
-  ax.set_title('searched vs random architectures, same retraining', fontsize=10)
+  ax.set_ylabel(f'mIoU (%), mean of {seeds} seed(s), bar: range' if seeds > 1 else 'mIoU (%)')
+  ax.set_title('searched vs random architectures, same retraining; percentile [90% interval]',
+               fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()
   return save_figure(fig, output_path, 110)

@@ -65,12 +65,15 @@ def workdir_latency_table(config, workdir: str):
 
 def export_and_record(model: supernet.Supernet, config, workdir: str, step: int,
                       epoch: float | None, miou: float | None,
-                      latency: cost.Latency | None = None) -> genotype_lib.Genotype:
+                      latency: cost.Latency | None = None,
+                      sharpness=None) -> genotype_lib.Genotype:
   """A search's export at `step`: the files (`export_architecture`), the TensorBoard summaries
   and the history record (`arch_history`, its entropies to TensorBoard too); `config` is the
   `SearchConfig` (what the expected multiply-adds are counted for), `miou` trainB's since the
   previous export; with `latency` (a search with a latency table) the expected latency too, and
-  the table copied into the workdir. Returns the genotype."""
+  the table copied into the workdir; with `sharpness` (a `sharpness.Measurement`, a search with
+  search_config.track_sharpness) the dominant eigenvalue and the seconds it took. Returns the
+  genotype."""
   found = export_architecture(model, workdir, step)
   architecture_summaries(model, found, step)
   transitions = model.transition_probabilities()
@@ -84,12 +87,23 @@ def export_and_record(model: supernet.Supernet, config, workdir: str, step: int,
     if not os.path.exists(copy):
       files.write_json(copy, latency.table)
   record = arch_history.make_record(step, epoch, found, model.alpha.numpy(), transitions.numpy(),
-                                    miou, float(expected), expected_ms)
+                                    miou, float(expected), expected_ms, sharpness)
   if arch_history.append(workdir, record):
-    for name in ('alpha_entropy', 'transition_entropy', 'expected_latency_ms'):
+    for name in ('alpha_entropy', 'transition_entropy', 'expected_latency_ms',
+                 'dominant_eigenvalue'):
       if record.get(name) is not None:
         tf.summary.scalar(f'architecture/{name}', record[name], step=step)
   tf.summary.flush()
+  return found
+
+
+def keep_genotype(workdir: str, record: dict) -> genotype_lib.Genotype:
+  """An early stop that keeps an earlier export's genotype (`record`, from the history): its
+  genotype.json and architecture.png are written again (arch.npz stays the latest alpha/beta)."""
+  found = genotype_lib.Genotype.from_dict(record['genotype'], arch_history.HISTORY_FILE)
+  found.to_json(os.path.join(workdir, 'genotype.json'))
+  plots.plot_architecture(found, os.path.join(workdir, 'architecture.png'), None,
+                          f'search step {record["step"]} (kept by the sharpness stop)')
   return found
 
 

@@ -118,6 +118,7 @@ class SearchTask(base_task.Task):
     self._found = None
     self._confusion = {'log': 0, 'export': 0}  # trainB confusion since the last line / export
     self._stop = None
+    self._sharpness = None  # the Hessian probe (track_sharpness), built at the first export
 
   # -- inputs ------------------------------------------------------------------------------------
   def build_inputs(self, files: list[str] | None = None, examples: tuple | None = None,
@@ -209,16 +210,22 @@ class SearchTask(base_task.Task):
       miou = self._trainb_miou('export')
       if chief:
         self._export(workdir, step, miou)
-      if not final and self.config.stop_when_stable:
+      if not final and (self.config.stop_when_stable or self.config.stop_on_sharpness):
         self._agree_on_stop(chief)
 
   def stop_reason(self, workdir: str) -> str | None:
     """Why the search ends before num_steps (search_config.stop_when_stable), or None; a resumed
     run finds its count in the workdir's history."""
-    if self._stop is None and self._found is None and self.config.stop_when_stable:
-      self._stop = arch_history.stop_reason(arch_history.read(workdir),
-                                            self.config.arch_start_step,
-                                            self.config.stop_when_stable)
+    config = self.config
+    if self._stop is None and self._found is None and (config.stop_when_stable or
+                                                       config.stop_on_sharpness):
+      records = arch_history.read(workdir)
+      self._stop = arch_history.stop_reason(records, config.arch_start_step,
+                                            config.stop_when_stable)
+      sharp = arch_history.sharpness_stop(records, config.arch_start_step,
+                                          config.stop_on_sharpness)
+      if sharp is not None and self._stop is None:
+        self._stop = sharp[0]
     return self._stop
 
   def finish(self, workdir: str, step: int, chief: bool) -> dict:
@@ -233,10 +240,27 @@ class SearchTask(base_task.Task):
     previous export."""
     epoch = step / self.steps_per_epoch if self.steps_per_epoch else None
     latency = self.cost_model if isinstance(self.cost_model, cost.Latency) else None
+    measured = self._measure_sharpness() if self.config.track_sharpness else None
     self._found = search_outputs.export_and_record(self.model, self.config, workdir, step, epoch,
-                                                   miou, latency)
-    self._stop = arch_history.stop_reason(arch_history.read(workdir), self.config.arch_start_step,
+                                                   miou, latency, measured)
+    records = arch_history.read(workdir)
+    self._stop = arch_history.stop_reason(records, self.config.arch_start_step,
                                           self.config.stop_when_stable)
+    sharp = arch_history.sharpness_stop(records, self.config.arch_start_step,
+                                        self.config.stop_on_sharpness)
+    if sharp is not None and self._stop is None:
+      self._stop, kept = sharp
+      self._found = search_outputs.keep_genotype(workdir, kept)
+
+  def _measure_sharpness(self):
+    """The dominant eigenvalue of the architecture Hessian on the first trainB batch (the same
+    batch at every export and after a resume: the dataset's seeded start)."""
+    from official.autodeeplab.training import sharpness
+    if self._sharpness is None:
+      images, labels = next(iter(self.datasets()['iterator_b']))
+      self._sharpness = sharpness.Probe(self.model, images, labels,
+                                        self.config.sharpness_iterations)
+    return self._sharpness.measure()
 
   def _agree_on_stop(self, chief: bool) -> None:
     """Every worker stops at the same step: the chief's decision (from its history) is summed
