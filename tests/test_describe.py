@@ -103,9 +103,13 @@ def test_history_figure_of_several_exports(described, tmp_path):
   for step, genotype in ((10, moved), (20, changed), (30, changed)):
     arch_history.append(str(tmp_path), {
         'step': step, 'epoch': step / 10, 'genotype': genotype.to_dict(), 'alpha_entropy': 2.0,
-        'transition_entropy': 1.0, 'miou_trainB': None if step == 10 else 0.5})
+        'transition_entropy': 1.0, 'miou_trainB': None if step == 10 else 0.5,
+        **({'dominant_eigenvalue': step / 10} if step > 10 else {})})  # track_sharpness
   from official.autodeeplab.training import plots
-  path = plots.plot_history(arch_history.read(str(tmp_path)), str(tmp_path / 'h.png'))
+  records = arch_history.read(str(tmp_path))
+  assert arch_history.sharpness_curve(records) == [{'step': 20, 'value': 2.0},
+                                                   {'step': 30, 'value': 3.0}]
+  path = plots.plot_history(records, str(tmp_path / 'h.png'))
   from PIL import Image
   with Image.open(path) as image:
     assert image.format == 'PNG' and image.height > 300

@@ -114,12 +114,11 @@ def _history(report: dict, text: list[str]) -> None:
   text.append(f'history of {len(records)} exports (steps {records[0]["step"]}-'
               f'{records[-1]["step"]}, the decoded architecture changed {changes} times) '
               f'drawn to {FLAGS.history}')
-  sharp = [(r['step'], r['dominant_eigenvalue']) for r in records
-           if r.get('dominant_eigenvalue') is not None]
-  if sharp:  # search_config.track_sharpness
-    report['dominant_eigenvalue'] = [{'step': step, 'value': value} for step, value in sharp]
+  curve = arch_history.sharpness_curve(records)
+  if curve:  # search_config.track_sharpness
+    report['dominant_eigenvalue'] = curve
     text.append('dominant eigenvalue of the architecture Hessian (step: value): ' +
-                ', '.join(f'{step}: {value:.4g}' for step, value in sharp))
+                ', '.join(f'{p["step"]}: {p["value"]:.4g}' for p in curve))
 
 
 def main(argv):

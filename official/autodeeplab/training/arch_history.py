@@ -128,6 +128,12 @@ def stop_reason(records: list[dict], arch_start_step: int, stop_when_stable: int
           f'{stop_when_stable})')
 
 
+def sharpness_curve(records: list[dict]) -> list[dict]:
+  """[{'step', 'value'}] of the records that measured the dominant eigenvalue (track_sharpness)."""
+  return [{'step': r['step'], 'value': r['dominant_eigenvalue']} for r in records
+          if r.get('dominant_eigenvalue') is not None]
+
+
 def sharpness_stop(records: list[dict], arch_start_step: int, window: int) -> tuple | None:
   """Zela et al.'s early stop over the eigenvalues measured after `arch_start_step`: when the
   mean of the last `window` is more than 1 / SHARPNESS_RATIO times the mean of the `window`
