@@ -9,8 +9,7 @@ evidence"; docs/search_evidence.md holds the results).
 On a proxy task (synthetic: the quickstart's data, experiments/{search,retrain}/proxy.gin; mri:
 real T1 MRI slices prepared by benchmarks/mri_proxy.py, experiments/{search,retrain}/
 proxy_mri.gin), every stage run by its binary:
-1. one search per seed in `search_seeds` (`--search_bindings` change the search: a variant, kept
-   in its own workdirs `search-NAME-SEED`); each found genotype is a "given" one;
+1. one search per seed in `search_seeds`; each found genotype is a "given" one;
 2. `tools.baseline` with those genotypes, `num_random` random ones of the same space, every
    architecture retrained at `num_seeds` seeds and evaluated alike, and every search's supernet
    scoring all of them (`--search_workdir`): percentiles with bootstrap 90% intervals, the random
@@ -20,6 +19,9 @@ proxy_mri.gin), every stage run by its binary:
    one's (which exports every 20);
 4. with `--cost_weight`: the seed-0 search with a cost term at half of its genotype's cells'
    multiply-adds (S, 1024x2048) and that genotype retrained.
+With `--variant=NAME --search_bindings=...` (a change to the search) only the variant's searches
+(`search-NAME-SEED`) and their genotypes' retrains (`variant-NAME/given-I[-seedS]`, the baseline's
+protocol and seeds) run, ranked against the plain study's random genotypes (run that first).
 Rerunning resumes: every stage skips what its workdir already holds (the baseline's sub-workdirs
 carry the retrains across sessions); a larger --num_random or --num_seeds extends them.
 """
@@ -100,6 +102,44 @@ def proxy_data(work: str) -> str:
   return data
 
 
+def retrained_miou(workdir: str, data: str, genotype: str, seed: int) -> float:
+  """One retrain as tools.baseline runs it (its gin, `seed`), evaluated on val."""
+  eval_path = os.path.join(workdir, 'eval.json')
+  if not os.path.exists(eval_path):
+    tool('train', f'--workdir={workdir}', f'--tfrecord_dir={data}', f'--genotype={genotype}',
+         f'--gin_file={GINS[FLAGS.proxy][1]}', f'--seed={seed}')
+    tool('evaluate', f'--workdir={workdir}', f'--tfrecord_dir={data}', '--split=val',
+         f'--gin_file={GINS[FLAGS.proxy][1]}')
+  with open(eval_path) as f:
+    return json.load(f)['miou']
+
+
+def _variant(work: str, data: str, found) -> dict:
+  """A variant's genotypes retrained at the plain baseline's seeds and ranked among its random
+  genotypes (search/evidence.py)."""
+  import numpy as np
+  from official.autodeeplab.search import evidence
+  with open(os.path.join(work, 'baseline', 'baseline.json')) as f:
+    baseline = json.load(f)
+  random = [e['miou_per_seed'] for e in baseline['architectures'] if e['source'] == 'random']
+  means = [float(np.mean(r)) for r in random]
+  searched_ = []
+  for i, (genotype, minutes) in enumerate(found):
+    per_seed = [retrained_miou(os.path.join(work, f'variant-{FLAGS.variant}',
+                                            f'given-{i}' + (f'-seed{s}' if s else '')),
+                               data, genotype, s) for s in baseline['seeds']]
+    with open(genotype) as f:
+      searched_.append({'genotype': json.load(f), 'miou_per_seed': per_seed,
+                        'miou': float(np.mean(per_seed)),
+                        'percentile': evidence.percentile(np.mean(per_seed), means),
+                        'percentile_ci90': list(evidence.bootstrap_percentile(per_seed, random)),
+                        'search_minutes': round(minutes, 2)})
+  return {'benchmark': 'search_trust', 'proxy': FLAGS.proxy, 'variant': FLAGS.variant,
+          'search_bindings': FLAGS.search_bindings, 'searched': searched_,
+          'mean_searched_percentile': float(np.mean([e['percentile'] for e in searched_])),
+          'random_miou_median': baseline['random_miou_median']}
+
+
 def main(argv):
   del argv
   import numpy as np
@@ -110,8 +150,11 @@ def main(argv):
   searches = [os.path.join(work, f'search{variant}-{s}') for s in FLAGS.search_seeds]
   found = [searched(w, data, int(s), *FLAGS.search_bindings)
            for w, s in zip(searches, FLAGS.search_seeds)]
+  if FLAGS.variant:
+    print(json.dumps(_variant(work, data, found)))
+    return
   start = time.time()
-  baseline_dir = os.path.join(work, f'baseline{variant}')
+  baseline_dir = os.path.join(work, 'baseline')
   tool('baseline', f'--workdir={baseline_dir}', *[f'--genotype={g}' for g, _ in found],
        f'--num_random={FLAGS.num_random}', f'--num_seeds={FLAGS.num_seeds}',
        f'--gin_file={GINS[FLAGS.proxy][1]}', f'--tfrecord_dir={data}',
