@@ -27,27 +27,28 @@ cell's batch norm (`fused_cell.batch_norm`) are built from plain ops that differ
 from __future__ import annotations
 
 import contextlib
+import contextvars
 
 import keras
 import tensorflow as tf
 
 
 _FUSED_TYPES = (tf.float32, tf.bfloat16, tf.float16)  # inputs; statistics are float32
-_TWICE_DIFFERENTIABLE = [False]
+_TWICE_DIFFERENTIABLE = contextvars.ContextVar('twice_differentiable', default=False)
 
 
 @contextlib.contextmanager
 def twice_differentiable():
   """While tracing inside it, batch norm is built from ops that differentiate twice."""
-  before, _TWICE_DIFFERENTIABLE[0] = _TWICE_DIFFERENTIABLE[0], True
+  token = _TWICE_DIFFERENTIABLE.set(True)
   try:
     yield
   finally:
-    _TWICE_DIFFERENTIABLE[0] = before
+    _TWICE_DIFFERENTIABLE.reset(token)
 
 
 def twice_differentiable_now() -> bool:
-  return _TWICE_DIFFERENTIABLE[0]
+  return _TWICE_DIFFERENTIABLE.get()
 
 
 @keras.saving.register_keras_serializable('autodeeplab')

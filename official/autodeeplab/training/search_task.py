@@ -219,13 +219,7 @@ class SearchTask(base_task.Task):
     config = self.config
     if self._stop is None and self._found is None and (config.stop_when_stable or
                                                        config.stop_on_sharpness):
-      records = arch_history.read(workdir)
-      self._stop = arch_history.stop_reason(records, config.arch_start_step,
-                                            config.stop_when_stable)
-      sharp = arch_history.sharpness_stop(records, config.arch_start_step,
-                                          config.stop_on_sharpness)
-      if sharp is not None and self._stop is None:
-        self._stop = sharp[0]
+      self._stop, _ = self._stops(arch_history.read(workdir))
     return self._stop
 
   def finish(self, workdir: str, step: int, chief: bool) -> dict:
@@ -243,14 +237,17 @@ class SearchTask(base_task.Task):
     measured = self._measure_sharpness() if self.config.track_sharpness else None
     self._found = search_outputs.export_and_record(self.model, self.config, workdir, step, epoch,
                                                    miou, latency, measured)
-    records = arch_history.read(workdir)
-    self._stop = arch_history.stop_reason(records, self.config.arch_start_step,
-                                          self.config.stop_when_stable)
-    sharp = arch_history.sharpness_stop(records, self.config.arch_start_step,
-                                        self.config.stop_on_sharpness)
-    if sharp is not None and self._stop is None:
-      self._stop, kept = sharp
+    self._stop, kept = self._stops(arch_history.read(workdir))
+    if kept is not None:
       self._found = search_outputs.keep_genotype(workdir, kept)
+
+  def _stops(self, records: list[dict]) -> tuple:
+    """(why the search stops now, or None; the record whose genotype a sharpness stop keeps,
+    or None): search_config.stop_when_stable first, then stop_on_sharpness."""
+    config = self.config
+    reason = arch_history.stop_reason(records, config.arch_start_step, config.stop_when_stable)
+    sharp = arch_history.sharpness_stop(records, config.arch_start_step, config.stop_on_sharpness)
+    return sharp if reason is None and sharp is not None else (reason, None)
 
   def _measure_sharpness(self):
     """The dominant eigenvalue of the architecture Hessian on the first trainB batch (the same
